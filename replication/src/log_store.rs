@@ -1,0 +1,250 @@
+//! The Raft log, durable on its own RocksDB instance.
+//!
+//! Owns: log entries (column family `logs`, keyed by big-endian index so RocksDB order is log
+//! order), the vote, the committed log id and the last purged log id (column family `meta`).
+//! Never touches the state machine's instance.
+//!
+//! # To ensure correctness
+//! - **Durable before acknowledged.** [`RaftLogStorage::append`] writes the entries to RocksDB
+//!   without waiting for fsync and hands its [`IOFlushed`] callback to the *flusher* thread. The
+//!   flusher collects every callback queued while the previous fsync ran, calls
+//!   `flush_wal(sync = true)` once, and only then completes them all: many appends share one fsync
+//!   (group commit), and openraft never counts an entry as persisted before it is on disk.
+//!   Entries are readable as soon as `append` returns, which openraft allows.
+//! - **Votes are synced.** `save_vote` writes with `sync = true` before returning: a node must
+//!   never forget whom it voted for.
+//! - **No holes.** Entries arrive consecutive; `truncate_after` deletes a suffix (synced, so a
+//!   conflicting suffix cannot come back after a crash) and `purge` deletes a prefix after first
+//!   recording the last purged id, so `get_log_state` is right at every point of a crash.
+//! - Vote and log writes are serialized by openraft (`&mut self`), so no locking is needed here.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+
+use crate::error::storage_err;
+use crate::types::{Entry, LogId, TypeConfig, Vote};
+
+const CF_LOGS: &str = "logs";
+const CF_META: &str = "meta";
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+/// The durable Raft log. Cheap to clone readers from; one writer (openraft's log task).
+pub struct LogStore {
+    db: Arc<DB>,
+    flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+}
+
+/// A read handle on the log, used by openraft's replication tasks.
+#[derive(Clone)]
+pub struct LogReader {
+    db: Arc<DB>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the log at `path` and starts its flusher thread.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // The log is written once, read back mostly from the memtable, and deleted by prefix.
+        opts.set_max_total_wal_size(256 << 20);
+        let cfs = [CF_LOGS, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs).map_err(storage_err)?);
+        let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
+        let flush_db = db.clone();
+        std::thread::Builder::new()
+            .name("raft-log-flush".into())
+            .spawn(move || flusher(flush_db, rx))?;
+        Ok(Self { db, flusher: tx })
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> std::io::Result<Option<T>> {
+        read_meta(&self.db, key)
+    }
+
+    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T, sync: bool) -> std::io::Result<()> {
+        let cf = self.db.cf_handle(CF_META).expect("meta cf");
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.put_cf_opt(cf, key, encode(value)?, &wo).map_err(storage_err)
+    }
+}
+
+/// Completes `append` callbacks in groups, one WAL fsync per group.
+fn flusher(db: Arc<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
+    let fsyncs = metrics::counter!("quorumdb_log_fsyncs_total");
+    let grouped = metrics::histogram!("quorumdb_log_appends_per_fsync");
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        group.extend(rx.try_iter());
+        let result = db.flush_wal(true);
+        fsyncs.increment(1);
+        grouped.record(group.len() as f64);
+        for cb in group {
+            let r = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::other(format!("WAL fsync failed: {e}"))),
+            };
+            cb.io_completed(r);
+        }
+    }
+    // The sender was dropped: the store is closed. Dropping `db` here releases the instance.
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> std::io::Result<Vec<u8>> {
+    rmp_serde::to_vec_named(v).map_err(std::io::Error::other)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> std::io::Result<T> {
+    rmp_serde::from_slice(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+fn read_meta<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> std::io::Result<Option<T>> {
+    let cf = db.cf_handle(CF_META).expect("meta cf");
+    match db.get_cf(cf, key).map_err(storage_err)? {
+        Some(b) => Ok(Some(decode(&b)?)),
+        None => Ok(None),
+    }
+}
+
+fn index_key(i: u64) -> [u8; 8] {
+    i.to_be_bytes()
+}
+
+fn key_index(k: &[u8]) -> u64 {
+    u64::from_be_bytes(k.try_into().expect("8-byte log key"))
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> std::io::Result<Vec<Entry>> {
+        read_entries(&self.db, range)
+    }
+
+    async fn read_vote(&mut self) -> std::io::Result<Option<Vote>> {
+        read_meta(&self.db, KEY_VOTE)
+    }
+}
+
+fn read_entries<RB: RangeBounds<u64>>(db: &DB, range: RB) -> std::io::Result<Vec<Entry>> {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s + 1,
+        Bound::Unbounded => 0,
+    };
+    let cf = db.cf_handle(CF_LOGS).expect("logs cf");
+    let mut out = Vec::new();
+    for item in db.iterator_cf(cf, IteratorMode::From(&index_key(start), Direction::Forward)) {
+        let (k, v) = item.map_err(storage_err)?;
+        if !range.contains(&key_index(&k)) {
+            break;
+        }
+        out.push(decode(&v)?);
+    }
+    Ok(out)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> std::io::Result<Vec<Entry>> {
+        read_entries(&self.db, range)
+    }
+
+    async fn read_vote(&mut self) -> std::io::Result<Option<Vote>> {
+        self.get_meta(KEY_VOTE)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> std::io::Result<LogState<TypeConfig>> {
+        let last_purged: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
+        let cf = self.db.cf_handle(CF_LOGS).expect("logs cf");
+        let last_entry = match self.db.iterator_cf(cf, IteratorMode::End).next() {
+            Some(item) => {
+                let (_, v) = item.map_err(storage_err)?;
+                Some(decode::<Entry>(&v)?.log_id)
+            }
+            None => None,
+        };
+        // After a crash between recording a purge and deleting its entries, leftovers below
+        // the purge point must not make the log look shorter than it is.
+        let last = match (last_entry, last_purged.clone()) {
+            (Some(e), Some(p)) if p.index > e.index => Some(p),
+            (Some(e), _) => Some(e),
+            (None, p) => p,
+        };
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        LogReader { db: self.db.clone() }
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> std::io::Result<()> {
+        self.put_meta(KEY_VOTE, vote, true)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> std::io::Result<()> {
+        // Not synced: losing it only means re-discovering the commit index from the leader.
+        self.put_meta(KEY_COMMITTED, &committed, false)
+    }
+
+    async fn read_committed(&mut self) -> std::io::Result<Option<LogId>> {
+        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> std::io::Result<()>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let cf = self.db.cf_handle(CF_LOGS).expect("logs cf");
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put_cf(cf, index_key(entry.log_id.index), encode(&entry)?);
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        self.db.write_opt(batch, &wo).map_err(storage_err)?;
+        // Durability is the flusher's job; the callback fires after the group's fsync.
+        self.flusher
+            .send(callback)
+            .map_err(|_| std::io::Error::other("log flusher thread stopped"))?;
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> std::io::Result<()> {
+        let from = last_log_id.map(|l| l.index + 1).unwrap_or(0);
+        let cf = self.db.cf_handle(CF_LOGS).expect("logs cf");
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, index_key(from), index_key(u64::MAX));
+        batch.delete_cf(cf, index_key(u64::MAX));
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo).map_err(storage_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> std::io::Result<()> {
+        // Record the purge point first: a crash between the two writes leaves extra entries
+        // below it, which readers never ask for, rather than a hole above it.
+        self.put_meta(KEY_LAST_PURGED, &log_id, false)?;
+        let cf = self.db.cf_handle(CF_LOGS).expect("logs cf");
+        self.db
+            .delete_range_cf(cf, index_key(0), index_key(log_id.index + 1))
+            .map_err(storage_err)
+    }
+}

@@ -1,0 +1,57 @@
+//! Fault injection for the transport: drop or delay traffic per peer, or cut a node off,
+//! switchable at run time (tests, the HTTP debug endpoint and later the dashboard).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeId;
+
+/// The fault rules of one node. Outbound rules act in the client, inbound ones in the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FaultRules {
+    /// Cut this node off: drop everything it sends and everything it receives.
+    pub isolated: bool,
+    /// Drop messages to these peers.
+    pub drop_to: BTreeSet<NodeId>,
+    /// Drop messages from these peers.
+    pub drop_from: BTreeSet<NodeId>,
+    /// Delay messages to these peers by this many milliseconds.
+    pub delay_ms: BTreeMap<NodeId, u64>,
+}
+
+/// Shared, switchable fault rules.
+#[derive(Debug, Clone, Default)]
+pub struct Faults(Arc<RwLock<FaultRules>>);
+
+impl Faults {
+    pub fn set(&self, rules: FaultRules) {
+        *self.0.write().expect("fault lock") = rules;
+    }
+
+    pub fn get(&self) -> FaultRules {
+        self.0.read().expect("fault lock").clone()
+    }
+
+    pub fn clear(&self) {
+        self.set(FaultRules::default());
+    }
+
+    /// `Err` if a message to `peer` must be dropped, else the delay to apply (if any).
+    pub fn outbound(&self, peer: NodeId) -> Result<Option<Duration>, ()> {
+        let r = self.0.read().expect("fault lock");
+        if r.isolated || r.drop_to.contains(&peer) {
+            return Err(());
+        }
+        Ok(r.delay_ms.get(&peer).map(|ms| Duration::from_millis(*ms)))
+    }
+
+    /// Whether a message from `peer` must be dropped.
+    pub fn drops_inbound(&self, peer: Option<NodeId>) -> bool {
+        let r = self.0.read().expect("fault lock");
+        r.isolated || peer.is_some_and(|p| r.drop_from.contains(&p))
+    }
+}

@@ -1,0 +1,22 @@
+//! The Raft transport over tonic gRPC, and the fault layer tests and the dashboard use.
+//!
+//! Owns: the client side openraft drives ([`NetworkFactory`]), the server side that feeds
+//! incoming RPCs to the local Raft ([`TransportService`]), the encoding of openraft messages
+//! ([`codec`]) and per-peer fault injection ([`Faults`]). Snapshot files travel as a stream of
+//! CRC-checked chunks, so memory stays bounded whatever the snapshot size.
+
+pub mod codec;
+mod client;
+mod fault;
+mod server;
+
+pub mod pb {
+    tonic::include_proto!("quorumdb.raft");
+}
+
+pub use client::{NetworkFactory, PeerClient};
+pub use fault::{FaultRules, Faults};
+pub use server::{ForwardReply, TransportService, now_ms};
+
+/// gRPC metadata key naming the sending node, so receivers can apply inbound faults.
+pub const FROM_HEADER: &str = "x-quorumdb-from";

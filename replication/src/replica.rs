@@ -1,0 +1,391 @@
+//! A replica: one node's Raft, its two stores and its transport, behind the calls the server
+//! needs — write (forwarded to the leader when this node is not it), read at a consistency
+//! level, membership changes, leader transfer and status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Config, ReadPolicy, ServerState, SnapshotPolicy};
+
+use crate::error::ReplicationError;
+use crate::log_store::LogStore;
+use crate::network::pb::ReadIndexRequest;
+use crate::network::pb::raft_transport_server::RaftTransportServer;
+use crate::network::{FaultRules, Faults, ForwardReply, NetworkFactory, TransportService, now_ms};
+use crate::state_machine::{Application, StateMachineStore, StateReader};
+use crate::types::{Command, CommandResult, NodeId, Raft, RaftMetrics};
+
+/// How a read is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// ReadIndex: the leader confirms leadership with a quorum; the serving node waits until
+    /// it has applied up to the leader's commit index. Works on followers.
+    Linearizable,
+    /// Leader lease: no quorum round-trip while the leader's lease is valid.
+    Lease,
+    /// This node's state as it is, optionally refused when older than the bound.
+    Stale { max_staleness: Option<Duration> },
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = ReplicationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "linearizable" | "strong" => Ok(Self::Linearizable),
+            "lease" => Ok(Self::Lease),
+            "stale" => Ok(Self::Stale { max_staleness: None }),
+            other => Err(ReplicationError::Invalid(format!(
+                "unknown consistency level {other:?}; expected linearizable, lease or stale"
+            ))),
+        }
+    }
+}
+
+/// What a read was served at.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReadInfo {
+    /// The node's applied index when the read was allowed to proceed.
+    pub applied_index: u64,
+    /// Milliseconds since this node last heard from a leader (0 on the leader itself).
+    pub staleness_ms: Option<u64>,
+}
+
+/// Tunables of one replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub id: NodeId,
+    /// The address peers reach this node at (host:port; gRPC and HTTP share it).
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: (u64, u64),
+    /// Build a snapshot (and later purge the log) after this many applied entries.
+    pub snapshot_every: u64,
+    /// Applied entries to keep in the log below the snapshot (lets slow followers catch up
+    /// from the log instead of a snapshot).
+    pub keep_logs: u64,
+}
+
+impl ReplicaConfig {
+    pub fn new(id: NodeId, addr: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            id,
+            addr: addr.into(),
+            data_dir: data_dir.into(),
+            heartbeat_ms: 100,
+            election_timeout_ms: (500, 1000),
+            snapshot_every: 50_000,
+            keep_logs: 10_000,
+        }
+    }
+}
+
+/// One node's replication machinery.
+#[derive(Clone)]
+pub struct Replica {
+    pub id: NodeId,
+    pub addr: String,
+    raft: Raft,
+    reader: StateReader,
+    network: NetworkFactory,
+    transport: TransportService,
+    last_leader_contact: Arc<AtomicU64>,
+}
+
+/// How long a write waits for a leader to exist before giving up with `NoLeader`.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+
+impl Replica {
+    /// Opens the stores under `config.data_dir` and starts Raft. A node with existing data
+    /// resumes where it stopped; a new one waits to be initialized or added to a cluster.
+    pub async fn open(config: ReplicaConfig, app: Arc<dyn Application>) -> Result<Self, ReplicationError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let log_store = LogStore::open(&config.data_dir.join("log"))?;
+        let sm = StateMachineStore::open(&config.data_dir, app)?;
+        let reader = sm.reader();
+        let snapshot_dir = sm.snapshot_dir().to_path_buf();
+        let raft_config = Config {
+            cluster_name: "quorumdb".into(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_ms.0,
+            election_timeout_max: config.election_timeout_ms.1,
+            enable_pre_vote: Some(true),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.keep_logs,
+            install_snapshot_timeout: 60_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ReplicationError::Invalid(format!("raft config: {e}")))?;
+        let faults = Faults::default();
+        let network = NetworkFactory::new(config.id, faults.clone());
+        let raft = Raft::new(config.id, Arc::new(raft_config), network.clone(), log_store, sm).await?;
+        let last_leader_contact = Arc::new(AtomicU64::new(0));
+        let transport = TransportService::new(raft.clone(), faults, snapshot_dir, last_leader_contact.clone());
+        Ok(Self { id: config.id, addr: config.addr, raft, reader, network, transport, last_leader_contact })
+    }
+
+    /// The gRPC service peers talk to; mount it on this node's listener.
+    pub fn transport_service(&self) -> RaftTransportServer<TransportService> {
+        RaftTransportServer::new(self.transport.clone()).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20)
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn reader(&self) -> &StateReader {
+        &self.reader
+    }
+
+    pub fn faults(&self) -> &Faults {
+        self.network.faults()
+    }
+
+    pub fn set_faults(&self, rules: FaultRules) {
+        self.network.faults().set(rules);
+    }
+
+    pub fn metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// The current leader's id and address, if known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.metrics();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+        Some((id, addr))
+    }
+
+    /// Makes this node a one-member cluster. Idempotent: a node that is already part of an
+    /// initialized cluster is left as it is.
+    pub async fn initialize(&self) -> Result<(), ReplicationError> {
+        if self.raft.is_initialized().await? {
+            return Ok(());
+        }
+        let members = BTreeMap::from([(self.id, BasicNode { addr: self.addr.clone() })]);
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(e)) => {
+                tracing::info!(error = %e, "initialize: already initialized");
+                Ok(())
+            }
+            Err(RaftError::Fatal(f)) => Err(f.into()),
+        }
+    }
+
+    /// Waits until some node is leader, up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ReplicationError> {
+        let deadline = Instant::now() + timeout;
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(l) = rx.borrow_watched().current_leader {
+                return Ok(l);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ReplicationError::NoLeader);
+            }
+            let _ = tokio::time::timeout(left, rx.changed()).await;
+        }
+    }
+
+    /// Proposes `cmd` and returns what applying it produced. On a follower the write is sent
+    /// to the leader; with no leader known, it waits a few seconds for an election.
+    pub async fn write(&self, cmd: Command) -> Result<CommandResult, ReplicationError> {
+        let started = Instant::now();
+        let deadline = started + LEADER_WAIT;
+        let result = loop {
+            let leader = match self.raft.client_write(cmd.clone()).await {
+                Ok(r) => break Ok(r.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id.zip(f.leader_node),
+                Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
+                    break Err(ReplicationError::OutcomeUnknown(f.to_string()));
+                }
+                Err(RaftError::APIError(e)) => break Err(ReplicationError::Invalid(e.to_string())),
+                Err(RaftError::Fatal(f)) => break Err(f.into()),
+            };
+            if let Some((id, node)) = leader.filter(|(id, _)| *id != self.id) {
+                match self.forward_write(id, &node.addr, &cmd).await? {
+                    ForwardReply::Done(r) => break Ok(r),
+                    ForwardReply::OutcomeUnknown(e) => break Err(ReplicationError::OutcomeUnknown(e)),
+                    ForwardReply::Failed(e) => break Err(ReplicationError::Invalid(e)),
+                    ForwardReply::NotLeader { .. } => {}
+                }
+            }
+            if Instant::now() >= deadline {
+                break Err(ReplicationError::NoLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        metrics::histogram!("quorumdb_write_seconds").record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn forward_write(&self, leader: NodeId, addr: &str, cmd: &Command) -> Result<ForwardReply, ReplicationError> {
+        metrics::counter!("quorumdb_forwarded_writes_total").increment(1);
+        let peer = self.network.client(leader, addr);
+        let env = peer
+            .call(crate::network::codec::encode(cmd), Duration::from_secs(10), |mut c, r| async move { c.forward_write(r).await })
+            .await
+            .map_err(|e| ReplicationError::Unreachable { node: leader, addr: addr.to_string(), reason: e.to_string() })?;
+        crate::network::codec::decode(&env).map_err(|s| ReplicationError::Codec(s.message().to_string()))
+    }
+
+    /// Waits until this node may serve a read at `level`, then says at what state.
+    pub async fn read_barrier(&self, level: Consistency) -> Result<ReadInfo, ReplicationError> {
+        let policy = match level {
+            Consistency::Stale { max_staleness } => {
+                let info = self.stale_info();
+                if let (Some(bound), Some(age)) = (max_staleness, info.staleness_ms)
+                    && age > bound.as_millis() as u64
+                {
+                    return Err(ReplicationError::ReadNotConfirmed(format!(
+                        "this node last heard from a leader {age} ms ago, over the {} ms bound",
+                        bound.as_millis()
+                    )));
+                }
+                return Ok(info);
+            }
+            Consistency::Linearizable => ReadPolicy::ReadIndex,
+            Consistency::Lease => ReadPolicy::LeaseRead,
+        };
+        let index = match self.raft.get_read_linearizer(policy.clone()).await {
+            Ok(lin) => lin.read_log_id().index(),
+            Err(RaftError::APIError(e)) => {
+                let Some((leader, addr)) = self.leader().filter(|(l, _)| *l != self.id) else {
+                    return Err(ReplicationError::ReadNotConfirmed(e.to_string()));
+                };
+                self.remote_read_index(leader, &addr, policy).await?
+            }
+            Err(RaftError::Fatal(f)) => return Err(f.into()),
+        };
+        let m = self
+            .raft
+            .wait(Some(Duration::from_secs(5)))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+            .map_err(|e| ReplicationError::ReadNotConfirmed(format!("waiting to apply index {index}: {e}")))?;
+        Ok(ReadInfo { applied_index: m.last_applied.map(|l| l.index).unwrap_or(0), staleness_ms: Some(0) })
+    }
+
+    async fn remote_read_index(&self, leader: NodeId, addr: &str, policy: ReadPolicy) -> Result<u64, ReplicationError> {
+        let peer = self.network.client(leader, addr);
+        let req = ReadIndexRequest { policy: u32::from(policy == ReadPolicy::LeaseRead) };
+        let resp = peer
+            .call(req, Duration::from_secs(5), |mut c, r| async move { c.read_index(r).await })
+            .await
+            .map_err(|e| ReplicationError::ReadNotConfirmed(format!("asking leader {leader} for the read index: {e}")))?;
+        Ok(resp.index)
+    }
+
+    fn stale_info(&self) -> ReadInfo {
+        let m = self.metrics();
+        let staleness_ms = if m.state == ServerState::Leader {
+            Some(0)
+        } else {
+            match self.last_leader_contact.load(Ordering::Relaxed) {
+                0 => None,
+                t => Some(now_ms().saturating_sub(t)),
+            }
+        };
+        ReadInfo { applied_index: m.last_applied.map(|l| l.index).unwrap_or(0), staleness_ms }
+    }
+
+    /// Adds node `id` at `addr` as a voter: first as a learner (it catches up), then promoted.
+    /// Must run on the leader. Idempotent: a node already voting with that address is left as
+    /// it is.
+    pub async fn add_voter(&self, id: NodeId, addr: &str) -> Result<(), ReplicationError> {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        let known = membership.get_node(&id).map(|n| n.addr.clone());
+        let is_voter = membership.voter_ids().any(|v| v == id);
+        if known.as_deref() == Some(addr) && is_voter {
+            return Ok(());
+        }
+        if known.is_some() && known.as_deref() != Some(addr) {
+            return Err(ReplicationError::Membership(format!(
+                "node {id} is already a member at {}; remove it first to move it to {addr}",
+                known.unwrap_or_default()
+            )));
+        }
+        if known.is_none() {
+            self.raft
+                .add_learner(id, BasicNode { addr: addr.to_string() }, true)
+                .await
+                .map_err(membership_error)?;
+        }
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(membership_error)?;
+        Ok(())
+    }
+
+    /// Removes node `id` from the cluster (voter or learner). Must run on the leader.
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), ReplicationError> {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Ok(());
+        }
+        if membership.voter_ids().any(|v| v == id) {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(membership_error)?;
+        } else {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map_err(membership_error)?;
+        }
+        Ok(())
+    }
+
+    /// Hands leadership to `to`. Must run on the leader; returns once `to` leads (or errs).
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), ReplicationError> {
+        let m = self.metrics();
+        if !m.membership_config.membership().voter_ids().any(|v| v == to) {
+            return Err(ReplicationError::Membership(format!("node {to} is not a voter")));
+        }
+        if m.current_leader == Some(to) {
+            return Ok(());
+        }
+        self.raft.trigger().transfer_leader(to).await?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut rx = self.raft.metrics();
+        while Instant::now() < deadline {
+            if rx.borrow_watched().current_leader == Some(to) {
+                return Ok(());
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
+        }
+        Err(ReplicationError::Membership(format!("node {to} did not take over leadership within 5 s")))
+    }
+
+    /// Builds a snapshot now (in the background).
+    pub async fn trigger_snapshot(&self) -> Result<(), ReplicationError> {
+        Ok(self.raft.trigger().snapshot().await?)
+    }
+
+    /// Stops Raft; the stores close when the last handle drops.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+fn membership_error<E: std::fmt::Display>(e: RaftError<crate::TypeConfig, E>) -> ReplicationError {
+    match e {
+        RaftError::APIError(e) => ReplicationError::Membership(e.to_string()),
+        RaftError::Fatal(f) => f.into(),
+    }
+}
