@@ -1,0 +1,68 @@
+//! The command line: `quorumdb start` runs one node, `quorumdb demo` a local 3-node cluster.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{NodeConfig, StartArgs};
+use crate::demo::DemoArgs;
+use crate::node::Node;
+
+#[derive(Parser)]
+#[command(name = "quorumdb", version, about = "A distributed SQL + vector database on Raft")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node.
+    Start(StartArgs),
+    /// Run a local 3-node cluster with sample data until Ctrl-C.
+    Demo(DemoArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Start(args) => start(args).await,
+            Command::Demo(args) => crate::demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(args: StartArgs) -> anyhow::Result<()> {
+    let config = NodeConfig::from_args(args)?;
+    let node = Node::start(config.clone()).await?;
+    println!("quorumdb node {} listening on {} (gRPC + HTTP); data in {}", config.id, node.addr, config.data_dir.display());
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    node.stop().await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}

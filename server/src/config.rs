@@ -1,0 +1,142 @@
+//! Node configuration: command-line flags, environment variables (`QUORUMDB_*`) and an
+//! optional TOML file, in that order of precedence.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::error::ServerError;
+
+/// `quorumdb start` flags. Every flag can also come from the environment or the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StartArgs {
+    /// TOML file with any of the settings below (flags and env vars override it).
+    #[arg(long, env = "QUORUMDB_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's id, unique in the cluster (> 0).
+    #[arg(long, env = "QUORUMDB_ID")]
+    pub id: Option<u64>,
+    /// Where this node keeps its data (Raft log, state, snapshots).
+    #[arg(long, env = "QUORUMDB_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address for gRPC (Raft transport and client API) and HTTP, e.g. 127.0.0.1:7001.
+    #[arg(long, env = "QUORUMDB_LISTEN")]
+    pub listen: Option<String>,
+    /// Address peers use to reach this node, if not the listen address.
+    #[arg(long, env = "QUORUMDB_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Start a new cluster with this node as its first member.
+    #[arg(long, conflicts_with = "join")]
+    pub init: bool,
+    /// Join the cluster that this node (any member) belongs to.
+    #[arg(long, env = "QUORUMDB_JOIN")]
+    pub join: Option<String>,
+    /// Raft heartbeat interval in milliseconds.
+    #[arg(long, env = "QUORUMDB_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Minimum election timeout in milliseconds (the maximum is twice this).
+    #[arg(long, env = "QUORUMDB_ELECTION_TIMEOUT_MS")]
+    pub election_timeout_ms: Option<u64>,
+    /// Build a snapshot after this many log entries.
+    #[arg(long, env = "QUORUMDB_SNAPSHOT_EVERY")]
+    pub snapshot_every: Option<u64>,
+}
+
+/// The config file's shape (same names as the flags, with underscores).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<u64>,
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    advertise: Option<String>,
+    init: Option<bool>,
+    join: Option<String>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_ms: Option<u64>,
+    snapshot_every: Option<u64>,
+}
+
+/// A node's resolved configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    /// Listen address; port 0 picks a free port (tests).
+    pub listen: String,
+    pub advertise: Option<String>,
+    pub init: bool,
+    pub join: Option<String>,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    pub snapshot_every: u64,
+}
+
+impl NodeConfig {
+    /// A config with defaults for everything but identity and place.
+    pub fn new(id: u64, data_dir: impl Into<PathBuf>, listen: impl Into<String>) -> Self {
+        Self {
+            id,
+            data_dir: data_dir.into(),
+            listen: listen.into(),
+            advertise: None,
+            init: false,
+            join: None,
+            heartbeat_ms: 100,
+            election_timeout_ms: 500,
+            snapshot_every: 50_000,
+        }
+    }
+
+    pub fn from_args(args: StartArgs) -> Result<Self, ServerError> {
+        let file = match &args.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        let id = args.id.or(file.id).ok_or_else(|| ServerError::BadRequest("--id is required".into()))?;
+        if id == 0 {
+            return Err(ServerError::BadRequest("--id must be greater than 0".into()));
+        }
+        let data_dir = args.data_dir.or(file.data_dir).ok_or_else(|| ServerError::BadRequest("--data-dir is required".into()))?;
+        let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:7001".into());
+        let mut c = Self::new(id, data_dir, listen);
+        c.advertise = args.advertise.or(file.advertise);
+        c.init = args.init || file.init.unwrap_or(false);
+        c.join = args.join.or(file.join);
+        if c.init && c.join.is_some() {
+            return Err(ServerError::BadRequest("--init and --join exclude each other".into()));
+        }
+        c.heartbeat_ms = args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(c.heartbeat_ms);
+        c.election_timeout_ms = args.election_timeout_ms.or(file.election_timeout_ms).unwrap_or(c.election_timeout_ms);
+        c.snapshot_every = args.snapshot_every.or(file.snapshot_every).unwrap_or(c.snapshot_every);
+        if c.election_timeout_ms < 3 * c.heartbeat_ms {
+            return Err(ServerError::BadRequest("the election timeout must be at least 3 heartbeats".into()));
+        }
+        Ok(c)
+    }
+}
+
+fn read_file(p: &Path) -> Result<FileConfig, ServerError> {
+    let text = std::fs::read_to_string(p).map_err(|e| ServerError::BadRequest(format!("reading {}: {e}", p.display())))?;
+    toml::from_str(&text).map_err(|e| ServerError::BadRequest(format!("{}: {e}", p.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("n.toml");
+        std::fs::write(&f, "id = 3\ndata_dir = \"/tmp/x\"\nlisten = \"127.0.0.1:9000\"\nheartbeat_ms = 50\n").unwrap();
+        let args = StartArgs { config: Some(f.clone()), listen: Some("127.0.0.1:9001".into()), ..Default::default() };
+        let c = NodeConfig::from_args(args).unwrap();
+        assert_eq!((c.id, c.listen.as_str(), c.heartbeat_ms), (3, "127.0.0.1:9001", 50));
+
+        std::fs::write(&f, "id = 3\nbogus = 1\n").unwrap();
+        let err = NodeConfig::from_args(StartArgs { config: Some(f), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+}

@@ -1,0 +1,154 @@
+//! `quorumdb demo`: three real `quorumdb start` processes on loopback, sample data, and how
+//! to poke at them. Separate processes, so a user can `kill -9` the leader and watch.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Folder for the three nodes' data and logs (kept between runs).
+    #[arg(long, default_value = "quorumdb-demo")]
+    pub dir: PathBuf,
+    /// Node N listens on 127.0.0.1:(base_port + N - 1).
+    #[arg(long, default_value_t = 7001)]
+    pub base_port: u16,
+    /// Start, load the sample data, check it on every node, and exit (for scripts and CI).
+    #[arg(long)]
+    pub check: bool,
+}
+
+const PLANETS: [(&str, &str); 8] = [
+    ("mercury", r#"{"order":1,"moons":0,"radius_km":2439.7}"#),
+    ("venus", r#"{"order":2,"moons":0,"radius_km":6051.8}"#),
+    ("earth", r#"{"order":3,"moons":1,"radius_km":6371.0}"#),
+    ("mars", r#"{"order":4,"moons":2,"radius_km":3389.5}"#),
+    ("jupiter", r#"{"order":5,"moons":95,"radius_km":69911}"#),
+    ("saturn", r#"{"order":6,"moons":146,"radius_km":58232}"#),
+    ("uranus", r#"{"order":7,"moons":28,"radius_km":25362}"#),
+    ("neptune", r#"{"order":8,"moons":16,"radius_km":24622}"#),
+];
+
+struct DemoNode {
+    id: u64,
+    addr: String,
+    child: Child,
+}
+
+fn node_args(id: u64, dir: &std::path::Path, addr: &str, seed: &str) -> Vec<String> {
+    let mut a = vec![
+        "start".into(),
+        "--id".into(),
+        id.to_string(),
+        "--data-dir".into(),
+        dir.join(format!("node{id}")).display().to_string(),
+        "--listen".into(),
+        addr.into(),
+    ];
+    if id == 1 {
+        a.push("--init".into());
+    } else {
+        a.extend(["--join".into(), seed.into()]);
+    }
+    a
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the quorumdb binary")?;
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    let dir = args.dir.canonicalize()?;
+    let addrs: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect();
+    for a in &addrs {
+        if std::net::TcpListener::bind(a).is_err() {
+            bail!("{a} is in use; stop what uses it or pick other ports with --base-port");
+        }
+    }
+    let mut nodes = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let id = i as u64 + 1;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("node{id}.log")))?;
+        let child = Command::new(&exe)
+            .args(node_args(id, &dir, addr, &addrs[0]))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a node")?;
+        nodes.push(DemoNode { id, addr: addr.clone(), child });
+    }
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let result = demo_body(&http, &nodes, &dir, args.check).await;
+    for n in &mut nodes {
+        if let Some(pid) = n.child.id() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+    for n in &mut nodes {
+        if tokio::time::timeout(Duration::from_secs(10), n.child.wait()).await.is_err() {
+            let _ = n.child.kill().await;
+        }
+    }
+    result
+}
+
+async fn status(http: &reqwest::Client, addr: &str) -> anyhow::Result<Value> {
+    Ok(http.get(format!("http://{addr}/v1/status")).send().await?.error_for_status()?.json().await?)
+}
+
+async fn demo_body(http: &reqwest::Client, nodes: &[DemoNode], dir: &std::path::Path, check: bool) -> anyhow::Result<()> {
+    println!("starting 3 nodes in {} ...", dir.display());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let leader = loop {
+        if let Ok(s) = status(http, &nodes[0].addr).await
+            && s["members"].as_array().is_some_and(|m| m.len() == 3)
+            && let Some(l) = s["leader"].as_u64()
+        {
+            break l;
+        }
+        if Instant::now() > deadline {
+            bail!("the cluster did not form within 60 s; see the node logs in {}", dir.display());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Write through a follower: it forwards to the leader.
+    let via = nodes.iter().find(|n| n.id != leader).expect("3 nodes");
+    for (name, doc) in PLANETS {
+        http.put(format!("http://{}/v1/kv/planet/{name}", via.addr)).body(doc).send().await?.error_for_status()?;
+    }
+    for i in 0..100 {
+        http.put(format!("http://{}/v1/kv/counter/{i:03}", via.addr)).body(i.to_string()).send().await?.error_for_status()?;
+    }
+    // Every node answers a linearizable read with the new data.
+    for n in nodes {
+        let v = http.get(format!("http://{}/v1/kv/planet/earth", n.addr)).send().await?.error_for_status()?.text().await?;
+        anyhow::ensure!(v.contains("\"moons\":1"), "node {} returned {v:?}", n.id);
+    }
+    println!("\nQuorumDB demo cluster is up: leader is node {leader}; 108 sample keys loaded through node {}.\n", via.id);
+    for n in nodes {
+        println!("  node {}  http://{}  pid {}   log {}/node{}.log", n.id, n.addr, n.child.id().unwrap_or(0), dir.display(), n.id);
+    }
+    let a = &nodes[1].addr;
+    println!("\nTry:");
+    println!("  curl -s http://{a}/v1/status");
+    println!("  curl -s http://{a}/v1/kv/planet/mars");
+    println!("  curl -s -X PUT --data-binary 'hello' http://{a}/v1/kv/greeting");
+    println!("  curl -s 'http://{}/v1/kv/greeting?consistency=stale'", nodes[2].addr);
+    println!("  curl -s 'http://{a}/v1/kv?prefix=planet/'");
+    println!("  curl -s -X POST -d '{{\"to\": 2}}' http://{a}/v1/cluster/transfer-leader");
+    println!("  kill -9 <leader pid>   # another node takes over within a couple of seconds");
+    println!("  curl -s http://{a}/metrics");
+    if check {
+        println!("\n--check: the cluster works; stopping.");
+        return Ok(());
+    }
+    println!("\nCtrl-C stops the cluster (data stays in {}).", dir.display());
+    crate::cli::shutdown_signal().await;
+    println!("stopping ...");
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Server errors, and their mapping to each protocol — HTTP here, gRPC in [`to_status`] —
+//! in exactly one place each.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use quorumdb_replication::ReplicationError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// A compare-and-set found another value.
+    #[error("compare-and-set failed: the current value differs from the expected one")]
+    CasFailed { current: Option<Vec<u8>> },
+    /// The leader could not be reached to forward an admin request.
+    #[error("forwarding to the leader failed: {0}")]
+    Forward(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ServerError {
+    /// A stable machine-readable code for clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Replication(e) => match e {
+                ReplicationError::NoLeader => "no_leader",
+                ReplicationError::OutcomeUnknown(_) => "outcome_unknown",
+                ReplicationError::Unreachable { .. } => "unreachable",
+                ReplicationError::ReadNotConfirmed(_) => "read_not_confirmed",
+                ReplicationError::Membership(_) => "membership",
+                ReplicationError::Invalid(_) => "invalid_request",
+                ReplicationError::Fatal(_) => "node_stopped",
+                _ => "internal",
+            },
+            Self::BadRequest(_) => "invalid_request",
+            Self::NotFound(_) => "not_found",
+            Self::CasFailed { .. } => "cas_failed",
+            Self::Forward(_) => "unreachable",
+            Self::Io(_) => "internal",
+        }
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            Self::Replication(e) => match e {
+                ReplicationError::NoLeader
+                | ReplicationError::Unreachable { .. }
+                | ReplicationError::ReadNotConfirmed(_)
+                | ReplicationError::Fatal(_) => StatusCode::SERVICE_UNAVAILABLE,
+                ReplicationError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
+                ReplicationError::Membership(_) => StatusCode::CONFLICT,
+                ReplicationError::Invalid(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::CasFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            Self::Forward(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Replication(e) => e.is_retryable(),
+            Self::Forward(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl IntoResponse for ServerError {
+    fn into_response(self) -> Response {
+        let mut error = serde_json::json!({
+            "code": self.code(),
+            "message": self.to_string(),
+            "retryable": self.retryable(),
+        });
+        if let Self::CasFailed { current } = &self {
+            error["current"] = current.as_ref().map(|c| String::from_utf8_lossy(c).into_owned()).into();
+        }
+        (self.http_status(), Json(serde_json::json!({ "error": error }))).into_response()
+    }
+}
+
+/// The gRPC status for an error.
+pub fn to_status(e: ServerError) -> tonic::Status {
+    use tonic::Code;
+    let code = match e.http_status() {
+        StatusCode::BAD_REQUEST => Code::InvalidArgument,
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED => Code::FailedPrecondition,
+        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+        StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
+        _ => Code::Internal,
+    };
+    tonic::Status::new(code, format!("{}: {e}", e.code()))
+}

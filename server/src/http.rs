@@ -1,0 +1,261 @@
+//! The HTTP/JSON API of a node.
+//!
+//! - `GET /v1/status`: this node's view of the cluster.
+//! - `POST /v1/cluster/{init,join,remove,transfer-leader,snapshot}`: cluster administration;
+//!   a follower forwards join/remove/transfer-leader to the leader.
+//! - `GET|PUT|DELETE /v1/kv/{key}`: the built-in KV table (`PUT ?expect=V` or `?absent=true`
+//!   is compare-and-set; `GET ?consistency=linearizable|lease|stale&max_staleness_ms=N`).
+//! - `GET /v1/kv?prefix=P&limit=N`: list keys.
+//! - `GET|PUT /v1/debug/faults`: the transport fault rules of this node.
+//! - `GET /metrics`: Prometheus.
+//!
+//! Errors are JSON `{"error": {"code", "message", "retryable"}}` with a fitting status.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openraft::ServerState;
+use quorumdb_replication::kv::{self as kvstate, KvCommand, KvResponse};
+use quorumdb_replication::network::FaultRules;
+use quorumdb_replication::Replica;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ServerError;
+use crate::kv;
+
+/// Marks a request already forwarded once, so two confused nodes never bounce it forever.
+const FORWARDED: &str = "x-quorumdb-forwarded";
+
+pub fn router(replica: Replica) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/cluster/init", post(init))
+        .route("/v1/cluster/join", post(join))
+        .route("/v1/cluster/remove", post(remove))
+        .route("/v1/cluster/transfer-leader", post(transfer_leader))
+        .route("/v1/cluster/snapshot", post(snapshot))
+        .route("/v1/kv", get(list))
+        .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .route("/v1/debug/faults", get(get_faults).put(put_faults))
+        .route("/metrics", get(metrics_text))
+        .with_state(replica)
+}
+
+/// The JSON body of a route the HTTP API does not have.
+pub async fn not_found(req: Request) -> ServerError {
+    ServerError::NotFound(format!("no such endpoint: {} {}", req.method(), req.uri().path()))
+}
+
+type ApiResult<T> = Result<T, ServerError>;
+
+pub fn status_json(replica: &Replica) -> ApiResult<Value> {
+    let m = replica.metrics();
+    let (applied, checksum) = replica.reader().applied()?;
+    let membership = m.membership_config.membership();
+    let members: Vec<Value> = membership
+        .voter_ids()
+        .map(|id| json!({"id": id, "addr": membership.get_node(&id).map(|n| n.addr.clone())}))
+        .collect();
+    let learners: Vec<Value> = membership
+        .learner_ids()
+        .map(|id| json!({"id": id, "addr": membership.get_node(&id).map(|n| n.addr.clone())}))
+        .collect();
+    let role = match m.state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    };
+    Ok(json!({
+        "id": replica.id,
+        "addr": replica.addr,
+        "role": role,
+        "term": m.current_term,
+        "leader": m.current_leader,
+        "leader_addr": replica.leader().map(|(_, a)| a),
+        "last_log_index": m.last_log_index,
+        "committed": m.cluster_committed.as_ref().map(|l| l.index),
+        "applied": applied.as_ref().map(|l| l.index),
+        "snapshot": m.snapshot.as_ref().map(|l| l.index),
+        "purged": m.purged.as_ref().map(|l| l.index),
+        "checksum": format!("{checksum:016x}"),
+        "members": members,
+        "learners": learners,
+    }))
+}
+
+async fn status(State(r): State<Replica>) -> ApiResult<Json<Value>> {
+    Ok(Json(status_json(&r)?))
+}
+
+async fn init(State(r): State<Replica>) -> ApiResult<Json<Value>> {
+    r.initialize().await?;
+    Ok(Json(json!({"ok": true})))
+}
+
+#[derive(Deserialize)]
+struct JoinBody {
+    id: u64,
+    addr: String,
+}
+
+#[derive(Deserialize)]
+struct NodeBody {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct TransferBody {
+    to: u64,
+}
+
+/// Runs an admin call here if this node leads, otherwise sends the same request to the leader.
+async fn on_leader<F, Fut>(r: &Replica, headers: &HeaderMap, path: &str, body: &Value, here: F) -> ApiResult<Response>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ApiResult<()>>,
+{
+    if r.metrics().state == ServerState::Leader {
+        here().await?;
+        return Ok(Json(json!({"ok": true})).into_response());
+    }
+    let (leader, addr) = match r.leader() {
+        Some(l) if headers.get(FORWARDED).is_none() && l.0 != r.id => l,
+        _ => return Err(quorumdb_replication::ReplicationError::NoLeader.into()),
+    };
+    tracing::debug!(leader, path, "forwarding admin request to the leader");
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .header(FORWARDED, "1")
+        .timeout(std::time::Duration::from_secs(30))
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| ServerError::Forward(format!("leader {leader} at {addr}: {e}")))?;
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = resp.bytes().await.map_err(|e| ServerError::Forward(e.to_string()))?;
+    Ok((status, [("content-type", "application/json")], body).into_response())
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<(T, Value)> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| ServerError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let t = serde_json::from_value(v.clone()).map_err(|e| ServerError::BadRequest(format!("invalid request: {e}")))?;
+    Ok((t, v))
+}
+
+async fn join(State(r): State<Replica>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let (b, v): (JoinBody, _) = parse_json(&body)?;
+    if b.id == 0 || b.addr.is_empty() {
+        return Err(ServerError::BadRequest("join needs a node id > 0 and an address".into()));
+    }
+    on_leader(&r, &headers, "/v1/cluster/join", &v, || async { Ok(r.add_voter(b.id, &b.addr).await?) }).await
+}
+
+async fn remove(State(r): State<Replica>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let (b, v): (NodeBody, _) = parse_json(&body)?;
+    on_leader(&r, &headers, "/v1/cluster/remove", &v, || async { Ok(r.remove_node(b.id).await?) }).await
+}
+
+async fn transfer_leader(State(r): State<Replica>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let (b, v): (TransferBody, _) = parse_json(&body)?;
+    on_leader(&r, &headers, "/v1/cluster/transfer-leader", &v, || async { Ok(r.transfer_leader(b.to).await?) }).await
+}
+
+async fn snapshot(State(r): State<Replica>) -> ApiResult<Json<Value>> {
+    r.trigger_snapshot().await?;
+    Ok(Json(json!({"ok": true})))
+}
+
+#[derive(Deserialize)]
+struct ReadParams {
+    consistency: Option<String>,
+    max_staleness_ms: Option<u64>,
+}
+
+async fn kv_get(State(r): State<Replica>, Path(key): Path<String>, Query(p): Query<ReadParams>) -> ApiResult<Response> {
+    let level = kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?;
+    let (value, info) = kv::get(&r, key.as_bytes(), level).await?;
+    let mut resp = match value {
+        Some(v) => (StatusCode::OK, v).into_response(),
+        None => ServerError::NotFound(format!("key {key:?} not found")).into_response(),
+    };
+    let h = resp.headers_mut();
+    h.insert("x-quorumdb-applied-index", HeaderValue::from(info.applied_index));
+    if let Some(s) = info.staleness_ms {
+        h.insert("x-quorumdb-staleness-ms", HeaderValue::from(s));
+    }
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+struct PutParams {
+    expect: Option<String>,
+    absent: Option<bool>,
+}
+
+fn done_json(resp: KvResponse) -> ApiResult<Json<Value>> {
+    match resp {
+        KvResponse::Done { previous } => {
+            Ok(Json(json!({"ok": true, "previous": previous.map(|p| String::from_utf8_lossy(&p).into_owned())})))
+        }
+        KvResponse::CasFailed { current } => Err(ServerError::CasFailed { current: current.map(|c| c.into_vec()) }),
+    }
+}
+
+async fn kv_put(State(r): State<Replica>, Path(key): Path<String>, Query(p): Query<PutParams>, body: Bytes) -> ApiResult<Json<Value>> {
+    let key = key.into_bytes();
+    let value = body.to_vec();
+    let cmd = match (p.expect, p.absent.unwrap_or(false)) {
+        (Some(_), true) => return Err(ServerError::BadRequest("use either expect or absent, not both".into())),
+        (Some(e), false) => KvCommand::CompareAndSet { key, expected: Some(e.into_bytes().into()), value },
+        (None, true) => KvCommand::CompareAndSet { key, expected: None, value },
+        (None, false) => KvCommand::Set { key, value },
+    };
+    done_json(kv::write(&r, cmd).await?)
+}
+
+async fn kv_delete(State(r): State<Replica>, Path(key): Path<String>) -> ApiResult<Json<Value>> {
+    done_json(kv::write(&r, KvCommand::Delete { key: key.into_bytes() }).await?)
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    prefix: Option<String>,
+    start: Option<String>,
+    limit: Option<usize>,
+    consistency: Option<String>,
+}
+
+async fn list(State(r): State<Replica>, Query(p): Query<ListParams>) -> ApiResult<Json<Value>> {
+    let level = kv::consistency(p.consistency.as_deref(), None)?;
+    let info = r.read_barrier(level).await?;
+    let limit = p.limit.unwrap_or(100).min(10_000);
+    let prefix = p.prefix.unwrap_or_default();
+    let start = p.start.unwrap_or_default();
+    let rows = kvstate::scan(r.reader(), prefix.as_bytes(), start.as_bytes(), limit)?;
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|(k, v)| json!({"key": String::from_utf8_lossy(&k), "value": String::from_utf8_lossy(&v)}))
+        .collect();
+    Ok(Json(json!({"items": items, "applied_index": info.applied_index})))
+}
+
+async fn get_faults(State(r): State<Replica>) -> Json<FaultRules> {
+    Json(r.faults().get())
+}
+
+async fn put_faults(State(r): State<Replica>, body: Bytes) -> ApiResult<Json<FaultRules>> {
+    let rules: FaultRules = serde_json::from_slice(&body).map_err(|e| ServerError::BadRequest(format!("invalid fault rules: {e}")))?;
+    tracing::warn!(?rules, "transport fault rules changed");
+    r.set_faults(rules);
+    Ok(Json(r.faults().get()))
+}
+
+async fn metrics_text(State(r): State<Replica>) -> impl IntoResponse {
+    ([("content-type", "text/plain; version=0.0.4")], crate::telemetry::render(&r))
+}

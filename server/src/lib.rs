@@ -1,0 +1,20 @@
+//! The `quorumdb` server: one node's network surfaces wired to its replica.
+//!
+//! Owns every network surface (HTTP/JSON, gRPC client API, the Raft transport mounted on the
+//! same port), the command line and config file, the error mapping to each protocol
+//! ([`error`]), Prometheus metrics and the local demo cluster. Replication itself lives in
+//! `quorumdb-replication`; this crate never touches RocksDB.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod kv;
+pub mod node;
+pub mod telemetry;
+
+pub use config::NodeConfig;
+pub use error::ServerError;
+pub use node::Node;

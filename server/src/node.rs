@@ -1,0 +1,103 @@
+//! A running node: its replica plus one listener serving gRPC and HTTP, and the init/join
+//! steps that make it part of a cluster.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quorumdb_replication::kv::KvApp;
+use quorumdb_replication::{Replica, ReplicaConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::NodeConfig;
+use crate::error::ServerError;
+
+/// One QuorumDB node, running.
+pub struct Node {
+    pub replica: Replica,
+    /// The address the node actually listens on (resolves a port 0).
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    joiner: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Opens the node's data, starts serving, and initializes or joins a cluster if asked.
+    /// Returns once the node serves; joining continues in the background until it succeeds.
+    pub async fn start(config: NodeConfig) -> Result<Self, ServerError> {
+        crate::telemetry::install_recorder();
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| ServerError::BadRequest(format!("cannot listen on {}: {e}", config.listen)))?;
+        let addr = listener.local_addr()?;
+        let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
+        let mut rc = ReplicaConfig::new(config.id, advertise.clone(), config.data_dir.clone());
+        rc.heartbeat_ms = config.heartbeat_ms;
+        rc.election_timeout_ms = (config.election_timeout_ms, config.election_timeout_ms * 2);
+        rc.snapshot_every = config.snapshot_every;
+        rc.keep_logs = config.snapshot_every / 5;
+        let replica = Replica::open(rc, Arc::new(KvApp)).await?;
+
+        let (stop, mut stopped) = watch::channel(false);
+        let router = crate::grpc::routes(replica.clone())
+            .into_axum_router()
+            .merge(crate::http::router(replica.clone()))
+            .fallback(crate::http::not_found);
+        let server = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+                tracing::error!(error = %e, "server stopped with an error");
+            }
+        });
+        tracing::info!(id = config.id, %addr, data_dir = %config.data_dir.display(), "node listening (gRPC + HTTP)");
+
+        if config.init {
+            replica.initialize().await?;
+        }
+        let joiner = config.join.clone().map(|seed| {
+            let (id, me) = (config.id, advertise.clone());
+            tokio::spawn(join_until_done(seed, id, me))
+        });
+        Ok(Self { replica, addr, stop, server, joiner })
+    }
+
+    /// Stops serving and shuts Raft down; the data stays for a restart.
+    pub async fn stop(self) {
+        if let Some(j) = &self.joiner {
+            j.abort();
+        }
+        let _ = self.stop.send(true);
+        // Let in-flight requests finish, but do not wait forever for idle keep-alive clients.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.server).await;
+        self.replica.shutdown().await;
+    }
+}
+
+/// Asks `seed` (any member) to add us, until it answers yes. Joining is idempotent, so a
+/// restarted node that was already a member just gets "ok".
+async fn join_until_done(seed: String, id: u64, addr: String) {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
+    let url = format!("http://{seed}/v1/cluster/join");
+    let body = serde_json::json!({ "id": id, "addr": addr });
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match client.post(&url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!(%seed, "joined the cluster");
+                return;
+            }
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                tracing::warn!(%seed, %status, body = %text, attempt, "join refused; retrying");
+            }
+            Err(e) => tracing::warn!(%seed, error = %e, attempt, "join request failed; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
