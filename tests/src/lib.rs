@@ -1,0 +1,179 @@
+//! Test helpers: in-process clusters on loopback with temp dirs, nodes killed and restarted by
+//! id, and HTTP helpers. The tests themselves live in `tests/`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use quorumdb_server::{Node, NodeConfig};
+use serde_json::Value;
+
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `secs` with `what`.
+pub async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A cluster of in-process nodes, each with its own data dir and port.
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    nodes: BTreeMap<u64, Node>,
+    configs: BTreeMap<u64, NodeConfig>,
+    pub http: reqwest::Client,
+    pub snapshot_every: u64,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes: node 1 initializes, the others join it; returns once all vote.
+    pub async fn start(n: u64) -> Self {
+        Self::start_with(n, 50_000).await
+    }
+
+    pub async fn start_with(n: u64, snapshot_every: u64) -> Self {
+        init_logging();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let mut c = Self { dir: tempfile::tempdir().unwrap(), nodes: BTreeMap::new(), configs: BTreeMap::new(), http, snapshot_every };
+        c.add_node(1, None).await;
+        c.wait_leader().await;
+        let seed = c.addr(1);
+        for id in 2..=n {
+            c.add_node(id, Some(seed.clone())).await;
+        }
+        c.wait_voters(n as usize).await;
+        c
+    }
+
+    /// Starts node `id` (new data dir); it joins through `seed`, or initializes without one.
+    pub async fn add_node(&mut self, id: u64, seed: Option<String>) {
+        let mut cfg = NodeConfig::new(id, self.dir.path().join(format!("n{id}")), "127.0.0.1:0");
+        cfg.heartbeat_ms = 50;
+        cfg.election_timeout_ms = 300;
+        cfg.snapshot_every = self.snapshot_every;
+        cfg.init = seed.is_none();
+        cfg.join = seed;
+        let node = Node::start(cfg.clone()).await.expect("node starts");
+        // Keep the port for restarts.
+        cfg.listen = node.addr.to_string();
+        cfg.init = false;
+        self.configs.insert(id, cfg);
+        self.nodes.insert(id, node);
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.configs[&id].listen.clone()
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[&id]
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// Stops node `id` (its data stays).
+    pub async fn kill(&mut self, id: u64) {
+        let node = self.nodes.remove(&id).expect("node is running");
+        node.stop().await;
+    }
+
+    /// Starts node `id` again from its data dir, on its old port.
+    pub async fn restart(&mut self, id: u64) {
+        let cfg = self.configs[&id].clone();
+        let node = wait_for(10, "the node to restart", || {
+            let cfg = cfg.clone();
+            async move { Node::start(cfg).await.ok() }
+        })
+        .await;
+        self.nodes.insert(id, node);
+    }
+
+    pub async fn status(&self, id: u64) -> Option<Value> {
+        let r = self.http.get(format!("http://{}/v1/status", self.addr(id))).send().await.ok()?;
+        r.json().await.ok()
+    }
+
+    /// The leader every running node agrees on.
+    pub async fn wait_leader(&self) -> u64 {
+        wait_for(20, "a leader all running nodes agree on", || async {
+            let mut leaders = Vec::new();
+            for id in self.running() {
+                leaders.push(self.node(id).replica.metrics().current_leader?);
+            }
+            leaders.dedup();
+            (leaders.len() == 1 && self.nodes.contains_key(&leaders[0])).then(|| leaders[0])
+        })
+        .await
+    }
+
+    pub async fn wait_voters(&self, n: usize) {
+        wait_for(30, "the voters to join", || async {
+            let leader = self.wait_leader().await;
+            let m = self.node(leader).replica.metrics();
+            (m.membership_config.membership().voter_ids().count() == n && m.membership_config.log_id() == m.committed_membership_config.log_id())
+                .then_some(())
+        })
+        .await
+    }
+
+    /// Waits until every running node applied the same index and has the same checksum.
+    pub async fn wait_converged(&self) -> (u64, u64) {
+        wait_for(30, "replicas to converge", || async {
+            let mut seen = Vec::new();
+            for id in self.running() {
+                let (applied, checksum) = self.node(id).replica.reader().applied().ok()?;
+                seen.push((applied?.index, checksum));
+            }
+            seen.dedup();
+            (seen.len() == 1).then(|| seen[0])
+        })
+        .await
+    }
+
+    pub async fn put(&self, id: u64, key: &str, value: &str) -> reqwest::Result<reqwest::Response> {
+        self.http.put(format!("http://{}/v1/kv/{key}", self.addr(id))).body(value.to_string()).send().await
+    }
+
+    /// `Some(value)`, `None` for 404; panics on any other answer.
+    pub async fn get(&self, id: u64, key: &str, consistency: &str) -> Option<String> {
+        let r = self
+            .http
+            .get(format!("http://{}/v1/kv/{key}?consistency={consistency}", self.addr(id)))
+            .send()
+            .await
+            .expect("get");
+        match r.status().as_u16() {
+            200 => Some(r.text().await.unwrap()),
+            404 => None,
+            s => panic!("GET {key} on node {id}: status {s}: {}", r.text().await.unwrap_or_default()),
+        }
+    }
+
+    pub async fn post(&self, id: u64, path: &str, body: Value) -> (u16, Value) {
+        let r = self.http.post(format!("http://{}{path}", self.addr(id))).json(&body).send().await.expect("post");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn stop_all(&mut self) {
+        for id in self.running() {
+            self.kill(id).await;
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Cluster tests, one binary, numbered by kind (as openraft's):
+//! t0x storage, t1x basic replication, t2x failures and recovery, t3x membership and
+//! leadership, t4x network faults, t5x separate processes.
+
+mod t05_storage_suite;
+mod t10_election;
+mod t11_replication;
+mod t12_follower_reads;
+mod t20_leader_kill;
+mod t21_catch_up;
+mod t30_membership;
+mod t31_transfer_leader;
+mod t40_pre_vote;
+mod t50_processes;
