@@ -78,7 +78,8 @@ pub struct KvApp;
 
 impl Application for KvApp {
     fn apply(&self, command: &[u8], txn: &mut dyn StateTxn) -> Result<Vec<u8>, Vec<u8>> {
-        let cmd: KvCommand = rmp_serde::from_slice(command).map_err(|e| format!("undecodable KV command: {e}").into_bytes())?;
+        let cmd: KvCommand =
+            rmp_serde::from_slice(command).map_err(|e| format!("undecodable KV command: {e}").into_bytes())?;
         let key = state_key(cmd.key());
         let current = txn.get(&key).map_err(|e| e.to_string().into_bytes())?;
         let response = match cmd {
@@ -109,7 +110,12 @@ pub fn get(reader: &StateReader, key: &[u8]) -> std::io::Result<Option<Vec<u8>>>
 }
 
 /// Lists up to `limit` keys starting with `prefix`, from `start` on, with their values.
-pub fn scan(reader: &StateReader, prefix: &[u8], start: &[u8], limit: usize) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+pub fn scan(
+    reader: &StateReader,
+    prefix: &[u8],
+    start: &[u8],
+    limit: usize,
+) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let rows = reader.scan_prefix(&state_key(prefix), &state_key(start), limit)?;
     Ok(rows.into_iter().map(|(k, v)| (k[PREFIX.len()..].to_vec(), v)).collect())
 }

@@ -60,9 +60,7 @@ impl LogStore {
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs).map_err(storage_err)?);
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
         let flush_db = db.clone();
-        std::thread::Builder::new()
-            .name("raft-log-flush".into())
-            .spawn(move || flusher(flush_db, rx))?;
+        std::thread::Builder::new().name("raft-log-flush".into()).spawn(move || flusher(flush_db, rx))?;
         Ok(Self { db, flusher: tx })
     }
 
@@ -221,9 +219,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         wo.set_sync(false);
         self.db.write_opt(batch, &wo).map_err(storage_err)?;
         // Durability is the flusher's job; the callback fires after the group's fsync.
-        self.flusher
-            .send(callback)
-            .map_err(|_| std::io::Error::other("log flusher thread stopped"))?;
+        self.flusher.send(callback).map_err(|_| std::io::Error::other("log flusher thread stopped"))?;
         Ok(())
     }
 
@@ -243,8 +239,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // below it, which readers never ask for, rather than a hole above it.
         self.put_meta(KEY_LAST_PURGED, &log_id, false)?;
         let cf = self.db.cf_handle(CF_LOGS).expect("logs cf");
-        self.db
-            .delete_range_cf(cf, index_key(0), index_key(log_id.index + 1))
-            .map_err(storage_err)
+        self.db.delete_range_cf(cf, index_key(0), index_key(log_id.index + 1)).map_err(storage_err)
     }
 }

@@ -132,7 +132,9 @@ impl Replica {
 
     /// The gRPC service peers talk to; mount it on this node's listener.
     pub fn transport_service(&self) -> RaftTransportServer<TransportService> {
-        RaftTransportServer::new(self.transport.clone()).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20)
+        RaftTransportServer::new(self.transport.clone())
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20)
     }
 
     pub fn raft(&self) -> &Raft {
@@ -232,9 +234,15 @@ impl Replica {
         metrics::counter!("quorumdb_forwarded_writes_total").increment(1);
         let peer = self.network.client(leader, addr);
         let env = peer
-            .call(crate::network::codec::encode(cmd), Duration::from_secs(10), |mut c, r| async move { c.forward_write(r).await })
+            .call(crate::network::codec::encode(cmd), Duration::from_secs(10), |mut c, r| async move {
+                c.forward_write(r).await
+            })
             .await
-            .map_err(|e| ReplicationError::Unreachable { node: leader, addr: addr.to_string(), reason: e.to_string() })?;
+            .map_err(|e| ReplicationError::Unreachable {
+                node: leader,
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
         crate::network::codec::decode(&env).map_err(|s| ReplicationError::Codec(s.message().to_string()))
     }
 
@@ -278,10 +286,10 @@ impl Replica {
     async fn remote_read_index(&self, leader: NodeId, addr: &str, policy: ReadPolicy) -> Result<u64, ReplicationError> {
         let peer = self.network.client(leader, addr);
         let req = ReadIndexRequest { policy: u32::from(policy == ReadPolicy::LeaseRead) };
-        let resp = peer
-            .call(req, Duration::from_secs(5), |mut c, r| async move { c.read_index(r).await })
-            .await
-            .map_err(|e| ReplicationError::ReadNotConfirmed(format!("asking leader {leader} for the read index: {e}")))?;
+        let resp =
+            peer.call(req, Duration::from_secs(5), |mut c, r| async move { c.read_index(r).await }).await.map_err(
+                |e| ReplicationError::ReadNotConfirmed(format!("asking leader {leader} for the read index: {e}")),
+            )?;
         Ok(resp.index)
     }
 
@@ -316,10 +324,7 @@ impl Replica {
             )));
         }
         if known.is_none() {
-            self.raft
-                .add_learner(id, BasicNode { addr: addr.to_string() }, true)
-                .await
-                .map_err(membership_error)?;
+            self.raft.add_learner(id, BasicNode { addr: addr.to_string() }, true).await.map_err(membership_error)?;
         }
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)

@@ -51,7 +51,8 @@ pub struct SnapshotWriter {
 impl SnapshotWriter {
     pub fn create(path: PathBuf, header: &SnapshotHeader) -> std::io::Result<Self> {
         let tmp = path.with_extension("tmp");
-        let mut w = Self { out: BufWriter::with_capacity(1 << 20, File::create(&tmp)?), tmp, path, crc: Default::default() };
+        let mut w =
+            Self { out: BufWriter::with_capacity(1 << 20, File::create(&tmp)?), tmp, path, crc: Default::default() };
         let h = rmp_serde::to_vec_named(header).map_err(std::io::Error::other)?;
         w.write(MAGIC)?;
         w.write(&(h.len() as u32).to_le_bytes())?;
@@ -189,7 +190,10 @@ mod tests {
         bytes[mid] ^= 0x55;
         std::fs::write(&path, bytes).unwrap();
         let mut r = SnapshotReader::open(&path).unwrap();
-        let res = (|| -> std::io::Result<()> { while r.next_record()?.is_some() {} Ok(()) })();
+        let res = (|| -> std::io::Result<()> {
+            while r.next_record()?.is_some() {}
+            Ok(())
+        })();
         assert!(res.is_err());
     }
 }

@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use openraft::entry::RaftEntry;
-use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::EntryPayload;
 use openraft::alias::SnapshotOf;
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
 
 use crate::error::storage_err;
@@ -263,7 +263,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let meta_cf = db.cf_handle(CF_META).expect("meta cf");
             let get = |k: &[u8]| snap.get_cf(meta_cf, k).map_err(storage_err);
             let last_log_id: Option<LogId> = get(KEY_APPLIED)?.map(|b| decode(&b)).transpose()?.flatten();
-            let last_membership: StoredMembership = get(KEY_MEMBERSHIP)?.map(|b| decode(&b)).transpose()?.unwrap_or_default();
+            let last_membership: StoredMembership =
+                get(KEY_MEMBERSHIP)?.map(|b| decode(&b)).transpose()?.unwrap_or_default();
             let checksum: u64 = get(KEY_CHECKSUM)?.map(|b| decode(&b)).transpose()?.unwrap_or(0);
             let meta = SnapshotMeta { last_log_id, last_membership };
             let name = snapshot_name(&meta);
@@ -378,7 +379,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             if reader.header.meta.last_log_id != meta.last_log_id {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!("snapshot file is at {:?}, expected {:?}", reader.header.meta.last_log_id, meta.last_log_id),
+                    format!(
+                        "snapshot file is at {:?}, expected {:?}",
+                        reader.header.meta.last_log_id, meta.last_log_id
+                    ),
                 ));
             }
             let data_cf = db.cf_handle(CF_DATA).expect("data cf");
@@ -456,7 +460,8 @@ mod tests {
     }
 
     async fn apply_all(sm: &mut StateMachineStore, entries: Vec<crate::types::Entry>) {
-        let items: Vec<std::io::Result<EntryResponder<TypeConfig>>> = entries.into_iter().map(|e| Ok((e, None))).collect();
+        let items: Vec<std::io::Result<EntryResponder<TypeConfig>>> =
+            entries.into_iter().map(|e| Ok((e, None))).collect();
         sm.apply(futures::stream::iter(items)).await.unwrap();
     }
 

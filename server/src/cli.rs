@@ -51,7 +51,12 @@ pub fn main() -> ExitCode {
 async fn start(args: StartArgs) -> anyhow::Result<()> {
     let config = NodeConfig::from_args(args)?;
     let node = Node::start(config.clone()).await?;
-    println!("quorumdb node {} listening on {} (gRPC + HTTP); data in {}", config.id, node.addr, config.data_dir.display());
+    println!(
+        "quorumdb node {} listening on {} (gRPC + HTTP); data in {}",
+        config.id,
+        node.addr,
+        config.data_dir.display()
+    );
     shutdown_signal().await;
     tracing::info!("shutting down");
     node.stop().await;

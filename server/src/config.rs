@@ -98,7 +98,8 @@ impl NodeConfig {
         if id == 0 {
             return Err(ServerError::BadRequest("--id must be greater than 0".into()));
         }
-        let data_dir = args.data_dir.or(file.data_dir).ok_or_else(|| ServerError::BadRequest("--data-dir is required".into()))?;
+        let data_dir =
+            args.data_dir.or(file.data_dir).ok_or_else(|| ServerError::BadRequest("--data-dir is required".into()))?;
         let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:7001".into());
         let mut c = Self::new(id, data_dir, listen);
         c.advertise = args.advertise.or(file.advertise);
@@ -118,7 +119,8 @@ impl NodeConfig {
 }
 
 fn read_file(p: &Path) -> Result<FileConfig, ServerError> {
-    let text = std::fs::read_to_string(p).map_err(|e| ServerError::BadRequest(format!("reading {}: {e}", p.display())))?;
+    let text =
+        std::fs::read_to_string(p).map_err(|e| ServerError::BadRequest(format!("reading {}: {e}", p.display())))?;
     toml::from_str(&text).map_err(|e| ServerError::BadRequest(format!("{}: {e}", p.display())))
 }
 

@@ -101,7 +101,12 @@ async fn status(http: &reqwest::Client, addr: &str) -> anyhow::Result<Value> {
     Ok(http.get(format!("http://{addr}/v1/status")).send().await?.error_for_status()?.json().await?)
 }
 
-async fn demo_body(http: &reqwest::Client, nodes: &[DemoNode], dir: &std::path::Path, check: bool) -> anyhow::Result<()> {
+async fn demo_body(
+    http: &reqwest::Client,
+    nodes: &[DemoNode],
+    dir: &std::path::Path,
+    check: bool,
+) -> anyhow::Result<()> {
     println!("starting 3 nodes in {} ...", dir.display());
     let deadline = Instant::now() + Duration::from_secs(60);
     let leader = loop {
@@ -122,16 +127,31 @@ async fn demo_body(http: &reqwest::Client, nodes: &[DemoNode], dir: &std::path::
         http.put(format!("http://{}/v1/kv/planet/{name}", via.addr)).body(doc).send().await?.error_for_status()?;
     }
     for i in 0..100 {
-        http.put(format!("http://{}/v1/kv/counter/{i:03}", via.addr)).body(i.to_string()).send().await?.error_for_status()?;
+        http.put(format!("http://{}/v1/kv/counter/{i:03}", via.addr))
+            .body(i.to_string())
+            .send()
+            .await?
+            .error_for_status()?;
     }
     // Every node answers a linearizable read with the new data.
     for n in nodes {
-        let v = http.get(format!("http://{}/v1/kv/planet/earth", n.addr)).send().await?.error_for_status()?.text().await?;
+        let v =
+            http.get(format!("http://{}/v1/kv/planet/earth", n.addr)).send().await?.error_for_status()?.text().await?;
         anyhow::ensure!(v.contains("\"moons\":1"), "node {} returned {v:?}", n.id);
     }
-    println!("\nQuorumDB demo cluster is up: leader is node {leader}; 108 sample keys loaded through node {}.\n", via.id);
+    println!(
+        "\nQuorumDB demo cluster is up: leader is node {leader}; 108 sample keys loaded through node {}.\n",
+        via.id
+    );
     for n in nodes {
-        println!("  node {}  http://{}  pid {}   log {}/node{}.log", n.id, n.addr, n.child.id().unwrap_or(0), dir.display(), n.id);
+        println!(
+            "  node {}  http://{}  pid {}   log {}/node{}.log",
+            n.id,
+            n.addr,
+            n.child.id().unwrap_or(0),
+            dir.display(),
+            n.id
+        );
     }
     let a = &nodes[1].addr;
     println!("\nTry:");

@@ -1,8 +1,8 @@
 //! The gRPC client API (`quorumdb.client.Kv`, `quorumdb.client.Cluster`) and the routes that
 //! mount it, with the Raft transport, on the node's single port.
 
-use quorumdb_replication::kv::{KvCommand, KvResponse};
 use quorumdb_replication::Replica;
+use quorumdb_replication::kv::{KvCommand, KvResponse};
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
@@ -27,9 +27,10 @@ pub struct KvService(Replica);
 
 fn write_response(r: KvResponse) -> Result<pb::WriteResponse, Status> {
     match r {
-        KvResponse::Done { previous } => {
-            Ok(pb::WriteResponse { had_previous: previous.is_some(), previous: previous.map(|p| p.into_vec()).unwrap_or_default() })
-        }
+        KvResponse::Done { previous } => Ok(pb::WriteResponse {
+            had_previous: previous.is_some(),
+            previous: previous.map(|p| p.into_vec()).unwrap_or_default(),
+        }),
         KvResponse::CasFailed { .. } => Err(Status::internal("unexpected compare-and-set result")),
     }
 }

@@ -18,9 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use openraft::ServerState;
+use quorumdb_replication::Replica;
 use quorumdb_replication::kv::{self as kvstate, KvCommand, KvResponse};
 use quorumdb_replication::network::FaultRules;
-use quorumdb_replication::Replica;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -143,7 +143,8 @@ where
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<(T, Value)> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| ServerError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| ServerError::BadRequest(format!("invalid JSON body: {e}")))?;
     let t = serde_json::from_value(v.clone()).map_err(|e| ServerError::BadRequest(format!("invalid request: {e}")))?;
     Ok((t, v))
 }
@@ -207,7 +208,12 @@ fn done_json(resp: KvResponse) -> ApiResult<Json<Value>> {
     }
 }
 
-async fn kv_put(State(r): State<Replica>, Path(key): Path<String>, Query(p): Query<PutParams>, body: Bytes) -> ApiResult<Json<Value>> {
+async fn kv_put(
+    State(r): State<Replica>,
+    Path(key): Path<String>,
+    Query(p): Query<PutParams>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let key = key.into_bytes();
     let value = body.to_vec();
     let cmd = match (p.expect, p.absent.unwrap_or(false)) {
@@ -250,7 +256,8 @@ async fn get_faults(State(r): State<Replica>) -> Json<FaultRules> {
 }
 
 async fn put_faults(State(r): State<Replica>, body: Bytes) -> ApiResult<Json<FaultRules>> {
-    let rules: FaultRules = serde_json::from_slice(&body).map_err(|e| ServerError::BadRequest(format!("invalid fault rules: {e}")))?;
+    let rules: FaultRules =
+        serde_json::from_slice(&body).map_err(|e| ServerError::BadRequest(format!("invalid fault rules: {e}")))?;
     tracing::warn!(?rules, "transport fault rules changed");
     r.set_faults(rules);
     Ok(Json(r.faults().get()))

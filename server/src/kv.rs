@@ -27,7 +27,11 @@ pub async fn write(replica: &Replica, cmd: KvCommand) -> Result<KvResponse, Serv
 }
 
 /// Reads a key at `level`.
-pub async fn get(replica: &Replica, key: &[u8], level: Consistency) -> Result<(Option<Vec<u8>>, ReadInfo), ServerError> {
+pub async fn get(
+    replica: &Replica,
+    key: &[u8],
+    level: Consistency,
+) -> Result<(Option<Vec<u8>>, ReadInfo), ServerError> {
     check_key(key)?;
     metrics::counter!("quorumdb_kv_reads_total").increment(1);
     let info = replica.read_barrier(level).await?;

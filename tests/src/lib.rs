@@ -48,7 +48,13 @@ impl TestCluster {
     pub async fn start_with(n: u64, snapshot_every: u64) -> Self {
         init_logging();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-        let mut c = Self { dir: tempfile::tempdir().unwrap(), nodes: BTreeMap::new(), configs: BTreeMap::new(), http, snapshot_every };
+        let mut c = Self {
+            dir: tempfile::tempdir().unwrap(),
+            nodes: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            http,
+            snapshot_every,
+        };
         c.add_node(1, None).await;
         c.wait_leader().await;
         let seed = c.addr(1);
@@ -126,8 +132,9 @@ impl TestCluster {
         wait_for(30, "the voters to join", || async {
             let leader = self.wait_leader().await;
             let m = self.node(leader).replica.metrics();
-            (m.membership_config.membership().voter_ids().count() == n && m.membership_config.log_id() == m.committed_membership_config.log_id())
-                .then_some(())
+            (m.membership_config.membership().voter_ids().count() == n
+                && m.membership_config.log_id() == m.committed_membership_config.log_id())
+            .then_some(())
         })
         .await
     }

@@ -36,7 +36,8 @@ async fn main() -> anyhow::Result<()> {
             let mut i = 0u64;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let r = http.put(format!("http://{target}/v1/kv/bench/{c}/{}", i % 1000)).body(value.clone()).send().await;
+                let r =
+                    http.put(format!("http://{target}/v1/kv/bench/{c}/{}", i % 1000)).body(value.clone()).send().await;
                 match r {
                     Ok(r) if r.status().is_success() => lat.push(t.elapsed()),
                     _ => errors += 1,
@@ -54,7 +55,9 @@ async fn main() -> anyhow::Result<()> {
         errors += e;
     }
     all.sort();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
+    };
     println!(
         "{{\"clients\": {}, \"writes\": {}, \"errors\": {errors}, \"writes_per_s\": {:.0}, \"p50_ms\": {:.2}, \"p90_ms\": {:.2}, \"p99_ms\": {:.2}}}",
         a.clients,

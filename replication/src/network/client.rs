@@ -21,11 +21,11 @@ use openraft::raft::{
 use tokio::io::AsyncReadExt;
 use tonic::transport::{Channel, Endpoint};
 
+use super::FROM_HEADER;
 use super::codec::{decode, encode};
 use super::fault::Faults;
 use super::pb::raft_transport_client::RaftTransportClient;
 use super::pb::{Envelope, SnapshotChunk};
-use super::FROM_HEADER;
 use crate::snapshot::SnapshotFile;
 use crate::types::{NodeId, TypeConfig, Vote};
 
@@ -70,7 +70,9 @@ impl NetworkFactory {
             target,
             addr: addr.to_string(),
             faults: self.faults.clone(),
-            client: RaftTransportClient::new(channel).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20),
+            client: RaftTransportClient::new(channel)
+                .max_decoding_message_size(256 << 20)
+                .max_encoding_message_size(256 << 20),
         }
     }
 }
@@ -129,7 +131,9 @@ impl PeerClient {
     /// Applies fault rules, then wraps the request with our id and a deadline.
     pub(crate) async fn prepare<T>(&self, msg: T, ttl: Duration) -> Result<tonic::Request<T>, TransportError> {
         match self.faults.outbound(self.target) {
-            Err(()) => return Err(TransportError::Unreachable(format!("fault rule drops messages to node {}", self.target))),
+            Err(()) => {
+                return Err(TransportError::Unreachable(format!("fault rule drops messages to node {}", self.target)));
+            }
             Ok(Some(delay)) => tokio::time::sleep(delay).await,
             Ok(None) => {}
         }
@@ -228,13 +232,21 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             .map_err(TransportError::into_rpc)
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.envelope_call(&rpc, option.soft_ttl(), |mut c, r| async move { c.vote(r).await })
             .await
             .map_err(TransportError::into_rpc)
     }
 
-    async fn pre_vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.envelope_call(&rpc, option.soft_ttl(), |mut c, r| async move { c.pre_vote(r).await })
             .await
             .map_err(TransportError::into_rpc)

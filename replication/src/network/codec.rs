@@ -10,5 +10,6 @@ pub fn encode<T: Serialize>(v: &T) -> Envelope {
 }
 
 pub fn decode<T: DeserializeOwned>(e: &Envelope) -> Result<T, tonic::Status> {
-    rmp_serde::from_slice(&e.data).map_err(|err| tonic::Status::invalid_argument(format!("undecodable raft message: {err}")))
+    rmp_serde::from_slice(&e.data)
+        .map_err(|err| tonic::Status::invalid_argument(format!("undecodable raft message: {err}")))
 }

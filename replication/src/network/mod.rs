@@ -5,8 +5,8 @@
 //! ([`codec`]) and per-peer fault injection ([`Faults`]). Snapshot files travel as a stream of
 //! CRC-checked chunks, so memory stays bounded whatever the snapshot size.
 
-pub mod codec;
 mod client;
+pub mod codec;
 mod fault;
 mod server;
 

@@ -15,11 +15,11 @@ use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::FROM_HEADER;
 use super::codec::{decode, encode};
 use super::fault::Faults;
 use super::pb::raft_transport_server::RaftTransport;
 use super::pb::{Envelope, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
-use super::FROM_HEADER;
 use crate::snapshot::SnapshotFile;
 use crate::types::{Command, CommandResult, NodeId, Raft, SnapshotMeta, TypeConfig, Vote};
 
@@ -28,7 +28,9 @@ use crate::types::{Command, CommandResult, NodeId, Raft, SnapshotMeta, TypeConfi
 pub enum ForwardReply {
     Done(CommandResult),
     /// This node is not (or no longer) the leader; the caller retries with the hint.
-    NotLeader { leader: Option<NodeId> },
+    NotLeader {
+        leader: Option<NodeId>,
+    },
     /// The entry was appended but leadership changed before it committed: outcome unknown.
     OutcomeUnknown(String),
     Failed(String),
@@ -85,7 +87,10 @@ async fn receive_snapshot(
                 header = Some(h);
             }
             if chunk.offset != expected_offset {
-                return Err(Status::invalid_argument(format!("snapshot chunk at {} but expected {expected_offset}", chunk.offset)));
+                return Err(Status::invalid_argument(format!(
+                    "snapshot chunk at {} but expected {expected_offset}",
+                    chunk.offset
+                )));
             }
             if crc32fast::hash(&chunk.data) != chunk.crc32 {
                 return Err(Status::data_loss(format!("snapshot chunk at {} failed its checksum", chunk.offset)));
@@ -95,7 +100,8 @@ async fn receive_snapshot(
             progress.set(expected_offset as f64);
             if chunk.done {
                 file.sync_all().await.map_err(|e| Status::internal(e.to_string()))?;
-                let (vote, meta) = header.take().ok_or_else(|| Status::invalid_argument("snapshot stream without header"))?;
+                let (vote, meta) =
+                    header.take().ok_or_else(|| Status::invalid_argument("snapshot stream without header"))?;
                 return Ok((vote, meta));
             }
         }
@@ -160,8 +166,12 @@ impl RaftTransport for TransportService {
         let cmd: Command = decode(req.get_ref())?;
         let reply = match self.raft.client_write(cmd).await {
             Ok(r) => ForwardReply::Done(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => ForwardReply::NotLeader { leader: f.leader_id },
-            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => ForwardReply::OutcomeUnknown(f.to_string()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                ForwardReply::NotLeader { leader: f.leader_id }
+            }
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
+                ForwardReply::OutcomeUnknown(f.to_string())
+            }
             Err(e) => ForwardReply::Failed(e.to_string()),
         };
         Ok(Response::new(encode(&reply)))

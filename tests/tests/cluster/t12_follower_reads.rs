@@ -13,7 +13,11 @@ async fn follower_reads_see_acknowledged_writes() {
         let r = c.put(writer, "register", &i.to_string()).await.unwrap();
         assert_eq!(r.status(), 200);
         for level in ["linearizable", "lease"] {
-            assert_eq!(c.get(reader, "register", level).await.as_deref(), Some(i.to_string().as_str()), "{level} read on node {reader}");
+            assert_eq!(
+                c.get(reader, "register", level).await.as_deref(),
+                Some(i.to_string().as_str()),
+                "{level} read on node {reader}"
+            );
         }
     }
 }
@@ -34,7 +38,12 @@ async fn stale_reads_report_staleness_and_honour_the_bound() {
     let rules = quorumdb_replication::network::FaultRules { isolated: true, ..Default::default() };
     c.node(f).replica.set_faults(rules);
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-    let r = c.http.get(format!("http://{}/v1/kv/s?consistency=stale&max_staleness_ms=300", c.addr(f))).send().await.unwrap();
+    let r = c
+        .http
+        .get(format!("http://{}/v1/kv/s?consistency=stale&max_staleness_ms=300", c.addr(f)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     // Without a bound the old value is still served.
     assert_eq!(c.get(f, "s", "stale").await.as_deref(), Some("1"));

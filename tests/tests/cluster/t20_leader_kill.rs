@@ -8,12 +8,23 @@ use quorumdb_tests::TestCluster;
 
 /// Writes `n` keys, each to the next node in turn, retrying on other nodes until some node
 /// acknowledges it or `tries` run out. Returns the acknowledged keys.
-pub async fn write_stream(http: reqwest::Client, addrs: Vec<String>, prefix: &str, n: usize, acked: Arc<Mutex<Vec<String>>>) {
+pub async fn write_stream(
+    http: reqwest::Client,
+    addrs: Vec<String>,
+    prefix: &str,
+    n: usize,
+    acked: Arc<Mutex<Vec<String>>>,
+) {
     for i in 0..n {
         let key = format!("{prefix}{i:05}");
         for attempt in 0..40 {
             let addr = &addrs[(i + attempt) % addrs.len()];
-            let r = http.put(format!("http://{addr}/v1/kv/{key}")).body(key.clone()).timeout(Duration::from_secs(5)).send().await;
+            let r = http
+                .put(format!("http://{addr}/v1/kv/{key}"))
+                .body(key.clone())
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
             if matches!(&r, Ok(r) if r.status() == 200) {
                 acked.lock().unwrap().push(key.clone());
                 break;
@@ -32,7 +43,10 @@ async fn leader_killed_mid_stream_loses_no_acknowledged_write() {
     let writer = tokio::spawn(write_stream(c.http.clone(), addrs, "w", 400, acked.clone()));
 
     // Let some writes land, then kill the leader.
-    quorumdb_tests::wait_for(30, "100 acknowledged writes", || async { (acked.lock().unwrap().len() >= 100).then_some(()) }).await;
+    quorumdb_tests::wait_for(30, "100 acknowledged writes", || async {
+        (acked.lock().unwrap().len() >= 100).then_some(())
+    })
+    .await;
     c.kill(old_leader).await;
     let new_leader = c.wait_leader().await;
     assert_ne!(new_leader, old_leader);

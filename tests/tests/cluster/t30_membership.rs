@@ -30,7 +30,8 @@ async fn add_and_remove_nodes() {
     c.kill(victim).await;
     c.wait_voters(3).await;
     let l = c.wait_leader().await;
-    let members: Vec<u64> = c.status(l).await.unwrap()["members"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    let members: Vec<u64> =
+        c.status(l).await.unwrap()["members"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect();
     assert!(!members.contains(&victim), "{members:?}");
     assert_eq!(c.put(l, "after", "1").await.unwrap().status(), 200);
 }
