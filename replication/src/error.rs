@@ -25,11 +25,6 @@ pub enum ReplicationError {
     #[error("membership change refused: {0}")]
     Membership(String),
 
-    /// The cluster is already initialized (init is idempotent at the API; this is for callers
-    /// that want to know).
-    #[error("cluster already initialized")]
-    AlreadyInitialized,
-
     /// Storage failed (RocksDB or the file system).
     #[error("storage error: {0}")]
     Storage(#[from] std::io::Error),

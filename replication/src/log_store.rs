@@ -180,7 +180,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         // After a crash between recording a purge and deleting its entries, leftovers below
         // the purge point must not make the log look shorter than it is.
-        let last = match (last_entry, last_purged.clone()) {
+        let last = match (last_entry, last_purged) {
             (Some(e), Some(p)) if p.index > e.index => Some(p),
             (Some(e), _) => Some(e),
             (None, p) => p,

@@ -23,7 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::FROM_HEADER;
 use super::codec::{decode, encode};
-use super::fault::Faults;
+use super::fault::{Faults, Outbound};
 use super::pb::raft_transport_client::RaftTransportClient;
 use super::pb::{Envelope, SnapshotChunk};
 use crate::snapshot::SnapshotFile;
@@ -131,11 +131,11 @@ impl PeerClient {
     /// Applies fault rules, then wraps the request with our id and a deadline.
     pub(crate) async fn prepare<T>(&self, msg: T, ttl: Duration) -> Result<tonic::Request<T>, TransportError> {
         match self.faults.outbound(self.target) {
-            Err(()) => {
+            Outbound::Drop => {
                 return Err(TransportError::Unreachable(format!("fault rule drops messages to node {}", self.target)));
             }
-            Ok(Some(delay)) => tokio::time::sleep(delay).await,
-            Ok(None) => {}
+            Outbound::Deliver(Some(delay)) => tokio::time::sleep(delay).await,
+            Outbound::Deliver(None) => {}
         }
         let mut req = tonic::Request::new(msg);
         req.metadata_mut().insert(FROM_HEADER, self.me.to_string().parse().expect("numeric id"));

@@ -23,6 +23,14 @@ pub struct FaultRules {
     pub delay_ms: BTreeMap<NodeId, u64>,
 }
 
+/// The fate of one outbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbound {
+    Drop,
+    /// Send it, after the delay if there is one.
+    Deliver(Option<Duration>),
+}
+
 /// Shared, switchable fault rules.
 #[derive(Debug, Clone, Default)]
 pub struct Faults(Arc<RwLock<FaultRules>>);
@@ -40,13 +48,13 @@ impl Faults {
         self.set(FaultRules::default());
     }
 
-    /// `Err` if a message to `peer` must be dropped, else the delay to apply (if any).
-    pub fn outbound(&self, peer: NodeId) -> Result<Option<Duration>, ()> {
+    /// What to do with a message to `peer`.
+    pub fn outbound(&self, peer: NodeId) -> Outbound {
         let r = self.0.read().expect("fault lock");
         if r.isolated || r.drop_to.contains(&peer) {
-            return Err(());
+            return Outbound::Drop;
         }
-        Ok(r.delay_ms.get(&peer).map(|ms| Duration::from_millis(*ms)))
+        Outbound::Deliver(r.delay_ms.get(&peer).map(|ms| Duration::from_millis(*ms)))
     }
 
     /// Whether a message from `peer` must be dropped.

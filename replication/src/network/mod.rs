@@ -15,7 +15,7 @@ pub mod pb {
 }
 
 pub use client::{NetworkFactory, PeerClient};
-pub use fault::{FaultRules, Faults};
+pub use fault::{FaultRules, Faults, Outbound};
 pub use server::{ForwardReply, TransportService, now_ms};
 
 /// gRPC metadata key naming the sending node, so receivers can apply inbound faults.
