@@ -12,6 +12,7 @@
 //! sees only a key-value transaction ([`StateTxn`]) and never a RocksDB type. The built-in
 //! key-value table ([`kv`]) is the first application.
 
+mod encoding;
 pub mod error;
 pub mod kv;
 pub mod log_store;

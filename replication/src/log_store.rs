@@ -27,6 +27,7 @@ use std::sync::mpsc;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
+use crate::encoding::{decode, encode};
 use crate::error::storage_err;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
@@ -95,14 +96,6 @@ fn flusher(db: Arc<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
         }
     }
     // The sender was dropped: the store is closed. Dropping `db` here releases the instance.
-}
-
-fn encode<T: serde::Serialize>(v: &T) -> std::io::Result<Vec<u8>> {
-    rmp_serde::to_vec_named(v).map_err(std::io::Error::other)
-}
-
-fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> std::io::Result<T> {
-    rmp_serde::from_slice(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 fn read_meta<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> std::io::Result<Option<T>> {

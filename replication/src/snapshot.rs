@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::encoding::{decode, encode};
 use crate::types::SnapshotMeta;
 
 const MAGIC: &[u8; 8] = b"QDBSNAP1";
@@ -53,7 +54,7 @@ impl SnapshotWriter {
         let tmp = path.with_extension("tmp");
         let mut w =
             Self { out: BufWriter::with_capacity(1 << 20, File::create(&tmp)?), tmp, path, crc: Default::default() };
-        let h = rmp_serde::to_vec_named(header).map_err(std::io::Error::other)?;
+        let h = encode(header)?;
         w.write(MAGIC)?;
         w.write(&(h.len() as u32).to_le_bytes())?;
         w.write(&h)?;
@@ -114,7 +115,7 @@ impl SnapshotReader {
         }
         let len = r.read_u32()? as usize;
         let h = r.read_exact(len)?;
-        r.header = rmp_serde::from_slice(&h).map_err(|e| invalid(format!("bad snapshot header: {e}")))?;
+        r.header = decode(&h).map_err(|e| invalid(format!("bad snapshot header: {e}")))?;
         Ok(r)
     }
 

@@ -31,6 +31,7 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
 
+use crate::encoding::{decode, encode};
 use crate::error::storage_err;
 use crate::snapshot::{SnapshotFile, SnapshotHeader, SnapshotReader, SnapshotWriter, read_header, sync_dir};
 use crate::types::{CommandResult, LogId, SnapshotMeta, StoredMembership, TypeConfig};
@@ -163,14 +164,6 @@ fn fold_checksum(prev: u64, index: u64, command: &[u8], result: &CommandResult) 
     h.write(command);
     h.write(&[matches!(result, CommandResult::Applied(_)) as u8]);
     h.0
-}
-
-fn encode<T: serde::Serialize>(v: &T) -> std::io::Result<Vec<u8>> {
-    rmp_serde::to_vec_named(v).map_err(std::io::Error::other)
-}
-
-fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> std::io::Result<T> {
-    rmp_serde::from_slice(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// The openraft state machine: applies entries through the [`Application`].
