@@ -145,19 +145,6 @@ fn read_entries<RB: RangeBounds<u64>>(db: &DB, range: RB) -> std::io::Result<Vec
     Ok(out)
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
-        &mut self,
-        range: RB,
-    ) -> std::io::Result<Vec<Entry>> {
-        read_entries(&self.db, range)
-    }
-
-    async fn read_vote(&mut self) -> std::io::Result<Option<Vote>> {
-        self.get_meta(KEY_VOTE)
-    }
-}
-
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
