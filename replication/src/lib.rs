@@ -23,6 +23,6 @@ pub mod state_machine;
 pub mod types;
 
 pub use error::ReplicationError;
-pub use replica::{Consistency, ReadInfo, Replica, ReplicaConfig};
+pub use replica::{Consistency, Member, NodeStatus, ReadInfo, Replica, ReplicaConfig};
 pub use state_machine::{Application, StateReader, StateTxn};
 pub use types::{Command, CommandResult, NodeId, TypeConfig};

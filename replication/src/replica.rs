@@ -55,6 +55,41 @@ pub struct ReadInfo {
     pub staleness_ms: Option<u64>,
 }
 
+/// A member of the cluster as status reports show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Member {
+    pub id: NodeId,
+    pub addr: Option<String>,
+}
+
+/// One node's view of itself and the cluster: what `/v1/status`, gRPC `Cluster.Status` and
+/// `/metrics` report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub addr: String,
+    /// leader, follower, candidate, learner or shutdown.
+    pub role: &'static str,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub leader_addr: Option<String>,
+    pub last_log_index: Option<u64>,
+    pub committed: Option<u64>,
+    pub applied: Option<u64>,
+    pub snapshot: Option<u64>,
+    pub purged: Option<u64>,
+    /// The running checksum of applied commands (hex in JSON).
+    #[serde(serialize_with = "as_hex")]
+    pub checksum: u64,
+    /// The voters.
+    pub members: Vec<Member>,
+    pub learners: Vec<Member>,
+}
+
+fn as_hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:016x}"))
+}
+
 /// Tunables of one replica.
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
@@ -163,6 +198,37 @@ impl Replica {
         let id = m.current_leader?;
         let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
         Some((id, addr))
+    }
+
+    /// This node's status; applied index and checksum are read together from the state.
+    pub fn status(&self) -> std::io::Result<NodeStatus> {
+        let m = self.metrics();
+        let (applied, checksum) = self.reader.applied()?;
+        let membership = m.membership_config.membership();
+        let member = |id: NodeId| Member { id, addr: membership.get_node(&id).map(|n| n.addr.clone()) };
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        Ok(NodeStatus {
+            id: self.id,
+            addr: self.addr.clone(),
+            role,
+            term: m.current_term,
+            leader: m.current_leader,
+            leader_addr: m.current_leader.and_then(|l| membership.get_node(&l)).map(|n| n.addr.clone()),
+            last_log_index: m.last_log_index,
+            committed: m.cluster_committed.as_ref().map(|l| l.index),
+            applied: applied.map(|l| l.index),
+            snapshot: m.snapshot.as_ref().map(|l| l.index),
+            purged: m.purged.as_ref().map(|l| l.index),
+            checksum,
+            members: membership.voter_ids().map(member).collect(),
+            learners: membership.learner_ids().map(member).collect(),
+        })
     }
 
     /// Makes this node a one-member cluster. Idempotent: a node that is already part of an

@@ -82,21 +82,18 @@ pub struct ClusterService(Replica);
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        let r = &self.0;
-        let m = r.metrics();
-        let (applied, checksum) = r.reader().applied().map_err(|e| to_status(e.into()))?;
-        let membership = m.membership_config.membership();
+        let st = self.0.status().map_err(|e| to_status(e.into()))?;
         Ok(Response::new(pb::StatusResponse {
-            id: r.id,
-            role: format!("{:?}", m.state).to_lowercase(),
-            term: m.current_term,
-            leader: m.current_leader,
-            last_log_index: m.last_log_index.unwrap_or(0),
-            committed: m.cluster_committed.as_ref().map(|l| l.index).unwrap_or(0),
-            applied: applied.map(|l| l.index).unwrap_or(0),
-            checksum,
-            voters: membership.voter_ids().collect(),
-            learners: membership.learner_ids().collect(),
+            id: st.id,
+            role: st.role.to_string(),
+            term: st.term,
+            leader: st.leader,
+            last_log_index: st.last_log_index.unwrap_or(0),
+            committed: st.committed.unwrap_or(0),
+            applied: st.applied.unwrap_or(0),
+            checksum: st.checksum,
+            voters: st.members.iter().map(|m| m.id).collect(),
+            learners: st.learners.iter().map(|m| m.id).collect(),
         }))
     }
 }

@@ -18,9 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use openraft::ServerState;
-use quorumdb_replication::Replica;
 use quorumdb_replication::kv::{self as kvstate, KvCommand, KvResponse};
 use quorumdb_replication::network::FaultRules;
+use quorumdb_replication::{NodeStatus, Replica};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -52,45 +52,8 @@ pub async fn not_found(req: Request) -> ServerError {
 
 type ApiResult<T> = Result<T, ServerError>;
 
-pub fn status_json(replica: &Replica) -> ApiResult<Value> {
-    let m = replica.metrics();
-    let (applied, checksum) = replica.reader().applied()?;
-    let membership = m.membership_config.membership();
-    let members: Vec<Value> = membership
-        .voter_ids()
-        .map(|id| json!({"id": id, "addr": membership.get_node(&id).map(|n| n.addr.clone())}))
-        .collect();
-    let learners: Vec<Value> = membership
-        .learner_ids()
-        .map(|id| json!({"id": id, "addr": membership.get_node(&id).map(|n| n.addr.clone())}))
-        .collect();
-    let role = match m.state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "shutdown",
-    };
-    Ok(json!({
-        "id": replica.id,
-        "addr": replica.addr,
-        "role": role,
-        "term": m.current_term,
-        "leader": m.current_leader,
-        "leader_addr": replica.leader().map(|(_, a)| a),
-        "last_log_index": m.last_log_index,
-        "committed": m.cluster_committed.as_ref().map(|l| l.index),
-        "applied": applied.as_ref().map(|l| l.index),
-        "snapshot": m.snapshot.as_ref().map(|l| l.index),
-        "purged": m.purged.as_ref().map(|l| l.index),
-        "checksum": format!("{checksum:016x}"),
-        "members": members,
-        "learners": learners,
-    }))
-}
-
-async fn status(State(r): State<Replica>) -> ApiResult<Json<Value>> {
-    Ok(Json(status_json(&r)?))
+async fn status(State(r): State<Replica>) -> ApiResult<Json<NodeStatus>> {
+    Ok(Json(r.status()?))
 }
 
 async fn init(State(r): State<Replica>) -> ApiResult<Json<Value>> {

@@ -8,7 +8,6 @@ use std::fmt::Write;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use openraft::ServerState;
 use quorumdb_replication::Replica;
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -34,42 +33,27 @@ pub fn init_logging() {
 /// The Prometheus text exposition for `/metrics`.
 pub fn render(replica: &Replica) -> String {
     let mut out = String::new();
-    let m = replica.metrics();
     let node = replica.id;
-    let (_, checksum) = replica.reader().applied().unwrap_or((None, 0));
-    let gauges: [(&str, &str, f64); 9] = [
-        ("quorumdb_raft_term", "Current Raft term.", m.current_term as f64),
-        (
-            "quorumdb_raft_is_leader",
-            "1 if this node is the leader.",
-            f64::from(u8::from(m.state == ServerState::Leader)),
-        ),
-        ("quorumdb_raft_leader", "Id of the known leader (0 if none).", m.current_leader.unwrap_or(0) as f64),
-        ("quorumdb_raft_last_log_index", "Index of the last log entry.", m.last_log_index.unwrap_or(0) as f64),
-        (
-            "quorumdb_raft_committed_index",
-            "Index of the last committed entry.",
-            m.cluster_committed.as_ref().map(|l| l.index).unwrap_or(0) as f64,
-        ),
-        (
-            "quorumdb_raft_applied_index",
-            "Index of the last applied entry.",
-            m.last_applied.as_ref().map(|l| l.index).unwrap_or(0) as f64,
-        ),
-        (
-            "quorumdb_raft_snapshot_index",
-            "Index of the last snapshot.",
-            m.snapshot.as_ref().map(|l| l.index).unwrap_or(0) as f64,
-        ),
-        ("quorumdb_raft_voters", "Number of voters.", m.membership_config.membership().voter_ids().count() as f64),
-        (
-            "quorumdb_state_checksum",
-            "Low 52 bits of the running checksum of applied commands.",
-            (checksum & ((1 << 52) - 1)) as f64,
-        ),
-    ];
-    for (name, help, v) in gauges {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {v}");
+    if let Ok(st) = replica.status() {
+        let index = |i: Option<u64>| i.unwrap_or(0) as f64;
+        let gauges: [(&str, &str, f64); 9] = [
+            ("quorumdb_raft_term", "Current Raft term.", st.term as f64),
+            ("quorumdb_raft_is_leader", "1 if this node is the leader.", f64::from(u8::from(st.role == "leader"))),
+            ("quorumdb_raft_leader", "Id of the known leader (0 if none).", index(st.leader)),
+            ("quorumdb_raft_last_log_index", "Index of the last log entry.", index(st.last_log_index)),
+            ("quorumdb_raft_committed_index", "Index of the last committed entry.", index(st.committed)),
+            ("quorumdb_raft_applied_index", "Index of the last applied entry.", index(st.applied)),
+            ("quorumdb_raft_snapshot_index", "Index of the last snapshot.", index(st.snapshot)),
+            ("quorumdb_raft_voters", "Number of voters.", st.members.len() as f64),
+            (
+                "quorumdb_state_checksum",
+                "Low 52 bits of the running checksum of applied commands.",
+                (st.checksum & ((1 << 52) - 1)) as f64,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{node=\"{node}\"}} {v}");
+        }
     }
     if let Some(h) = RECORDER.get() {
         h.run_upkeep();
