@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::state_machine::{Application, StateReader, StateTxn};
 use crate::types::Command;
 
+/// The [`Router`](crate::Router) tag of KV commands.
+pub const TAG: u8 = b'k';
+
 /// Where KV keys live in the state machine's keyspace.
 pub const PREFIX: &[u8] = b"k/";
 
@@ -53,9 +56,9 @@ impl KvCommand {
         }
     }
 
-    /// Encodes the command for the log.
+    /// Encodes the command for the log, tagged for the [`Router`](crate::Router).
     pub fn encode(&self) -> Command {
-        Command(rmp_serde::to_vec(self).expect("KV commands always encode"))
+        crate::router::tagged(TAG, &rmp_serde::to_vec(self).expect("KV commands always encode"))
     }
 }
 

@@ -18,11 +18,13 @@ pub mod kv;
 pub mod log_store;
 pub mod network;
 pub mod replica;
+pub mod router;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 
 pub use error::ReplicationError;
 pub use replica::{Consistency, Member, NodeStatus, ReadInfo, Replica, ReplicaConfig};
+pub use router::{Router, tagged};
 pub use state_machine::{Application, StateReader, StateTxn};
 pub use types::{Command, CommandResult, NodeId, TypeConfig};

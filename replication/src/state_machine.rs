@@ -61,28 +61,109 @@ pub trait StateTxn {
     fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>>;
     fn put(&mut self, key: &[u8], value: &[u8]);
     fn delete(&mut self, key: &[u8]);
+    /// Deletes every key in `start..end`.
+    fn delete_range(&mut self, start: &[u8], end: &[u8]);
+    /// Calls `f` for each pair in `start..end`, in key order, as this command sees them; stops
+    /// when `f` returns `false`.
+    fn scan(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()>;
+    /// The log index of the entry being applied (the same on every node).
+    fn log_index(&self) -> u64;
+}
+
+/// Staged writes: point writes plus range deletions that came before all of them.
+#[derive(Default)]
+struct Staged {
+    points: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ranges: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Staged {
+    fn covered(&self, key: &[u8]) -> bool {
+        self.ranges.iter().any(|(s, e)| key >= s.as_slice() && key < e.as_slice())
+    }
+    fn delete_range(&mut self, start: &[u8], end: &[u8]) {
+        if start >= end {
+            return;
+        }
+        let doomed: Vec<Vec<u8>> = self.points.range(start.to_vec()..end.to_vec()).map(|(k, _)| k.clone()).collect();
+        for k in doomed {
+            self.points.remove(&k);
+        }
+        self.ranges.push((start.to_vec(), end.to_vec()));
+    }
+    /// Layers `later` over `self`.
+    fn absorb(&mut self, later: Staged) {
+        for (s, e) in later.ranges {
+            self.delete_range(&s, &e);
+        }
+        self.points.extend(later.points);
+    }
 }
 
 /// Writes staged by one apply batch, layered over the database.
 struct Overlay<'a> {
     db: &'a DB,
-    batch: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    command: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    batch: Staged,
+    command: Staged,
+    index: u64,
 }
 
 impl StateTxn for Overlay<'_> {
     fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
-        if let Some(v) = self.command.get(key).or_else(|| self.batch.get(key)) {
-            return Ok(v.clone());
+        for layer in [&self.command, &self.batch] {
+            if let Some(v) = layer.points.get(key) {
+                return Ok(v.clone());
+            }
+            if layer.covered(key) {
+                return Ok(None);
+            }
         }
         let cf = self.db.cf_handle(CF_DATA).expect("data cf");
         self.db.get_cf(cf, key).map_err(storage_err)
     }
     fn put(&mut self, key: &[u8], value: &[u8]) {
-        self.command.insert(key.to_vec(), Some(value.to_vec()));
+        self.command.points.insert(key.to_vec(), Some(value.to_vec()));
     }
     fn delete(&mut self, key: &[u8]) {
-        self.command.insert(key.to_vec(), None);
+        self.command.points.insert(key.to_vec(), None);
+    }
+    fn delete_range(&mut self, start: &[u8], end: &[u8]) {
+        self.command.delete_range(start, end);
+    }
+    fn scan(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()> {
+        if start >= end {
+            return Ok(());
+        }
+        // Merge the database's pairs (minus what the layers delete) with the layers' points.
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        let cf = self.db.cf_handle(CF_DATA).expect("data cf");
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(end.to_vec());
+        for item in self.db.iterator_cf_opt(cf, ro, IteratorMode::From(start, Direction::Forward)) {
+            let (k, v) = item.map_err(storage_err)?;
+            if !self.batch.covered(&k) && !self.command.covered(&k) {
+                merged.insert(k.to_vec(), Some(v.to_vec()));
+            }
+        }
+        for (k, v) in self.batch.points.range(start.to_vec()..end.to_vec()) {
+            if !self.command.covered(k) {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        for (k, v) in self.command.points.range(start.to_vec()..end.to_vec()) {
+            merged.insert(k.clone(), v.clone());
+        }
+        for (k, v) in &merged {
+            if let Some(v) = v
+                && !f(k, v)
+            {
+                break;
+            }
+        }
+        Ok(())
+    }
+    fn log_index(&self) -> u64 {
+        self.index
     }
 }
 
@@ -111,6 +192,25 @@ impl StateReader {
             out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)
+    }
+
+    /// Calls `f` for each pair in `start..end` in key order, all read at one point in time (a
+    /// RocksDB iterator pins its sequence number); stops when `f` returns `false`. Blocking:
+    /// call it from a blocking thread for long scans.
+    pub fn scan_range(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()> {
+        if start >= end {
+            return Ok(());
+        }
+        let cf = self.db.cf_handle(CF_DATA).expect("data cf");
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(end.to_vec());
+        for item in self.db.iterator_cf_opt(cf, ro, IteratorMode::From(start, Direction::Forward)) {
+            let (k, v) = item.map_err(storage_err)?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// The last applied log id and the running checksum of applied commands, read together.
@@ -297,7 +397,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: futures::Stream<Item = std::io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
     {
-        let mut overlay = Overlay { db: &self.db, batch: BTreeMap::new(), command: BTreeMap::new() };
+        let mut overlay = Overlay { db: &self.db, batch: Staged::default(), command: Staged::default(), index: 0 };
         let mut checksum: u64 = self.meta(KEY_CHECKSUM)?.unwrap_or(0);
         let mut last_applied = None;
         let mut membership = None;
@@ -308,14 +408,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let result = match &entry.payload {
                 EntryPayload::Blank => CommandResult::Applied(Vec::new()),
                 EntryPayload::Normal(cmd) => {
+                    overlay.index = index;
                     let result = match self.app.apply(&cmd.0, &mut overlay) {
                         Ok(resp) => {
                             let staged = std::mem::take(&mut overlay.command);
-                            overlay.batch.extend(staged);
+                            overlay.batch.absorb(staged);
                             CommandResult::Applied(resp)
                         }
                         Err(err) => {
-                            overlay.command.clear();
+                            overlay.command = Staged::default();
                             CommandResult::Rejected(err)
                         }
                     };
@@ -333,11 +434,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         let Some(last_applied) = last_applied else { return Ok(()) };
-        let n_writes = overlay.batch.len();
+        let n_writes = overlay.batch.points.len() + overlay.batch.ranges.len();
         let data_cf = self.db.cf_handle(CF_DATA).expect("data cf");
         let meta_cf = self.db.cf_handle(CF_META).expect("meta cf");
         let mut batch = WriteBatch::default();
-        for (k, v) in overlay.batch {
+        // Range deletions first: every staged point write came after the ranges it survived.
+        for (start, end) in &overlay.batch.ranges {
+            batch.delete_range_cf(data_cf, start, end);
+        }
+        for (k, v) in overlay.batch.points {
             match v {
                 Some(v) => batch.put_cf(data_cf, k, v),
                 None => batch.delete_cf(data_cf, k),

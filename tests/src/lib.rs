@@ -128,13 +128,20 @@ impl TestCluster {
         .await
     }
 
+    /// Waits until the leader committed a membership of `n` voters and every running node knows it
+    /// (a follower learns the final config one heartbeat after the leader commits it).
     pub async fn wait_voters(&self, n: usize) {
         wait_for(30, "the voters to join", || async {
             let leader = self.wait_leader().await;
             let m = self.node(leader).replica.metrics();
-            (m.membership_config.membership().voter_ids().count() == n
-                && m.membership_config.log_id() == m.committed_membership_config.log_id())
-            .then_some(())
+            let committed = m.committed_membership_config.log_id().clone();
+            let leader_done =
+                m.membership_config.membership().voter_ids().count() == n && m.membership_config.log_id() == &committed;
+            let all_know = self.running().into_iter().all(|id| {
+                let m = self.node(id).replica.metrics();
+                m.membership_config.log_id() == &committed
+            });
+            (leader_done && all_know).then_some(())
         })
         .await
     }

@@ -15,7 +15,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = LogStore::open(&dir.path().join("log")).expect("open log");
-        let sm = StateMachineStore::open(dir.path(), Arc::new(KvApp)).expect("open state");
+        let sm = StateMachineStore::open(
+            dir.path(),
+            Arc::new(quorumdb_replication::Router::new().with(quorumdb_replication::kv::TAG, Arc::new(KvApp))),
+        )
+        .expect("open state");
         Ok((dir, log, sm))
     }
 }
