@@ -1,0 +1,156 @@
+//! The catalog: table, column and index definitions, stored under one key of the replicated
+//! state and changed only by DDL commands. Its version is the log index of the last DDL, so a
+//! command planned against an older catalog is detected at apply.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{Result, SqlError};
+use crate::store::KvRead;
+use crate::types::{ColumnType, Value};
+
+/// The name of the hidden row key column DML planning reads (raw key bytes).
+pub const KEY_COLUMN: &str = "__qdb_key";
+/// The name of the hidden row hash column DML planning reads.
+pub const HASH_COLUMN: &str = "__qdb_hash";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    pub ty: ColumnType,
+    pub nullable: bool,
+    /// The DEFAULT expression as SQL text, evaluated when a row is planned.
+    pub default: Option<String>,
+    /// The value rows written before this column existed read as.
+    pub added_default: Value,
+    /// Dropped columns keep their slot so older rows still decode; they are invisible.
+    pub dropped: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexDef {
+    pub id: u32,
+    pub name: String,
+    /// Physical column positions.
+    pub columns: Vec<usize>,
+    pub unique: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDef {
+    pub id: u32,
+    pub name: String,
+    /// Physical columns, including dropped ones.
+    pub columns: Vec<ColumnDef>,
+    /// Physical positions of the primary key columns; empty: a hidden row id is the key.
+    pub primary_key: Vec<usize>,
+    pub indexes: Vec<IndexDef>,
+    pub next_index_id: u32,
+}
+
+impl TableDef {
+    /// Positions of the visible columns, in order.
+    pub fn visible(&self) -> impl Iterator<Item = usize> + '_ {
+        self.columns.iter().enumerate().filter(|(_, c)| !c.dropped).map(|(i, _)| i)
+    }
+
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| !c.dropped && c.name == name)
+    }
+
+    pub fn column_or_err(&self, name: &str) -> Result<usize> {
+        self.column(name).ok_or_else(|| SqlError::UnknownColumn(format!("{name} of relation {}", self.name)))
+    }
+
+    pub fn types(&self) -> Vec<ColumnType> {
+        self.columns.iter().map(|c| c.ty.clone()).collect()
+    }
+
+    pub fn added_defaults(&self) -> Vec<Value> {
+        self.columns.iter().map(|c| c.added_default.clone()).collect()
+    }
+
+    /// The Arrow schema of the visible columns (plus the hidden key and hash when `hidden`).
+    pub fn schema(&self, hidden: bool) -> SchemaRef {
+        let mut fields: Vec<Field> =
+            self.visible().map(|i| Field::new(&self.columns[i].name, self.columns[i].ty.arrow(), true)).collect();
+        if hidden {
+            fields.push(Field::new(KEY_COLUMN, DataType::Binary, false));
+            fields.push(Field::new(HASH_COLUMN, DataType::UInt64, false));
+        }
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The encoded primary key of a full physical row (`None` for hidden row id tables).
+    pub fn key_of(&self, row: &[Value]) -> Result<Option<Vec<u8>>> {
+        if self.primary_key.is_empty() {
+            return Ok(None);
+        }
+        let values: Vec<&Value> = self.primary_key.iter().map(|&i| &row[i]).collect();
+        let types: Vec<&ColumnType> = self.primary_key.iter().map(|&i| &self.columns[i].ty).collect();
+        codec::encode_key(&values, &types).map(Some)
+    }
+
+    /// The index entry (key, value) for a row stored under `row_key`.
+    pub fn index_entry(&self, index: &IndexDef, row: &[Value], row_key: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+        let mut k = codec::index_prefix(self.id, index.id);
+        let mut any_null = false;
+        for &c in &index.columns {
+            any_null |= row[c].is_null();
+            codec::encode_key_value(&mut k, &row[c], &self.columns[c].ty)?;
+        }
+        if index.unique && !any_null {
+            Ok((k, row_key.to_vec()))
+        } else {
+            k.extend_from_slice(row_key);
+            Ok((k, Vec::new()))
+        }
+    }
+
+    pub fn pkey_name(&self) -> String {
+        format!("{}_pkey", self.name)
+    }
+}
+
+/// All tables, by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Catalog {
+    /// The log index of the last DDL command (0: none yet).
+    pub version: u64,
+    pub next_table_id: u32,
+    pub tables: BTreeMap<String, TableDef>,
+}
+
+impl Catalog {
+    pub fn load(read: &dyn KvRead) -> Result<Self> {
+        match read.get(codec::CATALOG_KEY)? {
+            Some(bytes) => Self::decode(&bytes),
+            None => Ok(Self::default()),
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        rmp_serde::from_slice(bytes).map_err(|e| SqlError::Storage(format!("corrupt catalog: {e}")))
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self).expect("the catalog always encodes")
+    }
+
+    pub fn table(&self, name: &str) -> Result<&TableDef> {
+        self.tables.get(name).ok_or_else(|| SqlError::UnknownTable(name.to_string()))
+    }
+
+    pub fn by_id(&self, id: u32) -> Option<&TableDef> {
+        self.tables.values().find(|t| t.id == id)
+    }
+
+    /// Finds the table owning index `name`.
+    pub fn index_owner(&self, name: &str) -> Option<(&TableDef, &IndexDef)> {
+        self.tables.values().find_map(|t| t.indexes.iter().find(|i| i.name == name).map(|i| (t, i)))
+    }
+}

@@ -1,0 +1,356 @@
+//! SQL commands as they travel through the Raft log, and how every node applies them.
+//!
+//! A command is fully resolved before it is proposed: DDL carries complete definitions with
+//! their ids, DML carries encoded rows and keys. Apply does no planning and evaluates no
+//! expressions; it checks the command's guards (the catalog version and table versions it was
+//! planned against, and the hash of each row it read), enforces key uniqueness, maintains
+//! secondary indexes in the same write, and rejects the whole command — nothing applied — on
+//! any violation. The outcome depends only on the command and the state, so replicas agree.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, IndexDef, TableDef};
+use crate::codec;
+use crate::error::{Rejection, Result, SqlError};
+use crate::store::KvTxn;
+use crate::types::Value;
+
+/// The tag of SQL commands on the shared state machine.
+pub const TAG: u8 = b's';
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SqlCommand {
+    /// The catalog version the command was planned against.
+    pub catalog_version: u64,
+    /// `(table id, version)` of every table whose contents the plan depended on as a whole.
+    pub table_guards: Vec<(u32, u64)>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Step {
+    CreateTable(TableDef),
+    DropTable {
+        id: u32,
+    },
+    /// Replaces a table's definition (ADD/DROP COLUMN).
+    AlterTable(TableDef),
+    /// Adds an index to a table and builds it from the rows present.
+    CreateIndex {
+        table: u32,
+        index: IndexDef,
+    },
+    DropIndex {
+        table: u32,
+        index: u32,
+    },
+    Truncate {
+        id: u32,
+    },
+    Write {
+        table: u32,
+        guards: Vec<RowGuard>,
+        ops: Vec<RowOp>,
+    },
+}
+
+/// The row under `key` must still hash to `hash` (`None`: must be absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowGuard {
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    pub hash: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RowOp {
+    /// A new row; `key: None` gets the next hidden row id. Fails if the key exists.
+    Insert {
+        key: Option<serde_bytes::ByteBuf>,
+        #[serde(with = "serde_bytes")]
+        row: Vec<u8>,
+    },
+    /// Replaces the row under `key`.
+    Update {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        row: Vec<u8>,
+    },
+    Delete {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+}
+
+impl SqlCommand {
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec(self).expect("SQL commands always encode")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        rmp_serde::from_slice(bytes).map_err(|e| SqlError::Internal(format!("undecodable SQL command: {e}")))
+    }
+
+    /// Whether the command has anything to do.
+    pub fn is_empty(&self) -> bool {
+        self.steps.iter().all(|s| matches!(s, Step::Write { ops, guards, .. } if ops.is_empty() && guards.is_empty()))
+    }
+}
+
+/// What applying a command reports: rows affected per step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SqlResponse {
+    pub affected: Vec<u64>,
+}
+
+/// The SQL application: applies [`SqlCommand`]s to a [`KvTxn`].
+#[derive(Debug, Default)]
+pub struct SqlApp;
+
+impl SqlApp {
+    /// Applies one encoded command; `Err` carries an encoded [`Rejection`].
+    pub fn apply(&self, bytes: &[u8], txn: &mut dyn KvTxn) -> Result<Vec<u8>, Vec<u8>> {
+        let reject = |e: SqlError| rmp_serde::to_vec_named(&Rejection::from(&e)).expect("rejections encode");
+        let cmd = SqlCommand::decode(bytes).map_err(reject)?;
+        match apply_command(&cmd, txn) {
+            Ok(resp) => Ok(rmp_serde::to_vec(&resp).expect("responses encode")),
+            Err(e) => Err(reject(e)),
+        }
+    }
+}
+
+pub fn decode_response(bytes: &[u8]) -> Result<SqlResponse> {
+    rmp_serde::from_slice(bytes).map_err(|e| SqlError::Internal(format!("undecodable SQL response: {e}")))
+}
+
+pub fn decode_rejection(bytes: &[u8]) -> SqlError {
+    match rmp_serde::from_slice::<Rejection>(bytes) {
+        Ok(r) => SqlError::from_rejection(&r),
+        Err(_) => SqlError::Internal(String::from_utf8_lossy(bytes).into_owned()),
+    }
+}
+
+fn load_catalog(txn: &dyn KvTxn) -> Result<Catalog> {
+    match txn.get(codec::CATALOG_KEY)? {
+        Some(b) => Catalog::decode(&b),
+        None => Ok(Catalog::default()),
+    }
+}
+
+pub fn table_version(get: impl Fn(&[u8]) -> std::io::Result<Option<Vec<u8>>>, table: u32) -> Result<u64> {
+    Ok(match get(&codec::table_version_key(table))? {
+        Some(b) => {
+            u64::from_be_bytes(b.as_slice().try_into().map_err(|_| SqlError::Storage("bad table version".into()))?)
+        }
+        None => 0,
+    })
+}
+
+fn conflict(what: String) -> SqlError {
+    SqlError::SerializationFailure(what)
+}
+
+fn apply_command(cmd: &SqlCommand, txn: &mut dyn KvTxn) -> Result<SqlResponse> {
+    let mut catalog = load_catalog(txn)?;
+    if catalog.version != cmd.catalog_version {
+        return Err(conflict("the catalog changed since the statement was planned".into()));
+    }
+    for &(table, version) in &cmd.table_guards {
+        if table_version(|k| txn.get(k), table)? != version {
+            return Err(conflict(format!("table {table} changed since the statement read it")));
+        }
+    }
+    let index = txn.log_index();
+    let mut ddl = false;
+    let mut written = BTreeSet::new();
+    let mut resp = SqlResponse::default();
+    for step in &cmd.steps {
+        let mut affected = 0;
+        match step {
+            Step::CreateTable(def) => {
+                if catalog.tables.contains_key(&def.name) {
+                    return Err(SqlError::TableExists(def.name.clone()));
+                }
+                catalog.next_table_id = catalog.next_table_id.max(def.id + 1);
+                catalog.tables.insert(def.name.clone(), def.clone());
+                ddl = true;
+            }
+            Step::DropTable { id } => {
+                let name = table_by_id(&catalog, *id)?.name.clone();
+                catalog.tables.remove(&name);
+                let (start, end) = codec::table_range(*id);
+                txn.delete_range(&start, &end);
+                ddl = true;
+            }
+            Step::AlterTable(def) => {
+                table_by_id(&catalog, def.id)?;
+                catalog.tables.insert(def.name.clone(), def.clone());
+                ddl = true;
+            }
+            Step::CreateIndex { table, index } => {
+                let mut def = table_by_id(&catalog, *table)?.clone();
+                build_index(&def, index, txn)?;
+                def.next_index_id = def.next_index_id.max(index.id + 1);
+                def.indexes.push(index.clone());
+                catalog.tables.insert(def.name.clone(), def);
+                ddl = true;
+            }
+            Step::DropIndex { table, index } => {
+                let mut def = table_by_id(&catalog, *table)?.clone();
+                def.indexes.retain(|i| i.id != *index);
+                let start = codec::index_prefix(*table, *index);
+                txn.delete_range(&start, &codec::prefix_end(&start));
+                catalog.tables.insert(def.name.clone(), def);
+                ddl = true;
+            }
+            Step::Truncate { id } => {
+                table_by_id(&catalog, *id)?;
+                for p in [codec::rows_prefix(*id), codec::indexes_prefix(*id)] {
+                    txn.delete_range(&p, &codec::prefix_end(&p));
+                }
+                written.insert(*id);
+            }
+            Step::Write { table, guards, ops } => {
+                let def = table_by_id(&catalog, *table)?;
+                for g in guards {
+                    let current = txn.get(&codec::row_key(*table, &g.key))?;
+                    if current.as_deref().map(codec::row_hash) != g.hash {
+                        return Err(conflict(format!("a row of {} changed since the statement read it", def.name)));
+                    }
+                }
+                affected = apply_writes(def, ops, txn)?;
+                written.insert(*table);
+            }
+        }
+        resp.affected.push(affected);
+    }
+    for table in written {
+        if catalog.by_id(table).is_some() {
+            txn.put(&codec::table_version_key(table), &index.to_be_bytes());
+        }
+    }
+    if ddl {
+        catalog.version = index;
+        txn.put(codec::CATALOG_KEY, &catalog.encode());
+    }
+    Ok(resp)
+}
+
+fn table_by_id(catalog: &Catalog, id: u32) -> Result<&TableDef> {
+    catalog.by_id(id).ok_or_else(|| SqlError::UnknownTable(format!("table id {id}")))
+}
+
+fn decode(def: &TableDef, bytes: &[u8]) -> Result<Vec<Value>> {
+    codec::decode_row(bytes, &def.types(), &def.added_defaults())
+}
+
+fn unique_violation(index: &IndexDef) -> SqlError {
+    SqlError::UniqueViolation(format!("duplicate key value violates unique constraint \"{}\"", index.name))
+}
+
+/// Applies one statement's row operations: first every removal (deleted rows and the old
+/// index entries of updated rows), then every addition, so that uniqueness is checked on the
+/// statement's result rather than row by row.
+fn apply_writes(def: &TableDef, ops: &[RowOp], txn: &mut dyn KvTxn) -> Result<u64> {
+    let mut additions: Vec<(Vec<u8>, &[u8])> = Vec::new();
+    for op in ops {
+        let (RowOp::Delete { key } | RowOp::Update { key, .. }) = op else { continue };
+        let rk = codec::row_key(def.id, key);
+        let Some(old) = txn.get(&rk)? else {
+            return Err(conflict(format!("a row of {} disappeared", def.name)));
+        };
+        let old = decode(def, &old)?;
+        for ix in &def.indexes {
+            let (k, _) = def.index_entry(ix, &old, key)?;
+            txn.delete(&k);
+        }
+        match op {
+            RowOp::Update { row, .. } => additions.push((key.clone(), row)),
+            _ => txn.delete(&rk),
+        }
+    }
+    for op in ops {
+        let RowOp::Insert { key, row } = op else { continue };
+        let key = match key {
+            Some(k) => k.to_vec(),
+            None => next_row_id(def, txn)?,
+        };
+        if txn.get(&codec::row_key(def.id, &key))?.is_some() {
+            return Err(SqlError::UniqueViolation(format!(
+                "duplicate key value violates unique constraint \"{}\"",
+                def.pkey_name()
+            )));
+        }
+        additions.push((key, row));
+    }
+    let mut seen = BTreeMap::new();
+    for (key, row) in &additions {
+        if seen.insert(key.clone(), ()).is_some() {
+            return Err(SqlError::UniqueViolation(format!(
+                "duplicate key value violates unique constraint \"{}\"",
+                def.pkey_name()
+            )));
+        }
+        let values = decode(def, row)?;
+        for (i, c) in def.columns.iter().enumerate() {
+            if !c.nullable && !c.dropped && values[i].is_null() {
+                return Err(SqlError::NotNullViolation { table: def.name.clone(), column: c.name.clone() });
+            }
+        }
+        for ix in &def.indexes {
+            let (k, v) = def.index_entry(ix, &values, key)?;
+            if !v.is_empty() && txn.get(&k)?.is_some_and(|owner| owner != *key) {
+                return Err(unique_violation(ix));
+            }
+            txn.put(&k, &v);
+        }
+        txn.put(&codec::row_key(def.id, key), row);
+    }
+    Ok(ops.len() as u64)
+}
+
+fn next_row_id(def: &TableDef, txn: &mut dyn KvTxn) -> Result<Vec<u8>> {
+    let k = codec::row_id_key(def.id);
+    let last = match txn.get(&k)? {
+        Some(b) => i64::from_be_bytes(b.as_slice().try_into().map_err(|_| SqlError::Storage("bad row id".into()))?),
+        None => 0,
+    };
+    let next = last + 1;
+    txn.put(&k, &next.to_be_bytes());
+    codec::encode_key(&[&Value::Int(next)], &[&crate::types::ColumnType::Int64])
+}
+
+fn build_index(def: &TableDef, index: &IndexDef, txn: &mut dyn KvTxn) -> Result<()> {
+    let prefix = codec::rows_prefix(def.id);
+    let mut entries = Vec::new();
+    let mut err = None;
+    txn.scan(&prefix, &codec::prefix_end(&prefix), &mut |k, v| match decode(def, v)
+        .and_then(|row| def.index_entry(index, &row, &k[prefix.len()..]))
+    {
+        Ok(e) => {
+            entries.push(e);
+            true
+        }
+        Err(e) => {
+            err = Some(e);
+            false
+        }
+    })?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let mut seen = BTreeSet::new();
+    for (k, v) in entries {
+        if !v.is_empty() && !seen.insert(k.clone()) {
+            return Err(SqlError::UniqueViolation(format!(
+                "could not create unique index \"{}\": key is duplicated",
+                index.name
+            )));
+        }
+        txn.put(&k, &v);
+    }
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! The SQL engine a node runs: parses a request, answers reads through DataFusion (or the
+//! primary-key fast path), and turns writes into one [`SqlCommand`] proposed through a
+//! [`Backend`] — re-planned when apply reports a conflict with a concurrent write.
+
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionState;
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::sqlparser::ast::{self, Expr, SelectItem, SetExpr, Statement, TableFactor, visit_expressions_mut};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use crate::catalog::Catalog;
+use crate::codec;
+use crate::command::{self, SqlCommand};
+use crate::error::{Result, SqlError};
+use crate::planner::{Planner, StatementResult, ident, object_name, point_keys, run_query, session};
+use crate::provider::StateView;
+use crate::store::SharedRead;
+use crate::types::build_array;
+
+/// How many times a write batch is planned again after a conflict before giving up.
+const MAX_ATTEMPTS: usize = 30;
+
+/// What the engine needs from the replication layer.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Replicates an encoded [`SqlCommand`]; `Ok(Ok(response))` when applied, `Ok(Err(rejection))`
+    /// when apply rejected it (deterministically, on every node).
+    async fn propose(&self, command: Vec<u8>) -> Result<Result<Vec<u8>, Vec<u8>>>;
+    /// Waits until this node has applied everything committed (before re-planning).
+    async fn catch_up(&self) -> Result<()>;
+}
+
+/// A parsed request.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub statements: Vec<Statement>,
+    /// Every statement only reads.
+    pub read_only: bool,
+}
+
+pub struct Engine {
+    read: SharedRead,
+    state: SessionState,
+    catalog: Mutex<(Vec<u8>, Arc<Catalog>)>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Engine")
+    }
+}
+
+fn is_read_only(s: &Statement) -> bool {
+    matches!(
+        s,
+        Statement::Query(_)
+            | Statement::Explain { .. }
+            | Statement::ExplainTable { .. }
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::ShowVariable { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+    )
+}
+
+/// Replaces `$n` placeholders with literal parameters.
+fn bind(statements: &mut [Statement], params: &[serde_json::Value]) -> Result<()> {
+    let mut err = None;
+    for s in statements.iter_mut() {
+        let _ = visit_expressions_mut(s, |e| {
+            if let Expr::Value(v) = e
+                && let ast::Value::Placeholder(p) = &v.value
+            {
+                let n: usize = p.trim_start_matches('$').parse().unwrap_or(0);
+                let lit = match params.get(n.wrapping_sub(1)) {
+                    None => {
+                        err = Some(SqlError::UndefinedParameter(n));
+                        return ControlFlow::Break(());
+                    }
+                    Some(serde_json::Value::Null) => ast::Value::Null,
+                    Some(serde_json::Value::Bool(b)) => ast::Value::Boolean(*b),
+                    Some(serde_json::Value::Number(n)) => ast::Value::Number(n.to_string(), false),
+                    Some(serde_json::Value::String(s)) => ast::Value::SingleQuotedString(s.clone()),
+                    Some(other) => ast::Value::SingleQuotedString(other.to_string()),
+                };
+                *e = Expr::value(lit);
+            }
+            ControlFlow::Continue(())
+        });
+        if let Some(e) = err.take() {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+impl Engine {
+    pub fn new(read: SharedRead) -> Self {
+        let mut config = SessionConfig::new()
+            .with_default_catalog_and_schema("quorumdb", "public")
+            .with_information_schema(true)
+            .with_create_default_catalog_and_schema(false);
+        config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+        Self { read, state, catalog: Mutex::new((Vec::new(), Arc::new(Catalog::default()))) }
+    }
+
+    /// The current catalog (decoded again only when it changed).
+    pub fn catalog(&self) -> Result<Arc<Catalog>> {
+        let raw = self.read.get(codec::CATALOG_KEY)?.unwrap_or_default();
+        let mut cached = self.catalog.lock().expect("catalog cache lock");
+        if cached.0 != raw || (raw.is_empty() && cached.1.version != 0) {
+            let cat = if raw.is_empty() { Catalog::default() } else { Catalog::decode(&raw)? };
+            *cached = (raw, Arc::new(cat));
+        }
+        Ok(cached.1.clone())
+    }
+
+    pub fn parse(&self, sql: &str, params: &[serde_json::Value]) -> Result<Parsed> {
+        let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)?;
+        if statements.is_empty() {
+            return Err(SqlError::Syntax("empty query".into()));
+        }
+        bind(&mut statements, params)?;
+        let read_only = statements.iter().all(is_read_only);
+        Ok(Parsed { statements, read_only })
+    }
+
+    /// Runs a parsed request: reads directly, writes as one atomic command.
+    pub async fn execute(&self, parsed: Parsed, backend: &dyn Backend) -> Result<Vec<StatementResult>> {
+        if parsed.read_only {
+            let mut out = Vec::with_capacity(parsed.statements.len());
+            for s in parsed.statements {
+                out.push(self.query(s).await?);
+            }
+            return Ok(out);
+        }
+        let mut delay = Duration::from_millis(1);
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                backend.catch_up().await?;
+            }
+            match self.execute_once(&parsed.statements, backend).await {
+                Err(SqlError::SerializationFailure(why)) => {
+                    tracing::debug!(attempt, %why, "write batch conflicted; planning again");
+                    metrics::counter!("quorumdb_sql_conflicts_total").increment(1);
+                    tokio::time::sleep(delay + Duration::from_micros(rand_jitter())).await;
+                    delay = (delay * 2).min(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+        Err(SqlError::SerializationFailure(format!("still conflicting after {MAX_ATTEMPTS} attempts")))
+    }
+
+    async fn execute_once(&self, statements: &[Statement], backend: &dyn Backend) -> Result<Vec<StatementResult>> {
+        let mut planner = Planner::new(&self.state, self.read.clone(), self.catalog()?);
+        let mut results = Vec::with_capacity(statements.len());
+        let mut rolled_back = false;
+        for s in statements {
+            let r = match s {
+                Statement::StartTransaction { .. } => StatementResult::Done { tag: "BEGIN".into(), rows_affected: 0 },
+                Statement::Commit { .. } => StatementResult::Done { tag: "COMMIT".into(), rows_affected: 0 },
+                Statement::Rollback { .. } => {
+                    rolled_back = true;
+                    StatementResult::Done { tag: "ROLLBACK".into(), rows_affected: 0 }
+                }
+                s => planner.plan(s.clone()).await?,
+            };
+            results.push(r);
+        }
+        if rolled_back {
+            return Ok(results);
+        }
+        if let Some(cmd) = planner.finish() {
+            self.propose(&cmd, backend).await?;
+        }
+        Ok(results)
+    }
+
+    async fn propose(&self, cmd: &SqlCommand, backend: &dyn Backend) -> Result<command::SqlResponse> {
+        metrics::counter!("quorumdb_sql_commands_total").increment(1);
+        match backend.propose(cmd.encode()).await? {
+            Ok(bytes) => command::decode_response(&bytes),
+            Err(rejection) => Err(command::decode_rejection(&rejection)),
+        }
+    }
+
+    /// Answers one read-only statement from the local state.
+    pub async fn query(&self, stmt: Statement) -> Result<StatementResult> {
+        match &stmt {
+            Statement::StartTransaction { .. } => {
+                return Ok(StatementResult::Done { tag: "BEGIN".into(), rows_affected: 0 });
+            }
+            Statement::Commit { .. } => return Ok(StatementResult::Done { tag: "COMMIT".into(), rows_affected: 0 }),
+            Statement::Rollback { .. } => {
+                return Ok(StatementResult::Done { tag: "ROLLBACK".into(), rows_affected: 0 });
+            }
+            _ => {}
+        }
+        let catalog = self.catalog()?;
+        if let Some(r) = self.point_select(&catalog, &stmt)? {
+            metrics::counter!("quorumdb_sql_point_reads_total").increment(1);
+            return Ok(r);
+        }
+        let explain = matches!(stmt, Statement::Explain { .. });
+        let ctx = session(&self.state, catalog, StateView::new(self.read.clone()), false);
+        let (schema, batches) = run_query(&ctx, stmt).await?;
+        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let tag = if explain { "EXPLAIN".to_string() } else { format!("SELECT {n}") };
+        Ok(StatementResult::Rows { schema, batches, tag })
+    }
+
+    /// `SELECT cols FROM t WHERE pk = literal` without DataFusion: one key lookup.
+    fn point_select(&self, catalog: &Catalog, stmt: &Statement) -> Result<Option<StatementResult>> {
+        let Statement::Query(q) = stmt else { return Ok(None) };
+        if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+            return Ok(None);
+        }
+        let SetExpr::Select(sel) = q.body.as_ref() else { return Ok(None) };
+        if sel.distinct.is_some()
+            || sel.having.is_some()
+            || !matches!(&sel.group_by, ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+            || sel.from.len() != 1
+            || !sel.from[0].joins.is_empty()
+        {
+            return Ok(None);
+        }
+        let TableFactor::Table { name, alias: None, args: None, .. } = &sel.from[0].relation else { return Ok(None) };
+        let Ok(tname) = object_name(name) else { return Ok(None) };
+        let Some(def) = catalog.tables.get(&tname) else { return Ok(None) };
+        let Some(selection) = &sel.selection else { return Ok(None) };
+        // Every other conjunct must be a key equality too, or the fast path would skip a filter.
+        if !only_key_equalities(selection) {
+            return Ok(None);
+        }
+        let Some(keys) = point_keys(def, selection) else { return Ok(None) };
+        let mut cols = Vec::new();
+        for item in &sel.projection {
+            match item {
+                SelectItem::Wildcard(o)
+                    if o.opt_exclude.is_none()
+                        && o.opt_except.is_none()
+                        && o.opt_rename.is_none()
+                        && o.opt_replace.is_none() =>
+                {
+                    cols.extend(def.visible())
+                }
+                SelectItem::UnnamedExpr(Expr::Identifier(i)) => match def.column(&ident(i)) {
+                    Some(c) => cols.push(c),
+                    None => return Ok(None),
+                },
+                _ => return Ok(None),
+            }
+        }
+        let mut rows = Vec::new();
+        for k in &keys {
+            if let Some(bytes) = self.read.get(&codec::row_key(def.id, k))? {
+                rows.push(codec::decode_row(&bytes, &def.types(), &def.added_defaults())?);
+            }
+        }
+        let fields: Vec<_> = cols
+            .iter()
+            .map(|&c| datafusion::arrow::datatypes::Field::new(&def.columns[c].name, def.columns[c].ty.arrow(), true))
+            .collect();
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+        let arrays = cols
+            .iter()
+            .map(|&c| build_array(&def.columns[c].ty, rows.iter().map(|r| &r[c])))
+            .collect::<Result<Vec<_>>>()?;
+        let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+        let n = batch.num_rows();
+        Ok(Some(StatementResult::Rows { schema, batches: vec![batch], tag: format!("SELECT {n}") }))
+    }
+}
+
+/// True when `e` is only `column = literal` comparisons joined by AND.
+fn only_key_equalities(e: &Expr) -> bool {
+    match e {
+        Expr::BinaryOp { left, op: ast::BinaryOperator::And, right } => {
+            only_key_equalities(left) && only_key_equalities(right)
+        }
+        Expr::Nested(inner) => only_key_equalities(inner),
+        Expr::BinaryOp { left, op: ast::BinaryOperator::Eq, right } => {
+            let is_col = |x: &Expr| matches!(x, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
+            let is_lit = |x: &Expr| crate::values::literal_text(x).is_ok_and(|t| t.is_some());
+            (is_col(left) && is_lit(right)) || (is_lit(left) && is_col(right))
+        }
+        _ => false,
+    }
+}
+
+fn rand_jitter() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    u64::from(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0) % 1000)
+}

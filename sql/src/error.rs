@@ -1,0 +1,159 @@
+//! SQL errors, each with its PostgreSQL SQLSTATE. Surfaces map them to their protocol (HTTP
+//! status + JSON, pgwire error response) from [`SqlError::sqlstate`] in one place each.
+
+use datafusion::error::DataFusionError;
+use serde::{Deserialize, Serialize};
+
+pub type Result<T, E = SqlError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SqlError {
+    /// The SQL text does not parse.
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    /// A statement or feature we do not support.
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    #[error("relation \"{0}\" does not exist")]
+    UnknownTable(String),
+    #[error("relation \"{0}\" already exists")]
+    TableExists(String),
+    #[error("column \"{0}\" does not exist")]
+    UnknownColumn(String),
+    #[error("column \"{0}\" specified more than once")]
+    DuplicateColumn(String),
+    #[error("index \"{0}\" does not exist")]
+    UnknownIndex(String),
+    /// Invalid definition (bad type, bad key, …).
+    #[error("{0}")]
+    InvalidDefinition(String),
+    #[error("{0}")]
+    UniqueViolation(String),
+    #[error("null value in column \"{column}\" of relation \"{table}\" violates not-null constraint")]
+    NotNullViolation { table: String, column: String },
+    /// A value that does not fit its column's type.
+    #[error("{0}")]
+    InvalidValue(String),
+    #[error("value too long for type character varying({0})")]
+    StringTooLong(u64),
+    #[error("{0}")]
+    NumericOutOfRange(String),
+    #[error("there is no parameter ${0}")]
+    UndefinedParameter(usize),
+    /// Another write changed what this statement read; it was retried and still conflicted.
+    #[error("could not serialize access due to concurrent update: {0}")]
+    SerializationFailure(String),
+    /// A query failed in DataFusion (planning or execution).
+    #[error("{0}")]
+    Query(String),
+    /// Reading or applying against the state failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The replication layer (the proposer or the read barrier) failed; the server maps it.
+    #[error("{0}")]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl SqlError {
+    /// The PostgreSQL SQLSTATE for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Self::Syntax(_) => "42601",
+            Self::Unsupported(_) => "0A000",
+            Self::UnknownTable(_) => "42P01",
+            Self::TableExists(_) => "42P07",
+            Self::UnknownColumn(_) => "42703",
+            Self::DuplicateColumn(_) => "42701",
+            Self::UnknownIndex(_) => "42704",
+            Self::InvalidDefinition(_) => "42P16",
+            Self::UniqueViolation(_) => "23505",
+            Self::NotNullViolation { .. } => "23502",
+            Self::InvalidValue(_) => "22P02",
+            Self::StringTooLong(_) => "22001",
+            Self::NumericOutOfRange(_) => "22003",
+            Self::UndefinedParameter(_) => "42P02",
+            Self::SerializationFailure(_) => "40001",
+            Self::Query(_) => "42000",
+            Self::Storage(_) => "58030",
+            Self::Backend(_) => "08006",
+            Self::Internal(_) => "XX000",
+        }
+    }
+
+    /// Whether retrying the same request may succeed.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::SerializationFailure(_))
+    }
+
+    /// Rebuilds the error an apply rejected a command with.
+    pub fn from_rejection(r: &Rejection) -> Self {
+        match r.code.as_str() {
+            "23505" => Self::UniqueViolation(r.message.clone()),
+            "40001" => Self::SerializationFailure(r.message.clone()),
+            "23502" => Self::InvalidValue(r.message.clone()),
+            "42P01" => Self::UnknownTable(r.message.clone()),
+            "42P07" => Self::TableExists(r.message.clone()),
+            _ => Self::Internal(format!("{} ({})", r.message, r.code)),
+        }
+    }
+}
+
+/// Why an apply rejected a command: the same on every node, carried back to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<&SqlError> for Rejection {
+    fn from(e: &SqlError) -> Self {
+        Self { code: e.sqlstate().to_string(), message: e.to_string() }
+    }
+}
+
+impl From<std::io::Error> for SqlError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
+
+impl From<DataFusionError> for SqlError {
+    fn from(e: DataFusionError) -> Self {
+        match e {
+            DataFusionError::SQL(e, _) => Self::Syntax(e.to_string()),
+            DataFusionError::NotImplemented(m) => Self::Unsupported(m),
+            DataFusionError::External(e) => match e.downcast::<SqlError>() {
+                Ok(e) => *e,
+                Err(e) => Self::Query(e.to_string()),
+            },
+            DataFusionError::Context(_, inner) => Self::from(*inner),
+            DataFusionError::ArrowError(e, _) => Self::InvalidValue(e.to_string()),
+            DataFusionError::Plan(m) => {
+                if m.contains("not found") && m.contains("table") {
+                    Self::UnknownTable(m)
+                } else if m.contains("No field named") || m.contains("Schema error") {
+                    Self::UnknownColumn(m)
+                } else {
+                    Self::Query(m)
+                }
+            }
+            DataFusionError::SchemaError(e, _) => Self::UnknownColumn(e.to_string()),
+            other => Self::Query(other.to_string()),
+        }
+    }
+}
+
+impl From<datafusion::sql::sqlparser::parser::ParserError> for SqlError {
+    fn from(e: datafusion::sql::sqlparser::parser::ParserError) -> Self {
+        Self::Syntax(e.to_string())
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for SqlError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        Self::InvalidValue(e.to_string())
+    }
+}

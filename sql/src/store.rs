@@ -1,0 +1,27 @@
+//! The two views of the replicated key-value state that SQL needs, as traits, so this crate
+//! never sees RocksDB or Raft: [`KvRead`] for queries (the applied state) and [`KvTxn`] for
+//! apply (one command's transaction). The server adapts the replication crate's types to them.
+
+use std::sync::Arc;
+
+/// Read access to the applied state.
+pub trait KvRead: Send + Sync {
+    fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>>;
+    /// Calls `f` for each pair in `start..end`, in key order, at one point in time; stops when
+    /// `f` returns `false`. May block: long scans run on a blocking thread.
+    fn scan(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()>;
+}
+
+pub type SharedRead = Arc<dyn KvRead>;
+
+/// One command's view of the state while it is applied; writes are staged and kept only if
+/// the command succeeds.
+pub trait KvTxn {
+    fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>>;
+    fn put(&mut self, key: &[u8], value: &[u8]);
+    fn delete(&mut self, key: &[u8]);
+    fn delete_range(&mut self, start: &[u8], end: &[u8]);
+    fn scan(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()>;
+    /// The log index of the command being applied.
+    fn log_index(&self) -> u64;
+}

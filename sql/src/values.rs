@@ -1,0 +1,146 @@
+//! Turning what SQL produces — literals, DataFusion result columns — into [`Value`]s of a
+//! column's type, with PostgreSQL's errors for values that do not fit.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, Float32Type};
+use datafusion::arrow::util::display::FormatOptions;
+use datafusion::sql::sqlparser::ast::{self, Expr, UnaryOperator};
+
+use crate::error::{Result, SqlError};
+use crate::types::{ColumnType, Value, value_at};
+
+/// The text of a literal expression (`None` for NULL), or `Err(())` if `e` is not a literal.
+pub fn literal_text(e: &Expr) -> Result<Option<String>, ()> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => Ok(Some(n.to_string())),
+            ast::Value::SingleQuotedString(s) | ast::Value::EscapedStringLiteral(s) => Ok(Some(s.clone())),
+            ast::Value::Boolean(b) => Ok(Some(b.to_string())),
+            ast::Value::Null => Ok(None),
+            _ => Err(()),
+        },
+        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => match literal_text(expr)? {
+            Some(t) if !t.starts_with('-') && t.chars().next().is_some_and(|c| c.is_ascii_digit()) => {
+                Ok(Some(format!("-{t}")))
+            }
+            _ => Err(()),
+        },
+        Expr::Nested(inner) => literal_text(inner),
+        _ => Err(()),
+    }
+}
+
+/// Converts literal texts to values of `ty` (for the fast paths that skip DataFusion).
+pub fn coerce_texts(texts: &[Option<String>], ty: &ColumnType, column: &str) -> Result<Vec<Value>> {
+    let array: ArrayRef = Arc::new(StringArray::from(texts.to_vec()));
+    coerce_array(&array, ty, column)
+}
+
+fn vector_from_text(s: &str, dim: u32, column: &str) -> Result<Value> {
+    let inner = s.trim().strip_prefix('[').and_then(|r| r.strip_suffix(']')).ok_or_else(|| {
+        SqlError::InvalidValue(format!("invalid input syntax for type vector: \"{s}\" (column {column})"))
+    })?;
+    let v: Vec<f32> = if inner.trim().is_empty() {
+        Vec::new()
+    } else {
+        inner
+            .split(',')
+            .map(|x| x.trim().parse::<f32>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| SqlError::InvalidValue(format!("invalid input syntax for type vector: \"{s}\"")))?
+    };
+    check_vector(v, dim)
+}
+
+fn check_vector(v: Vec<f32>, dim: u32) -> Result<Value> {
+    if v.len() != dim as usize {
+        return Err(SqlError::InvalidValue(format!("expected {dim} dimensions, not {}", v.len())));
+    }
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(SqlError::InvalidValue("NaN and infinity are not allowed in vectors".into()));
+    }
+    Ok(Value::Vector(v))
+}
+
+fn cast_error(e: datafusion::arrow::error::ArrowError, ty: &ColumnType, column: &str) -> SqlError {
+    let m = e.to_string();
+    if m.contains("overflow") || m.contains("Overflow") || m.contains("Can't cast value") || m.contains("too large") {
+        SqlError::NumericOutOfRange(format!("value out of range for type {} (column {column}): {m}", ty.sql_name()))
+    } else {
+        SqlError::InvalidValue(format!("invalid input for type {} (column {column}): {m}", ty.sql_name()))
+    }
+}
+
+/// Converts a whole column to values of `ty`, enforcing lengths, JSON validity and vector
+/// dimensions.
+pub fn coerce_array(array: &ArrayRef, ty: &ColumnType, column: &str) -> Result<Vec<Value>> {
+    let n = array.len();
+    match ty {
+        ColumnType::Vector { dim } => {
+            let mut out = Vec::with_capacity(n);
+            match array.data_type() {
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                    let s = cast_with_options(array, &DataType::Utf8, &CastOptions::default())?;
+                    let s = s.as_string::<i32>();
+                    for i in 0..n {
+                        out.push(if s.is_null(i) { Value::Null } else { vector_from_text(s.value(i), *dim, column)? });
+                    }
+                }
+                DataType::Null => out.resize(n, Value::Null),
+                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
+                    let target = DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new(
+                        "item",
+                        DataType::Float32,
+                        true,
+                    )));
+                    let l = cast_with_options(array, &target, &CastOptions { safe: false, ..Default::default() })
+                        .map_err(|e| cast_error(e, ty, column))?;
+                    let l = l.as_list::<i32>();
+                    for i in 0..n {
+                        if l.is_null(i) {
+                            out.push(Value::Null);
+                            continue;
+                        }
+                        let item = l.value(i);
+                        let f = item.as_primitive::<Float32Type>();
+                        if f.null_count() > 0 {
+                            return Err(SqlError::InvalidValue("vectors cannot contain NULL".into()));
+                        }
+                        out.push(check_vector(f.values().to_vec(), *dim)?);
+                    }
+                }
+                other => {
+                    return Err(SqlError::InvalidValue(format!(
+                        "cannot store a {other} value in vector column {column}"
+                    )));
+                }
+            }
+            Ok(out)
+        }
+        _ => {
+            let opts = CastOptions { safe: false, format_options: FormatOptions::default() };
+            let cast = cast_with_options(array, &ty.arrow(), &opts).map_err(|e| cast_error(e, ty, column))?;
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                let v = value_at(cast.as_ref(), i, ty)?;
+                match (&v, ty) {
+                    (Value::Text(s), ColumnType::Text { max_len: Some(max) }) if s.chars().count() as u64 > *max => {
+                        return Err(SqlError::StringTooLong(*max));
+                    }
+                    (Value::Text(s), ColumnType::Json) if serde_json::from_str::<serde_json::Value>(s).is_err() => {
+                        return Err(SqlError::InvalidValue(format!("invalid input syntax for type json: {s:?}")));
+                    }
+                    (Value::Float(f), ColumnType::Float32) if f.is_finite() && f.abs() > f64::from(f32::MAX) => {
+                        return Err(SqlError::NumericOutOfRange(format!("value out of range: overflow ({column})")));
+                    }
+                    _ => {}
+                }
+                out.push(v);
+            }
+            Ok(out)
+        }
+    }
+}

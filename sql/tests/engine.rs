@@ -1,0 +1,160 @@
+//! The SQL engine on the in-memory state: statements, constraints, pushdown, conflicts.
+
+use std::sync::Arc;
+
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use quorumdb_sql::memory::MemoryState;
+use quorumdb_sql::{Engine, SqlError, StatementResult};
+
+struct Db {
+    state: Arc<MemoryState>,
+    engine: Engine,
+}
+
+impl Db {
+    fn new() -> Self {
+        let state = MemoryState::new();
+        let engine = Engine::new(state.clone());
+        Self { state, engine }
+    }
+
+    async fn run(&self, sql: &str) -> Result<Vec<StatementResult>, SqlError> {
+        let parsed = self.engine.parse(sql, &[])?;
+        self.engine.execute(parsed, self.state.as_ref()).await
+    }
+
+    async fn ok(&self, sql: &str) -> Vec<StatementResult> {
+        self.run(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The last statement's rows, pretty-printed.
+    async fn rows(&self, sql: &str) -> String {
+        match self.ok(sql).await.pop() {
+            Some(StatementResult::Rows { batches, .. }) => pretty_format_batches(&batches).unwrap().to_string(),
+            other => panic!("{sql}: no rows: {other:?}"),
+        }
+    }
+
+    async fn err(&self, sql: &str) -> &'static str {
+        match self.run(sql).await {
+            Ok(_) => panic!("{sql}: expected an error"),
+            Err(e) => {
+                eprintln!("{sql}: {e}");
+                e.sqlstate()
+            }
+        }
+    }
+}
+
+fn affected(r: &[StatementResult]) -> Vec<u64> {
+    r.iter()
+        .map(|r| match r {
+            StatementResult::Done { rows_affected, .. } => *rows_affected,
+            StatementResult::Rows { batches, .. } => batches.iter().map(|b| b.num_rows() as u64).sum(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insert_select_update_delete() {
+    let db = Db::new();
+    db.ok("CREATE TABLE t (id BIGINT PRIMARY KEY, name TEXT NOT NULL, score DOUBLE PRECISION, n INT DEFAULT 7)").await;
+    let r = db.ok("INSERT INTO t (id, name, score) VALUES (1, 'a', 1.5), (2, 'b', NULL), (3, 'c', 3.0)").await;
+    assert_eq!(affected(&r), vec![3]);
+    assert!(db.rows("SELECT id, name, score, n FROM t ORDER BY id").await.contains("| 2  | b    |       | 7 |"));
+    let r = db.ok("UPDATE t SET score = coalesce(score, 0) + 1 WHERE id >= 2").await;
+    assert_eq!(affected(&r), vec![2]);
+    assert!(db.rows("SELECT score FROM t WHERE id = 2").await.contains("| 1.0   |"));
+    let r = db.ok("DELETE FROM t WHERE name = 'a'").await;
+    assert_eq!(affected(&r), vec![1]);
+    assert!(db.rows("SELECT count(*) AS c FROM t").await.contains("| 2 |"));
+    // Primary key change moves the row.
+    db.ok("UPDATE t SET id = id + 10").await;
+    assert!(db.rows("SELECT id FROM t ORDER BY id").await.contains("| 12 |"));
+    db.ok("TRUNCATE t").await;
+    assert!(db.rows("SELECT count(*) AS c FROM t").await.contains("| 0 |"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn constraints_reject_the_whole_batch() {
+    let db = Db::new();
+    db.ok("CREATE TABLE u (id INT PRIMARY KEY, email VARCHAR(5) UNIQUE, x INT NOT NULL)").await;
+    db.ok("INSERT INTO u VALUES (1, 'a', 1)").await;
+    assert_eq!(db.err("INSERT INTO u VALUES (2, 'b', 2), (1, 'c', 3)").await, "23505");
+    assert_eq!(db.err("INSERT INTO u VALUES (3, 'a', 3)").await, "23505");
+    assert_eq!(db.err("INSERT INTO u VALUES (3, 'c', NULL)").await, "23502");
+    assert_eq!(db.err("INSERT INTO u VALUES ('x', 'c', 1)").await, "22P02");
+    assert_eq!(db.err("INSERT INTO u VALUES (4, 'toolong', 1)").await, "22001");
+    assert_eq!(db.err("INSERT INTO nope VALUES (1)").await, "42P01");
+    assert_eq!(db.err("CREATE TABLE u (a INT)").await, "42P07");
+    assert_eq!(db.err("INSERT INTO u VALUES (5, 'e', 5); INSERT INTO u VALUES (1, 'f', 6)").await, "23505");
+    assert!(db.rows("SELECT count(*) AS c FROM u").await.contains("| 1 |"), "nothing of the failed batches applied");
+    assert_eq!(db.err("UPDATE u SET email = 'a' WHERE id = 99; INSERT INTO u VALUES (2, 'a', 2)").await, "23505");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_conflict_and_returning() {
+    let db = Db::new();
+    db.ok("CREATE TABLE kv (k TEXT PRIMARY KEY, v INT)").await;
+    db.ok("INSERT INTO kv VALUES ('a', 1), ('b', 2)").await;
+    let r = db.ok("INSERT INTO kv VALUES ('a', 10), ('c', 3) ON CONFLICT (k) DO NOTHING").await;
+    assert_eq!(affected(&r), vec![1]);
+    db.ok("INSERT INTO kv VALUES ('b', 20) ON CONFLICT (k) DO UPDATE SET v = kv.v + excluded.v").await;
+    assert!(db.rows("SELECT v FROM kv WHERE k = 'b'").await.contains("| 22 |"));
+    let out = db.rows("INSERT INTO kv VALUES ('d', 4) RETURNING k, v * 2 AS twice").await;
+    assert!(out.contains("| d | 8     |"), "{out}");
+    let out = db.rows("UPDATE kv SET v = v + 1 WHERE k = 'a' RETURNING *").await;
+    assert!(out.contains("| a | 2 |"), "{out}");
+    let out = db.rows("DELETE FROM kv WHERE k = 'c' RETURNING v").await;
+    assert!(out.contains("| 3 |"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secondary_indexes_and_explain() {
+    let db = Db::new();
+    db.ok("CREATE TABLE p (id INT PRIMARY KEY, city TEXT, age INT)").await;
+    db.ok("INSERT INTO p SELECT v, 'c' || (v % 10), v % 50 FROM unnest(range(0, 500)) AS r(v)").await;
+    db.ok("CREATE INDEX p_city ON p (city)").await;
+    let q = "SELECT count(*) AS c FROM p WHERE city = 'c3'";
+    assert!(db.rows(q).await.contains("| 50 |"));
+    let plan = db.rows(&format!("EXPLAIN {q}")).await;
+    assert!(plan.contains("access=index p_city"), "{plan}");
+    let plan = db.rows("EXPLAIN SELECT * FROM p WHERE id = 5").await;
+    assert!(plan.contains("access=primary key lookup (1 key)"), "{plan}");
+    let plan = db.rows("EXPLAIN SELECT * FROM p WHERE id > 5 AND id < 9").await;
+    assert!(plan.contains("access=primary key range"), "{plan}");
+    // The index follows updates and deletes.
+    db.ok("UPDATE p SET city = 'moved' WHERE id < 100").await;
+    assert!(db.rows(q).await.contains("| 40 |"));
+    assert!(db.rows("SELECT count(*) AS c FROM p WHERE city = 'moved'").await.contains("| 100 |"));
+    db.ok("DELETE FROM p WHERE id >= 400").await;
+    assert!(db.rows(q).await.contains("| 30 |"));
+    db.ok("DROP INDEX p_city").await;
+    assert!(db.rows(q).await.contains("| 30 |"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_plans_are_rejected_and_replanned() {
+    let db = Arc::new(Db::new());
+    db.ok("CREATE TABLE c (id INT PRIMARY KEY, n BIGINT)").await;
+    db.ok("INSERT INTO c VALUES (1, 0), (2, 0)").await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                let sql = if i % 2 == 0 {
+                    "UPDATE c SET n = n + 1 WHERE id = 1"
+                } else {
+                    "UPDATE c SET n = n + 1 WHERE n >= 0 AND id = 2"
+                };
+                db.ok(sql).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let out = db.rows("SELECT id, n FROM c ORDER BY id").await;
+    assert!(out.contains("| 1  | 100 |") && out.contains("| 2  | 100 |"), "no lost update: {out}");
+}
