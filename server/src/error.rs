@@ -5,6 +5,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quorumdb_replication::ReplicationError;
+use quorumdb_sql::SqlError;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -23,53 +24,85 @@ pub enum ServerError {
     Forward(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+}
+
+/// The replication error inside a SQL error, if the SQL layer only passed it through.
+fn sql_replication(e: &SqlError) -> Option<&ReplicationError> {
+    match e {
+        SqlError::Backend(b) => b.downcast_ref::<ReplicationError>(),
+        _ => None,
+    }
+}
+
+/// The HTTP status for a SQL error, by SQLSTATE class.
+fn sql_status(e: &SqlError) -> StatusCode {
+    match e.sqlstate() {
+        "42P01" | "42704" => StatusCode::NOT_FOUND,
+        s if s.starts_with("23") || s == "40001" || s == "42P07" => StatusCode::CONFLICT,
+        s if s.starts_with("58") || s.starts_with("XX") => StatusCode::INTERNAL_SERVER_ERROR,
+        "08006" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    }
 }
 
 impl ServerError {
-    /// A stable machine-readable code for clients.
+    /// A stable machine-readable code for clients (the SQLSTATE for SQL errors).
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Replication(e) => match e {
-                ReplicationError::NoLeader => "no_leader",
-                ReplicationError::OutcomeUnknown(_) => "outcome_unknown",
-                ReplicationError::Unreachable { .. } => "unreachable",
-                ReplicationError::ReadNotConfirmed(_) => "read_not_confirmed",
-                ReplicationError::Membership(_) => "membership",
-                ReplicationError::Invalid(_) => "invalid_request",
-                ReplicationError::Fatal(_) => "node_stopped",
-                _ => "internal",
-            },
+            Self::Replication(e) => Self::replication_code(e),
             Self::BadRequest(_) => "invalid_request",
             Self::NotFound(_) => "not_found",
             Self::CasFailed { .. } => "cas_failed",
             Self::Forward(_) => "unreachable",
             Self::Io(_) => "internal",
+            Self::Sql(e) => sql_replication(e).map_or_else(|| e.sqlstate(), Self::replication_code),
+        }
+    }
+
+    fn replication_code(e: &ReplicationError) -> &'static str {
+        match e {
+            ReplicationError::NoLeader => "no_leader",
+            ReplicationError::OutcomeUnknown(_) => "outcome_unknown",
+            ReplicationError::Unreachable { .. } => "unreachable",
+            ReplicationError::ReadNotConfirmed(_) => "read_not_confirmed",
+            ReplicationError::Membership(_) => "membership",
+            ReplicationError::Invalid(_) => "invalid_request",
+            ReplicationError::Fatal(_) => "node_stopped",
+            _ => "internal",
         }
     }
 
     pub fn http_status(&self) -> StatusCode {
         match self {
-            Self::Replication(e) => match e {
-                ReplicationError::NoLeader
-                | ReplicationError::Unreachable { .. }
-                | ReplicationError::ReadNotConfirmed(_)
-                | ReplicationError::Fatal(_) => StatusCode::SERVICE_UNAVAILABLE,
-                ReplicationError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
-                ReplicationError::Membership(_) => StatusCode::CONFLICT,
-                ReplicationError::Invalid(_) => StatusCode::BAD_REQUEST,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            Self::Replication(e) => Self::replication_status(e),
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::CasFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::Forward(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Sql(e) => sql_replication(e).map_or_else(|| sql_status(e), Self::replication_status),
+        }
+    }
+
+    fn replication_status(e: &ReplicationError) -> StatusCode {
+        match e {
+            ReplicationError::NoLeader
+            | ReplicationError::Unreachable { .. }
+            | ReplicationError::ReadNotConfirmed(_)
+            | ReplicationError::Fatal(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ReplicationError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
+            ReplicationError::Membership(_) => StatusCode::CONFLICT,
+            ReplicationError::Invalid(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     pub fn retryable(&self) -> bool {
         match self {
             Self::Replication(e) => e.is_retryable(),
+            Self::Sql(e) => sql_replication(e).map_or(e.retryable(), ReplicationError::is_retryable),
             Self::Forward(_) => true,
             _ => false,
         }

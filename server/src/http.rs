@@ -7,12 +7,17 @@
 //!   is compare-and-set; `GET ?consistency=linearizable|lease|stale&max_staleness_ms=N`).
 //! - `GET /v1/kv?prefix=P&limit=N`: list keys.
 //! - `GET|PUT /v1/debug/faults`: the transport fault rules of this node.
+//! - `POST /v1/sql?consistency=…`: SQL, body `{"sql": "...", "params": [...]}`; several
+//!   `;`-separated statements are one atomic batch. Answers `{"results": [...]}`, each result
+//!   `{"columns", "rows", "tag"}` or `{"rows_affected", "tag"}`; errors carry the SQLSTATE.
 //! - `GET /metrics`: Prometheus.
 //!
 //! Errors are JSON `{"error": {"code", "message", "retryable"}}` with a fitting status.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +26,7 @@ use openraft::ServerState;
 use quorumdb_replication::kv::{self as kvstate, KvCommand, KvResponse};
 use quorumdb_replication::network::FaultRules;
 use quorumdb_replication::{NodeStatus, Replica};
+use quorumdb_sql::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -30,8 +36,22 @@ use crate::kv;
 /// Marks a request already forwarded once, so two confused nodes never bounce it forever.
 const FORWARDED: &str = "x-quorumdb-forwarded";
 
-pub fn router(replica: Replica) -> Router {
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub replica: Replica,
+    pub sql: Arc<Engine>,
+}
+
+impl FromRef<AppState> for Replica {
+    fn from_ref(s: &AppState) -> Replica {
+        s.replica.clone()
+    }
+}
+
+pub fn router(replica: Replica, sql: Arc<Engine>) -> Router {
     Router::new()
+        .route("/v1/sql", post(sql_post))
         .route("/v1/status", get(status))
         .route("/v1/cluster/init", post(init))
         .route("/v1/cluster/join", post(join))
@@ -42,7 +62,7 @@ pub fn router(replica: Replica) -> Router {
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/v1/debug/faults", get(get_faults).put(put_faults))
         .route("/metrics", get(metrics_text))
-        .with_state(replica)
+        .with_state(AppState { replica, sql })
 }
 
 /// The JSON body of a route the HTTP API does not have.
@@ -152,6 +172,30 @@ async fn kv_get(State(r): State<Replica>, Path(key): Path<String>, Query(p): Que
     h.insert("x-quorumdb-applied-index", HeaderValue::from(info.applied_index));
     if let Some(s) = info.staleness_ms {
         h.insert("x-quorumdb-staleness-ms", HeaderValue::from(s));
+    }
+    Ok(resp)
+}
+
+#[derive(Deserialize)]
+struct SqlBody {
+    sql: String,
+    #[serde(default)]
+    params: Vec<Value>,
+}
+
+async fn sql_post(State(s): State<AppState>, Query(p): Query<ReadParams>, body: Bytes) -> ApiResult<Response> {
+    let body: SqlBody = serde_json::from_slice(&body).map_err(|e| {
+        ServerError::BadRequest(format!("the body must be JSON {{\"sql\": \"...\", \"params\": [...]}}: {e}"))
+    })?;
+    let level = kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?;
+    let (results, info) = crate::sql::execute(&s.sql, &s.replica, &body.sql, &body.params, level).await?;
+    let mut resp = Json(crate::sql::results_json(&results)?).into_response();
+    if let Some(info) = info {
+        let h = resp.headers_mut();
+        h.insert("x-quorumdb-applied-index", HeaderValue::from(info.applied_index));
+        if let Some(st) = info.staleness_ms {
+            h.insert("x-quorumdb-staleness-ms", HeaderValue::from(st));
+        }
     }
     Ok(resp)
 }

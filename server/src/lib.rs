@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod http;
 pub mod kv;
 pub mod node;
+pub mod sql;
 pub mod telemetry;
 
 pub use config::NodeConfig;

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quorumdb_replication::kv::KvApp;
-use quorumdb_replication::{Replica, ReplicaConfig};
+use quorumdb_replication::kv::{self, KvApp};
+use quorumdb_replication::{Replica, ReplicaConfig, Router};
+use quorumdb_sql::Engine;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -16,6 +17,7 @@ use crate::error::ServerError;
 /// One QuorumDB node, running.
 pub struct Node {
     pub replica: Replica,
+    pub sql: Arc<Engine>,
     /// The address the node actually listens on (resolves a port 0).
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
@@ -38,12 +40,16 @@ impl Node {
         rc.election_timeout_ms = (config.election_timeout_ms, config.election_timeout_ms * 2);
         rc.snapshot_every = config.snapshot_every;
         rc.keep_logs = config.snapshot_every / 5;
-        let replica = Replica::open(rc, Arc::new(KvApp)).await?;
+        let apps = Router::new()
+            .with(kv::TAG, Arc::new(KvApp))
+            .with(quorumdb_sql::TAG, Arc::new(crate::sql::SqlApplication::default()));
+        let replica = Replica::open(rc, Arc::new(apps)).await?;
+        let sql = Arc::new(Engine::new(Arc::new(crate::sql::StateRead(replica.reader().clone()))));
 
         let (stop, mut stopped) = watch::channel(false);
         let router = crate::grpc::routes(replica.clone())
             .into_axum_router()
-            .merge(crate::http::router(replica.clone()))
+            .merge(crate::http::router(replica.clone(), sql.clone()))
             .fallback(crate::http::not_found);
         let server = tokio::spawn(async move {
             let shutdown = async move {
@@ -62,7 +68,7 @@ impl Node {
             let (id, me) = (config.id, advertise.clone());
             tokio::spawn(join_until_done(seed, id, me))
         });
-        Ok(Self { replica, addr, stop, server, joiner })
+        Ok(Self { replica, sql, addr, stop, server, joiner })
     }
 
     /// Stops serving and shuts Raft down; the data stays for a restart.

@@ -1,0 +1,222 @@
+//! SQL on a node: adapts the replication crate's state and proposer to the `sql` crate's
+//! traits, runs requests at a consistency level, and renders results as JSON.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, TimeUnit};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use quorumdb_replication::{Application, CommandResult, Consistency, ReadInfo, Replica, StateReader, StateTxn, tagged};
+use quorumdb_sql::types::arrow_sql_name;
+use quorumdb_sql::{Backend, Engine, KvRead, KvTxn, SqlApp, SqlError, StatementResult};
+use serde_json::{Value, json};
+
+use crate::error::ServerError;
+
+/// The applied state as the SQL crate reads it.
+pub struct StateRead(pub StateReader);
+
+impl KvRead for StateRead {
+    fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+        self.0.get(key)
+    }
+    fn scan(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()> {
+        self.0.scan_range(start, end, f)
+    }
+}
+
+struct Txn<'a>(&'a mut dyn StateTxn);
+
+impl KvTxn for Txn<'_> {
+    fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+        self.0.get(key)
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.0.put(key, value)
+    }
+    fn delete(&mut self, key: &[u8]) {
+        self.0.delete(key)
+    }
+    fn delete_range(&mut self, start: &[u8], end: &[u8]) {
+        self.0.delete_range(start, end)
+    }
+    fn scan(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()> {
+        self.0.scan(start, end, f)
+    }
+    fn log_index(&self) -> u64 {
+        self.0.log_index()
+    }
+}
+
+/// SQL commands on the replicated state machine.
+#[derive(Debug, Default)]
+pub struct SqlApplication(SqlApp);
+
+impl Application for SqlApplication {
+    fn apply(&self, command: &[u8], txn: &mut dyn StateTxn) -> Result<Vec<u8>, Vec<u8>> {
+        self.0.apply(command, &mut Txn(txn))
+    }
+}
+
+/// Proposes SQL commands through the replica.
+pub struct ReplicaBackend<'a>(pub &'a Replica);
+
+#[async_trait]
+impl Backend for ReplicaBackend<'_> {
+    async fn propose(&self, command: Vec<u8>) -> quorumdb_sql::Result<Result<Vec<u8>, Vec<u8>>> {
+        match self.0.write(tagged(quorumdb_sql::TAG, &command)).await {
+            Ok(CommandResult::Applied(r)) => Ok(Ok(r)),
+            Ok(CommandResult::Rejected(r)) => Ok(Err(r)),
+            Err(e) => Err(SqlError::Backend(Box::new(e))),
+        }
+    }
+    async fn catch_up(&self) -> quorumdb_sql::Result<()> {
+        self.0.read_barrier(Consistency::Linearizable).await.map(|_| ()).map_err(|e| SqlError::Backend(Box::new(e)))
+    }
+}
+
+/// Runs a request: reads wait for `level` first; writes go through Raft.
+pub async fn execute(
+    engine: &Arc<Engine>,
+    replica: &Replica,
+    sql: &str,
+    params: &[Value],
+    level: Consistency,
+) -> Result<(Vec<StatementResult>, Option<ReadInfo>), ServerError> {
+    let parsed = engine.parse(sql, params)?;
+    let info = if parsed.read_only { Some(replica.read_barrier(level).await?) } else { None };
+    metrics::counter!("quorumdb_sql_requests_total", "kind" => if parsed.read_only { "read" } else { "write" })
+        .increment(1);
+    let results = engine.execute(parsed, &ReplicaBackend(replica)).await?;
+    Ok((results, info))
+}
+
+/// The JSON form of statement results.
+pub fn results_json(results: &[StatementResult]) -> Result<Value, ServerError> {
+    let mut out = Vec::with_capacity(results.len());
+    for r in results {
+        out.push(match r {
+            StatementResult::Done { tag, rows_affected } => json!({"rows_affected": rows_affected, "tag": tag}),
+            StatementResult::Rows { schema, batches, tag } => {
+                let columns: Vec<Value> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| json!({"name": f.name(), "type": arrow_sql_name(f.data_type())}))
+                    .collect();
+                let mut rows = Vec::new();
+                for b in batches {
+                    let mut cols = Vec::with_capacity(b.num_columns());
+                    for c in b.columns() {
+                        cols.push(column_json(c.as_ref())?);
+                    }
+                    for i in 0..b.num_rows() {
+                        rows.push(Value::Array(cols.iter().map(|c| c[i].clone()).collect()));
+                    }
+                }
+                json!({"columns": columns, "rows": rows, "tag": tag})
+            }
+        });
+    }
+    Ok(json!({ "results": out }))
+}
+
+fn float_json(f: f64) -> Value {
+    if f.is_finite() {
+        json!(f)
+    } else if f.is_nan() {
+        json!("NaN")
+    } else if f > 0.0 {
+        json!("Infinity")
+    } else {
+        json!("-Infinity")
+    }
+}
+
+/// One column as JSON cells: numbers as numbers, NUMERIC as exact strings, bytea as `\x…`.
+fn column_json(a: &dyn Array) -> Result<Vec<Value>, ServerError> {
+    let n = a.len();
+    let mut out = Vec::with_capacity(n);
+    let opts = FormatOptions::default().with_null("");
+    fn fmt<'x>(a: &'x dyn Array, opts: &'x FormatOptions<'x>) -> Result<ArrayFormatter<'x>, ServerError> {
+        ArrayFormatter::try_new(a, opts).map_err(|e| ServerError::Sql(SqlError::from(e)))
+    }
+    match a.data_type() {
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32 => {
+            for i in 0..n {
+                out.push(quorumdb_sql::types::int_at(a, i).map_or(Value::Null, |v| json!(v)));
+            }
+        }
+        DataType::UInt64 => {
+            let p = a.as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
+            for i in 0..n {
+                out.push(if p.is_null(i) { Value::Null } else { json!(p.value(i)) });
+            }
+        }
+        DataType::Float32 => {
+            let p = a.as_primitive::<Float32Type>();
+            for i in 0..n {
+                out.push(if p.is_null(i) { Value::Null } else { float_json(f64::from(p.value(i))) });
+            }
+        }
+        DataType::Float64 => {
+            let p = a.as_primitive::<Float64Type>();
+            for i in 0..n {
+                out.push(if p.is_null(i) { Value::Null } else { float_json(p.value(i)) });
+            }
+        }
+        DataType::Boolean => {
+            let b = a.as_boolean();
+            for i in 0..n {
+                out.push(if b.is_null(i) { Value::Null } else { json!(b.value(i)) });
+            }
+        }
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+            let f = fmt(a, &opts)?;
+            for i in 0..n {
+                out.push(if a.is_null(i) { Value::Null } else { json!(format!("\\x{}", f.value(i))) });
+            }
+        }
+        DataType::FixedSizeList(_, _) | DataType::List(_) => {
+            let f = fmt(a, &opts)?;
+            for i in 0..n {
+                out.push(if a.is_null(i) { Value::Null } else { json!(f.value(i).to_string().replace(' ', "")) });
+            }
+        }
+        DataType::Timestamp(
+            TimeUnit::Microsecond | TimeUnit::Nanosecond | TimeUnit::Millisecond | TimeUnit::Second,
+            _,
+        ) => {
+            let f = fmt(a, &opts)?;
+            for i in 0..n {
+                out.push(if a.is_null(i) { Value::Null } else { json!(pg_timestamp(&f.value(i).to_string())) });
+            }
+        }
+        _ => {
+            let f = fmt(a, &opts)?;
+            for i in 0..n {
+                out.push(if a.is_null(i) { Value::Null } else { json!(f.value(i).to_string()) });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `2024-01-02T03:04:05.120` → `2024-01-02 03:04:05.12` (PostgreSQL's text form).
+fn pg_timestamp(s: &str) -> String {
+    let mut t = s.replacen('T', " ", 1);
+    if let Some(dot) = t.find('.') {
+        let trimmed = t.trim_end_matches('0').trim_end_matches('.').len();
+        t.truncate(trimmed.max(dot));
+        if t.ends_with('.') {
+            t.pop();
+        }
+    }
+    t
+}
