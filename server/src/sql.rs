@@ -71,8 +71,9 @@ impl Backend for ReplicaBackend<'_> {
             Err(e) => Err(SqlError::Backend(Box::new(e))),
         }
     }
-    async fn catch_up(&self) -> quorumdb_sql::Result<()> {
-        self.0.read_barrier(Consistency::Linearizable).await.map(|_| ()).map_err(|e| SqlError::Backend(Box::new(e)))
+    async fn catch_up(&self, after_conflict: bool) -> quorumdb_sql::Result<()> {
+        let level = if after_conflict { Consistency::Linearizable } else { Consistency::Lease };
+        self.0.read_barrier(level).await.map(|_| ()).map_err(|e| SqlError::Backend(Box::new(e)))
     }
 }
 

@@ -33,8 +33,10 @@ pub trait Backend: Send + Sync {
     /// Replicates an encoded [`SqlCommand`]; `Ok(Ok(response))` when applied, `Ok(Err(rejection))`
     /// when apply rejected it (deterministically, on every node).
     async fn propose(&self, command: Vec<u8>) -> Result<Result<Vec<u8>, Vec<u8>>>;
-    /// Waits until this node has applied everything committed (before re-planning).
-    async fn catch_up(&self) -> Result<()>;
+    /// Waits until this node has applied everything committed before now. Called before a
+    /// write batch is planned, so a follower plans against the state its client already saw
+    /// acknowledged; `after_conflict` asks for the strict (quorum-confirmed) form.
+    async fn catch_up(&self, after_conflict: bool) -> Result<()>;
 }
 
 /// A parsed request.
@@ -146,9 +148,7 @@ impl Engine {
         }
         let mut delay = Duration::from_millis(1);
         for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                backend.catch_up().await?;
-            }
+            backend.catch_up(attempt > 0).await?;
             match self.execute_once(&parsed.statements, backend).await {
                 Err(SqlError::SerializationFailure(why)) => {
                     tracing::debug!(attempt, %why, "write batch conflicted; planning again");

@@ -130,18 +130,23 @@ impl From<DataFusionError> for SqlError {
                 Err(e) => Self::Query(e.to_string()),
             },
             DataFusionError::Context(_, inner) => Self::from(*inner),
-            DataFusionError::ArrowError(e, _) => Self::InvalidValue(e.to_string()),
-            DataFusionError::Plan(m) => {
-                if m.contains("not found") && m.contains("table") {
+            DataFusionError::Diagnostic(_, inner) => Self::from(*inner),
+            DataFusionError::ArrowError(e, _) => Self::from(*e),
+            other => {
+                // DataFusion reports these as planning errors; PostgreSQL has codes for them.
+                let m = other.to_string();
+                if m.contains("table '") && m.contains("not found") {
                     Self::UnknownTable(m)
                 } else if m.contains("No field named") || m.contains("Schema error") {
                     Self::UnknownColumn(m)
+                } else if m.contains("Cannot cast string") || m.contains("Cast error") {
+                    Self::InvalidValue(m)
+                } else if m.contains("Divide by zero") {
+                    Self::NumericOutOfRange(m)
                 } else {
                     Self::Query(m)
                 }
             }
-            DataFusionError::SchemaError(e, _) => Self::UnknownColumn(e.to_string()),
-            other => Self::Query(other.to_string()),
         }
     }
 }
@@ -154,6 +159,14 @@ impl From<datafusion::sql::sqlparser::parser::ParserError> for SqlError {
 
 impl From<datafusion::arrow::error::ArrowError> for SqlError {
     fn from(e: datafusion::arrow::error::ArrowError) -> Self {
-        Self::InvalidValue(e.to_string())
+        use datafusion::arrow::error::ArrowError as A;
+        match e {
+            A::DivideByZero | A::ArithmeticOverflow(_) => Self::NumericOutOfRange(e.to_string()),
+            A::ExternalError(inner) => match inner.downcast::<DataFusionError>() {
+                Ok(df) => Self::from(*df),
+                Err(other) => Self::Query(other.to_string()),
+            },
+            other => Self::InvalidValue(other.to_string()),
+        }
     }
 }

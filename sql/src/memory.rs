@@ -137,7 +137,7 @@ impl Backend for MemoryState {
         }
         Ok(result)
     }
-    async fn catch_up(&self) -> Result<()> {
+    async fn catch_up(&self, _after_conflict: bool) -> Result<()> {
         Ok(())
     }
 }

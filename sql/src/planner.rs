@@ -555,12 +555,24 @@ impl<'a> Planner<'a> {
             && source.order_by.is_none()
             && source.limit_clause.is_none()
         {
-            let texts: Option<Vec<Vec<Option<String>>>> = values
+            // `None`: the DEFAULT keyword.
+            let cells: Option<Vec<Vec<Option<Option<String>>>>> = values
                 .rows
                 .iter()
-                .map(|r| r.iter().map(|e| literal_text(e).ok()).collect::<Option<Vec<_>>>())
+                .map(|r| {
+                    r.iter()
+                        .map(|e| match e {
+                            Expr::Identifier(i)
+                                if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") =>
+                            {
+                                Some(None)
+                            }
+                            e => literal_text(e).ok().map(Some),
+                        })
+                        .collect::<Option<Vec<_>>>()
+                })
                 .collect();
-            if let Some(rows) = texts {
+            if let Some(rows) = cells {
                 for r in &rows {
                     if r.len() != targets.len() {
                         return Err(SqlError::Syntax(format!(
@@ -572,8 +584,21 @@ impl<'a> Planner<'a> {
                 }
                 let mut cols = Vec::with_capacity(targets.len());
                 for (j, &c) in targets.iter().enumerate() {
-                    let col_texts: Vec<Option<String>> = rows.iter().map(|r| r[j].clone()).collect();
-                    cols.push(coerce_texts(&col_texts, &def.columns[c].ty, &def.columns[c].name)?);
+                    let col = &def.columns[c];
+                    let col_texts: Vec<Option<String>> = rows.iter().map(|r| r[j].clone().flatten()).collect();
+                    let mut values = coerce_texts(&col_texts, &col.ty, &col.name)?;
+                    if rows.iter().any(|r| r[j].is_none()) {
+                        let default = match &col.default {
+                            Some(d) => self.eval_default(d, col).await?,
+                            None => Value::Null,
+                        };
+                        for (i, r) in rows.iter().enumerate() {
+                            if r[j].is_none() {
+                                values[i] = default.clone();
+                            }
+                        }
+                    }
+                    cols.push(values);
                 }
                 return Ok(transpose(cols, rows.len()));
             }

@@ -285,6 +285,22 @@ fn column_bound(def: &TableDef, expr: &Expr) -> Option<(usize, Bound)> {
         _ => None,
     };
     match expr {
+        // `a = 1 OR a = 2` (how DataFusion rewrites a short IN list): a set of values.
+        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+            let values = |b: Bound| match b {
+                Bound::Eq(v) => Some(vec![v]),
+                Bound::In(vs) => Some(vs),
+                Bound::Range { .. } => None,
+            };
+            let (i, l) = column_bound(def, left)?;
+            let (j, r) = column_bound(def, right)?;
+            if i != j {
+                return None;
+            }
+            let mut all = values(l)?;
+            all.extend(values(r)?);
+            (all.len() <= 1024).then_some((i, Bound::In(all)))
+        }
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
             let (i, v, op) = if let Some(i) = col(left) {
                 (i, lit(right, i)?, *op)

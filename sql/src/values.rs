@@ -67,7 +67,25 @@ fn check_vector(v: Vec<f32>, dim: u32) -> Result<Value> {
 
 fn cast_error(e: datafusion::arrow::error::ArrowError, ty: &ColumnType, column: &str) -> SqlError {
     let m = e.to_string();
-    if m.contains("overflow") || m.contains("Overflow") || m.contains("Can't cast value") || m.contains("too large") {
+    // "Cannot cast string '40000' to value of Int16 type": a number that does not fit.
+    let numeric_text = m.split('\'').nth(1).is_some_and(|t| {
+        t.trim().parse::<f64>().is_ok()
+            && matches!(
+                ty,
+                ColumnType::Int16
+                    | ColumnType::Int32
+                    | ColumnType::Int64
+                    | ColumnType::Decimal { .. }
+                    | ColumnType::Float32
+            )
+    });
+    if numeric_text
+        || m.contains("overflow")
+        || m.contains("Overflow")
+        || m.contains("Can't cast value")
+        || m.contains("too large")
+        || m.contains("is too large to store")
+    {
         SqlError::NumericOutOfRange(format!("value out of range for type {} (column {column}): {m}", ty.sql_name()))
     } else {
         SqlError::InvalidValue(format!("invalid input for type {} (column {column}): {m}", ty.sql_name()))
@@ -79,6 +97,26 @@ fn cast_error(e: datafusion::arrow::error::ArrowError, ty: &ColumnType, column: 
 pub fn coerce_array(array: &ArrayRef, ty: &ColumnType, column: &str) -> Result<Vec<Value>> {
     let n = array.len();
     match ty {
+        ColumnType::Bytea if matches!(array.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
+            // PostgreSQL's input forms: `\x0102ff` is hex; anything else is the bytes of the text.
+            let s = cast_with_options(array, &DataType::Utf8, &CastOptions::default())?;
+            let s = s.as_string::<i32>();
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                if s.is_null(i) {
+                    out.push(Value::Null);
+                    continue;
+                }
+                let t = s.value(i);
+                out.push(Value::Bytes(match t.strip_prefix("\\x") {
+                    Some(hex) => decode_hex(hex).ok_or_else(|| {
+                        SqlError::InvalidValue(format!("invalid hexadecimal data for type bytea (column {column})"))
+                    })?,
+                    None => t.as_bytes().to_vec(),
+                }));
+            }
+            Ok(out)
+        }
         ColumnType::Vector { dim } => {
             let mut out = Vec::with_capacity(n);
             match array.data_type() {
@@ -143,4 +181,17 @@ pub fn coerce_array(array: &ArrayRef, ty: &ColumnType, column: &str) -> Result<V
             Ok(out)
         }
     }
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    let hex = hex.as_bytes();
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    hex.chunks(2)
+        .map(|p| {
+            let d = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
+            Some(d(p[0])? * 16 + d(p[1])?)
+        })
+        .collect()
 }
