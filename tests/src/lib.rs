@@ -185,6 +185,21 @@ impl TestCluster {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Runs SQL on node `id` at `consistency`; returns the status and the JSON body.
+    pub async fn sql(&self, id: u64, sql: &str, consistency: &str) -> (u16, Value) {
+        let url = format!("http://{}/v1/sql?consistency={consistency}", self.addr(id));
+        let r = self.http.post(url).json(&serde_json::json!({ "sql": sql })).send().await.expect("sql request");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The single cell of a one-row, one-column SQL answer; panics on an error.
+    pub async fn sql_value(&self, id: u64, sql: &str, consistency: &str) -> Value {
+        let (s, v) = self.sql(id, sql, consistency).await;
+        assert_eq!(s, 200, "{sql} on node {id}: {v}");
+        v["results"][0]["rows"][0][0].clone()
+    }
+
     pub async fn stop_all(&mut self) {
         for id in self.running() {
             self.kill(id).await;

@@ -1,6 +1,6 @@
 //! Cluster tests, one binary, numbered by kind (as openraft's):
 //! t0x storage, t1x basic replication, t2x failures and recovery, t3x membership and
-//! leadership, t4x network faults, t5x separate processes.
+//! leadership, t4x network faults, t5x separate processes, t6x SQL.
 
 mod t05_storage_suite;
 mod t10_election;
@@ -12,3 +12,4 @@ mod t30_membership;
 mod t31_transfer_leader;
 mod t40_pre_vote;
 mod t50_processes;
+mod t60_sql;
