@@ -292,7 +292,7 @@ fn only_key_equalities(e: &Expr) -> bool {
         Expr::Nested(inner) => only_key_equalities(inner),
         Expr::BinaryOp { left, op: ast::BinaryOperator::Eq, right } => {
             let is_col = |x: &Expr| matches!(x, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
-            let is_lit = |x: &Expr| crate::values::literal_text(x).is_ok_and(|t| t.is_some());
+            let is_lit = |x: &Expr| matches!(crate::values::literal_text(x), Some(Some(_)));
             (is_col(left) && is_lit(right)) || (is_lit(left) && is_col(right))
         }
         _ => false,

@@ -90,6 +90,15 @@ fn parse_one(sql: &str) -> Result<Statement> {
     v.pop().ok_or_else(|| SqlError::Internal("empty internal statement".into()))
 }
 
+/// An inserted row whose key exists (ON CONFLICT): the key, the stored bytes and row, and the
+/// row the INSERT proposed (`excluded`).
+struct Conflict {
+    key: Vec<u8>,
+    old_bytes: Vec<u8>,
+    old_row: Vec<Value>,
+    proposed: Vec<Value>,
+}
+
 pub struct Planner<'a> {
     base: &'a SessionState,
     read: SharedRead,
@@ -496,7 +505,7 @@ impl<'a> Planner<'a> {
     /// Evaluates a DEFAULT expression to a value of the column's type.
     fn eval_default_sync(&self, sql: &str, col: &ColumnDef) -> Option<Result<Value>> {
         let e = parse_expr(sql).ok()?;
-        let text = literal_text(&e).ok()?;
+        let text = literal_text(&e)?;
         Some(coerce_texts(&[text], &col.ty, &col.name).map(|mut v| v.remove(0)))
     }
 
@@ -567,7 +576,7 @@ impl<'a> Planner<'a> {
                             {
                                 Some(None)
                             }
-                            e => literal_text(e).ok().map(Some),
+                            e => literal_text(e).map(Some),
                         })
                         .collect::<Option<Vec<_>>>()
                 })
@@ -690,7 +699,7 @@ impl<'a> Planner<'a> {
             }
             Some(other) => return Err(SqlError::Unsupported(format!("{other}"))),
         };
-        let mut updates: Vec<(Vec<u8>, Vec<u8>, Vec<Value>, Vec<Value>)> = Vec::new(); // key, old bytes, old row, proposed
+        let mut updates: Vec<Conflict> = Vec::new();
         for row in rows {
             let key = def.key_of(&row)?;
             if let Some(k) = &key {
@@ -718,7 +727,7 @@ impl<'a> Planner<'a> {
                     }
                     (Some(old), Some(OnConflictAction::DoUpdate(_))) => {
                         let old_row = codec::decode_row(&old, &def.types(), &def.added_defaults())?;
-                        updates.push((k.clone(), old, old_row, row));
+                        updates.push(Conflict { key: k.clone(), old_bytes: old, old_row, proposed: row });
                     }
                     (None, _) => {
                         if conflict_action.is_some() {
@@ -737,7 +746,7 @@ impl<'a> Planner<'a> {
             && !updates.is_empty()
         {
             let new_rows = self.on_conflict_update(&def, du, &updates).await?;
-            for ((key, old_bytes, _, _), new_row) in updates.iter().zip(new_rows) {
+            for (Conflict { key, old_bytes, .. }, new_row) in updates.iter().zip(new_rows) {
                 guards.push(RowGuard { key: key.clone(), hash: Some(codec::row_hash(old_bytes)) });
                 let Some(new_row) = new_row else { continue };
                 Self::check_row(&def, &new_row)?;
@@ -760,7 +769,7 @@ impl<'a> Planner<'a> {
         &mut self,
         def: &TableDef,
         du: &ast::DoUpdate,
-        updates: &[(Vec<u8>, Vec<u8>, Vec<Value>, Vec<Value>)],
+        updates: &[Conflict],
     ) -> Result<Vec<Option<Vec<Value>>>> {
         // A table of (existing columns, excluded columns as __excluded_<name>).
         let visible: Vec<usize> = def.visible().collect();
@@ -769,12 +778,12 @@ impl<'a> Planner<'a> {
         for &c in &visible {
             let col = &def.columns[c];
             fields.push(Field::new(&col.name, col.ty.arrow(), true));
-            arrays.push(build_array(&col.ty, updates.iter().map(|u| &u.2[c]))?);
+            arrays.push(build_array(&col.ty, updates.iter().map(|u| &u.old_row[c]))?);
         }
         for &c in &visible {
             let col = &def.columns[c];
             fields.push(Field::new(format!("__excluded_{}", col.name), col.ty.arrow(), true));
-            arrays.push(build_array(&col.ty, updates.iter().map(|u| &u.3[c]))?);
+            arrays.push(build_array(&col.ty, updates.iter().map(|u| &u.proposed[c]))?);
         }
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
         let rewrite = |e: &Expr| -> Expr {
@@ -819,7 +828,7 @@ impl<'a> Planner<'a> {
                 out.push(None);
                 continue;
             }
-            let mut row = u.2.clone();
+            let mut row = u.old_row.clone();
             for (j, &c) in targets.iter().enumerate() {
                 row[c] = assigned[j][i].clone();
             }
@@ -983,17 +992,15 @@ impl<'a> Planner<'a> {
         for b in &batches {
             let keys = b.column(0).as_binary::<i32>();
             if del.returning.is_some() {
-                let mut cols = Vec::new();
+                let mut rows: Vec<Vec<Value>> =
+                    (0..b.num_rows()).map(|_| vec![Value::Null; def.columns.len()]).collect();
                 for (j, &c) in visible.iter().enumerate() {
-                    cols.push(coerce_array(b.column(2 + j), &def.columns[c].ty, &def.columns[c].name)?);
-                }
-                for i in 0..b.num_rows() {
-                    let mut row: Vec<Value> = def.columns.iter().map(|_| Value::Null).collect();
-                    for (j, &c) in visible.iter().enumerate() {
-                        row[c] = cols[j][i].clone();
+                    let values = coerce_array(b.column(2 + j), &def.columns[c].ty, &def.columns[c].name)?;
+                    for (row, v) in rows.iter_mut().zip(values) {
+                        row[c] = v;
                     }
-                    final_rows.push(row);
                 }
+                final_rows.extend(rows);
             }
             for i in 0..b.num_rows() {
                 ops.push(RowOp::Delete { key: keys.value(i).to_vec() });
@@ -1077,7 +1084,7 @@ pub fn point_keys(def: &TableDef, selection: &Expr) -> Option<Vec<Vec<u8>>> {
                     (None, Some(c)) => (c, left),
                     _ => return,
                 };
-                if let Ok(Some(t)) = literal_text(lit)
+                if let Some(Some(t)) = literal_text(lit)
                     && def.primary_key.contains(&c)
                 {
                     eq.insert(c, Some(t));

@@ -220,7 +220,14 @@ impl TableProvider for QuorumTable {
             None => (0..self.schema.fields().len()).collect(),
         };
         let access = choose_access(&self.def, filters).map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(Arc::new(ScanExec::new(self.def.clone(), self.view.clone(), self.schema.clone(), projection, access, limit)))
+        Ok(Arc::new(ScanExec::new(
+            self.def.clone(),
+            self.view.clone(),
+            self.schema.clone(),
+            projection,
+            access,
+            limit,
+        )?))
     }
 }
 
@@ -349,13 +356,16 @@ fn bounds(def: &TableDef, filters: &[Expr]) -> BTreeMap<usize, Bound> {
     out
 }
 
+/// Encoded equality prefixes, how many key columns they cover, and the bound on the next one.
+type KeyPrefixes = (Vec<Vec<u8>>, usize, Option<Bound>);
+
 /// Keys built from equality prefixes of `columns`, and the bound on the next column (if any).
 /// `None` when the first column has no usable bound.
 fn key_prefixes(
     def: &TableDef,
     columns: &[usize],
     b: &BTreeMap<usize, Bound>,
-) -> Result<Option<(Vec<Vec<u8>>, usize, Option<Bound>)>, SqlError> {
+) -> Result<Option<KeyPrefixes>, SqlError> {
     let mut prefixes = vec![Vec::new()];
     for (n, &c) in columns.iter().enumerate() {
         let ty = &def.columns[c].ty;
@@ -456,7 +466,6 @@ fn choose_access(def: &TableDef, filters: &[Expr]) -> Result<Access, SqlError> {
 pub struct ScanExec {
     def: Arc<TableDef>,
     view: StateView,
-    table_schema: SchemaRef,
     projection: Vec<usize>,
     access: Access,
     limit: Option<usize>,
@@ -478,15 +487,15 @@ impl ScanExec {
         projection: Vec<usize>,
         access: Access,
         limit: Option<usize>,
-    ) -> Self {
-        let schema = Arc::new(table_schema.project(&projection).expect("projection within the schema"));
+    ) -> datafusion::error::Result<Self> {
+        let schema = Arc::new(table_schema.project(&projection)?);
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
             Partitioning::UnknownPartitioning(1),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        Self { def, view, table_schema, projection, access, limit, schema, properties }
+        Ok(Self { def, view, projection, access, limit, schema, properties })
     }
 
     fn access_label(&self) -> String {
@@ -549,7 +558,6 @@ impl ExecutionPlan for ScanExec {
         let producer = Producer {
             def: self.def.clone(),
             view: self.view.clone(),
-            table_schema: self.table_schema.clone(),
             projection: self.projection.clone(),
             schema: self.schema.clone(),
             limit: self.limit,
@@ -569,7 +577,6 @@ impl ExecutionPlan for ScanExec {
 struct Producer {
     def: Arc<TableDef>,
     view: StateView,
-    table_schema: SchemaRef,
     projection: Vec<usize>,
     schema: SchemaRef,
     limit: Option<usize>,
@@ -655,7 +662,6 @@ impl Producer {
         let visible: Vec<usize> = self.def.visible().collect();
         let physical =
             self.projection.iter().map(|&i| if i < visible.len() { Some(visible[i]) } else { None }).collect();
-        debug_assert_eq!(self.table_schema.fields().len() >= self.projection.len(), true);
         let mut b = Batcher { p: self, tx, physical, rows: Vec::new(), sent: 0, closed: false, error: None };
         if self.limit == Some(0) {
             return Ok(());

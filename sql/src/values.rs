@@ -12,24 +12,24 @@ use datafusion::sql::sqlparser::ast::{self, Expr, UnaryOperator};
 use crate::error::{Result, SqlError};
 use crate::types::{ColumnType, Value, value_at};
 
-/// The text of a literal expression (`None` for NULL), or `Err(())` if `e` is not a literal.
-pub fn literal_text(e: &Expr) -> Result<Option<String>, ()> {
+/// The text of a literal expression: `Some(None)` for NULL, `None` if `e` is not a literal.
+pub fn literal_text(e: &Expr) -> Option<Option<String>> {
     match e {
         Expr::Value(v) => match &v.value {
-            ast::Value::Number(n, _) => Ok(Some(n.to_string())),
-            ast::Value::SingleQuotedString(s) | ast::Value::EscapedStringLiteral(s) => Ok(Some(s.clone())),
-            ast::Value::Boolean(b) => Ok(Some(b.to_string())),
-            ast::Value::Null => Ok(None),
-            _ => Err(()),
+            ast::Value::Number(n, _) => Some(Some(n.to_string())),
+            ast::Value::SingleQuotedString(s) | ast::Value::EscapedStringLiteral(s) => Some(Some(s.clone())),
+            ast::Value::Boolean(b) => Some(Some(b.to_string())),
+            ast::Value::Null => Some(None),
+            _ => None,
         },
         Expr::UnaryOp { op: UnaryOperator::Minus, expr } => match literal_text(expr)? {
             Some(t) if !t.starts_with('-') && t.chars().next().is_some_and(|c| c.is_ascii_digit()) => {
-                Ok(Some(format!("-{t}")))
+                Some(Some(format!("-{t}")))
             }
-            _ => Err(()),
+            _ => None,
         },
         Expr::Nested(inner) => literal_text(inner),
-        _ => Err(()),
+        _ => None,
     }
 }
 
@@ -185,7 +185,7 @@ pub fn coerce_array(array: &ArrayRef, ty: &ColumnType, column: &str) -> Result<V
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     let hex = hex.as_bytes();
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     hex.chunks(2)
