@@ -133,14 +133,28 @@ async fn demo_body(
             .await?
             .error_for_status()?;
     }
+    // SQL sample data, also through the follower; idempotent so the demo can restart on its dir.
+    let sql = |addr: String, text: &'static str| {
+        let http = http.clone();
+        async move {
+            let r = http.post(format!("http://{addr}/v1/sql")).json(&serde_json::json!({ "sql": text })).send().await?;
+            let status = r.status();
+            let body: Value = r.json().await?;
+            anyhow::ensure!(status.is_success(), "{text}: {body}");
+            anyhow::Ok(body)
+        }
+    };
+    sql(via.addr.clone(), SAMPLE_SQL).await?;
     // Every node answers a linearizable read with the new data.
     for n in nodes {
+        let v = sql(n.addr.clone(), SAMPLE_CHECK).await?;
+        anyhow::ensure!(v["results"][0]["rows"][0][0] == 9, "node {} returned {v}", n.id);
         let v =
             http.get(format!("http://{}/v1/kv/planet/earth", n.addr)).send().await?.error_for_status()?.text().await?;
         anyhow::ensure!(v.contains("\"moons\":1"), "node {} returned {v:?}", n.id);
     }
     println!(
-        "\nQuorumDB demo cluster is up: leader is node {leader}; 108 sample keys loaded through node {}.\n",
+        "\nQuorumDB demo cluster is up: leader is node {leader}; 108 sample keys and the planets/moons tables loaded through node {}.\n",
         via.id
     );
     for n in nodes {
@@ -157,6 +171,12 @@ async fn demo_body(
     println!("\nTry:");
     println!("  curl -s http://{a}/v1/status");
     println!("  curl -s http://{a}/v1/kv/planet/mars");
+    println!(
+        "  curl -s http://{a}/v1/sql -d '{{\"sql\": \"SELECT p.name, count(m.name) AS moons FROM planets p LEFT JOIN moons m ON m.planet = p.name GROUP BY p.name ORDER BY moons DESC\"}}'"
+    );
+    println!(
+        "  curl -s http://{a}/v1/sql -d '{{\"sql\": \"UPDATE planets SET moons = moons + 1 WHERE name = $1\", \"params\": [\"mars\"]}}'"
+    );
     println!("  curl -s -X PUT --data-binary 'hello' http://{a}/v1/kv/greeting");
     println!("  curl -s 'http://{}/v1/kv/greeting?consistency=stale'", nodes[2].addr);
     println!("  curl -s 'http://{a}/v1/kv?prefix=planet/'");
@@ -172,3 +192,32 @@ async fn demo_body(
     println!("stopping ...");
     Ok(())
 }
+
+/// The SQL sample: the solar system's planets and some of their moons.
+const SAMPLE_SQL: &str = "
+CREATE TABLE IF NOT EXISTS planets (
+    name TEXT PRIMARY KEY, kind TEXT NOT NULL, mass_earths DOUBLE PRECISION,
+    radius_km INT, moons INT NOT NULL DEFAULT 0, au NUMERIC(6,3)
+);
+CREATE TABLE IF NOT EXISTS moons (name TEXT PRIMARY KEY, planet TEXT NOT NULL, radius_km DOUBLE PRECISION);
+CREATE INDEX IF NOT EXISTS moons_planet ON moons (planet);
+INSERT INTO planets VALUES
+    ('mercury', 'terrestrial', 0.055, 2440, 0, 0.387),
+    ('venus', 'terrestrial', 0.815, 6052, 0, 0.723),
+    ('earth', 'terrestrial', 1.0, 6371, 1, 1.0),
+    ('mars', 'terrestrial', 0.107, 3390, 2, 1.524),
+    ('jupiter', 'gas giant', 317.8, 69911, 95, 5.203),
+    ('saturn', 'gas giant', 95.2, 58232, 146, 9.537),
+    ('uranus', 'ice giant', 14.5, 25362, 28, 19.19),
+    ('neptune', 'ice giant', 17.1, 24622, 16, 30.07),
+    ('pluto', 'dwarf', 0.0022, 1188, 5, 39.48)
+ON CONFLICT (name) DO NOTHING;
+INSERT INTO moons VALUES
+    ('moon', 'earth', 1737.4), ('phobos', 'mars', 11.3), ('deimos', 'mars', 6.2),
+    ('io', 'jupiter', 1821.6), ('europa', 'jupiter', 1560.8), ('ganymede', 'jupiter', 2634.1),
+    ('callisto', 'jupiter', 2410.3), ('titan', 'saturn', 2574.7), ('enceladus', 'saturn', 252.1),
+    ('titania', 'uranus', 788.4), ('triton', 'neptune', 1353.4), ('charon', 'pluto', 606.0)
+ON CONFLICT (name) DO NOTHING;
+";
+
+const SAMPLE_CHECK: &str = "SELECT count(DISTINCT p.name) FROM planets p LEFT JOIN moons m ON m.planet = p.name";
