@@ -583,13 +583,7 @@ impl<'a> Planner<'a> {
                 .collect();
             if let Some(rows) = cells {
                 for r in &rows {
-                    if r.len() != targets.len() {
-                        return Err(SqlError::Syntax(format!(
-                            "INSERT has {} expressions but {} target columns",
-                            r.len(),
-                            targets.len()
-                        )));
-                    }
+                    check_arity(r.len(), targets.len())?;
                 }
                 let mut cols = Vec::with_capacity(targets.len());
                 for (j, &c) in targets.iter().enumerate() {
@@ -617,13 +611,7 @@ impl<'a> Planner<'a> {
         let (_, batches) = run_query(&self.ctx(false), stmt).await?;
         let mut out = Vec::new();
         for b in batches {
-            if b.num_columns() != targets.len() {
-                return Err(SqlError::Syntax(format!(
-                    "INSERT has {} expressions but {} target columns",
-                    b.num_columns(),
-                    targets.len()
-                )));
-            }
+            check_arity(b.num_columns(), targets.len())?;
             let mut cols = Vec::with_capacity(targets.len());
             for (j, &c) in targets.iter().enumerate() {
                 cols.push(coerce_array(b.column(j), &def.columns[c].ty, &def.columns[c].name)?);
@@ -1012,6 +1000,17 @@ impl<'a> Planner<'a> {
         self.record(&def, guards, ops);
         Ok(returning.unwrap_or(StatementResult::Done { tag, rows_affected: n }))
     }
+}
+
+/// An INSERT must give exactly one value per target column (PostgreSQL: 42601).
+fn check_arity(given: usize, targets: usize) -> Result<()> {
+    if given != targets {
+        let more = if given > targets { "more" } else { "fewer" };
+        return Err(SqlError::Syntax(format!(
+            "INSERT has {more} expressions than target columns ({given} for {targets})"
+        )));
+    }
+    Ok(())
 }
 
 fn parse_expr(sql: &str) -> Result<Expr> {

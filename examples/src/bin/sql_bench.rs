@@ -6,8 +6,10 @@
 //! DataFusion, and single-row INSERT planning+apply.
 //!
 //! Against a cluster over HTTP (`POST /v1/sql`):
-//! `cargo run --release -p quorumdb-examples --bin sql_bench -- http --target 127.0.0.1:7001 --clients 32 --seconds 10`
-//! inserts rows with concurrent clients, then runs point SELECTs; prints ops/s and p50/p99.
+//! `cargo run --release -p quorumdb-examples --bin sql_bench -- http --target 127.0.0.1:7001 --rows 1000000`
+//! loads rows with batched INSERTs (rows/s), then measures single-row INSERTs and primary-key
+//! SELECTs at each consistency level (ops/s, p50/p99), then times an aggregate and a join over
+//! all rows.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,10 +35,16 @@ enum Mode {
     Http {
         #[arg(long, default_value = "127.0.0.1:7001")]
         target: String,
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 16)]
         clients: usize,
+        /// Seconds per closed-loop phase.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Rows loaded with batched INSERTs (then aggregated and joined).
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 1000)]
+        batch: u64,
     },
 }
 
@@ -106,57 +114,126 @@ async fn local(rows: usize, queries: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn http(target: String, clients: usize, seconds: u64) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    let sql = move |s: String| {
-        let (client, target) = (client.clone(), target.clone());
-        async move {
-            let r = client.post(format!("http://{target}/v1/sql")).json(&serde_json::json!({"sql": s})).send().await?;
-            anyhow::ensure!(r.status().is_success(), "{}", r.text().await?);
-            anyhow::Ok(())
-        }
-    };
-    sql("DROP TABLE IF EXISTS bench; CREATE TABLE bench (id BIGINT PRIMARY KEY, payload TEXT, n BIGINT)".into())
+/// Posts one SQL request; the error body when it fails.
+async fn post(client: &reqwest::Client, target: &str, level: &str, sql: String) -> anyhow::Result<()> {
+    let r = client
+        .post(format!("http://{target}/v1/sql?consistency={level}"))
+        .json(&serde_json::json!({ "sql": sql }))
+        .send()
         .await?;
-    let inserted = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    for (phase, write) in [("INSERT one row per request", true), ("point SELECT by primary key", false)] {
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for c in 0..clients {
-            let sql = sql.clone();
-            let inserted = inserted.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut i = 0u64;
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    let s = if write {
-                        format!(
-                            "INSERT INTO bench VALUES ({}, '{}', {i})",
-                            c as u64 * 1_000_000_000 + i,
-                            "x".repeat(100)
-                        )
-                    } else {
-                        let n = inserted.load(std::sync::atomic::Ordering::Relaxed).max(1);
-                        format!("SELECT * FROM bench WHERE id = {}", (c as u64 % 4) * 1_000_000_000 + i % n.min(1000))
-                    };
-                    if sql(s).await.is_ok() {
-                        lat.push(t.elapsed());
-                        if write {
-                            inserted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    }
-                    i += 1;
+    anyhow::ensure!(r.status().is_success(), "{}", r.text().await?);
+    Ok(())
+}
+
+/// Runs `make(client, i)` requests from `clients` tasks for `seconds`; reports ops/s.
+async fn closed_loop<F>(name: &str, target: &str, level: &'static str, clients: usize, seconds: u64, make: F)
+where
+    F: Fn(usize, u64) -> String + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (make, target) = (make.clone(), target.to_string());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match post(&client, &target, level, make(c, i)).await {
+                    Ok(()) => lat.push(t.elapsed()),
+                    Err(_) => errors += 1,
                 }
-                lat
-            }));
-        }
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await?);
-        }
-        report(&format!("{phase} ({clients} clients)"), all, start.elapsed());
+                i += 1;
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.expect("client task");
+        all.extend(l);
+        errors += e;
+    }
+    report(&format!("{name} [{level}, {clients} clients]"), all, start.elapsed());
+    if errors > 0 {
+        println!("    ({errors} failed requests)");
+    }
+}
+
+async fn http(target: String, clients: usize, seconds: u64, rows: u64, batch: u64) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    post(
+        &client,
+        &target,
+        "linearizable",
+        "DROP TABLE IF EXISTS bench; DROP TABLE IF EXISTS dim; \
+         CREATE TABLE bench (id BIGINT PRIMARY KEY, payload TEXT, n BIGINT); \
+         CREATE TABLE dim (id BIGINT PRIMARY KEY, name TEXT)"
+            .into(),
+    )
+    .await?;
+    let dims: Vec<String> = (0..1000).map(|i| format!("({i}, 'group{}')", i % 37)).collect();
+    post(&client, &target, "linearizable", format!("INSERT INTO dim VALUES {}", dims.join(", "))).await?;
+
+    // Batched INSERTs: `rows` rows in statements of `batch` rows, from `clients` tasks.
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (next, target) = (next.clone(), target.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            loop {
+                let first = next.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
+                if first >= rows {
+                    return anyhow::Ok(());
+                }
+                let values: Vec<String> = (first..(first + batch).min(rows))
+                    .map(|i| format!("({i}, 'payload-{i:08}', {})", i * 7919 % 100_003))
+                    .collect();
+                post(&client, &target, "linearizable", format!("INSERT INTO bench VALUES {}", values.join(", ")))
+                    .await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let el = start.elapsed();
+    println!(
+        "batched INSERT ({batch} rows/statement, {clients} clients)   {:>9.0} rows/s   ({rows} rows in {:.1} s)",
+        rows as f64 / el.as_secs_f64(),
+        el.as_secs_f64()
+    );
+
+    closed_loop("single-row INSERT", &target, "linearizable", clients, seconds, move |c, i| {
+        format!("INSERT INTO bench VALUES ({}, 'x', {i})", 1_000_000_000 + c as u64 * 10_000_000 + i)
+    })
+    .await;
+    for level in ["linearizable", "lease", "stale"] {
+        closed_loop("point SELECT by primary key", &target, level, clients, seconds, move |c, i| {
+            format!("SELECT * FROM bench WHERE id = {}", (c as u64 * 7_777 + i * 104_729) % rows)
+        })
+        .await;
+    }
+    for (name, q) in [
+        (
+            "aggregate over all rows",
+            "SELECT n % 100 AS g, count(*), sum(n), max(payload) FROM bench GROUP BY g ORDER BY g",
+        ),
+        (
+            "join + aggregate over all rows",
+            "SELECT d.name, count(*) AS c, avg(b.n) FROM bench b JOIN dim d ON d.id = b.n % 1000 GROUP BY d.name ORDER BY c DESC LIMIT 5",
+        ),
+    ] {
+        let t = Instant::now();
+        post(&client, &target, "linearizable", q.into()).await?;
+        println!("{name:<40} {:>9.3} s   ({} rows in bench)", t.elapsed().as_secs_f64(), rows);
     }
     Ok(())
 }
@@ -165,6 +242,6 @@ async fn http(target: String, clients: usize, seconds: u64) -> anyhow::Result<()
 async fn main() -> anyhow::Result<()> {
     match Args::parse().mode {
         Mode::Local { rows, queries } => local(rows, queries).await,
-        Mode::Http { target, clients, seconds } => http(target, clients, seconds).await,
+        Mode::Http { target, clients, seconds, rows, batch } => http(target, clients, seconds, rows, batch).await,
     }
 }

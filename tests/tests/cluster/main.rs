@@ -13,3 +13,4 @@ mod t31_transfer_leader;
 mod t40_pre_vote;
 mod t50_processes;
 mod t60_sql;
+mod t61_sql_determinism;
