@@ -55,7 +55,14 @@ pub enum SqlError {
     Backend(Box<dyn std::error::Error + Send + Sync>),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Apply rejected the command (on every node) with this SQLSTATE.
+    #[error("{message}")]
+    Rejected { code: &'static str, message: String },
 }
+
+/// The SQLSTATEs apply can reject a command with.
+const APPLY_CODES: [&str; 10] =
+    ["23505", "23502", "42P01", "42P07", "42P16", "22P02", "22001", "22003", "58030", "XX000"];
 
 impl SqlError {
     /// The PostgreSQL SQLSTATE for this error.
@@ -80,6 +87,7 @@ impl SqlError {
             Self::Storage(_) => "58030",
             Self::Backend(_) => "08006",
             Self::Internal(_) => "XX000",
+            Self::Rejected { code, .. } => code,
         }
     }
 
@@ -90,14 +98,11 @@ impl SqlError {
 
     /// Rebuilds the error an apply rejected a command with.
     pub fn from_rejection(r: &Rejection) -> Self {
-        match r.code.as_str() {
-            "23505" => Self::UniqueViolation(r.message.clone()),
-            "40001" => Self::SerializationFailure(r.message.clone()),
-            "23502" => Self::InvalidValue(r.message.clone()),
-            "42P01" => Self::UnknownTable(r.message.clone()),
-            "42P07" => Self::TableExists(r.message.clone()),
-            _ => Self::Internal(format!("{} ({})", r.message, r.code)),
+        if r.code == "40001" {
+            return Self::SerializationFailure(r.message.clone());
         }
+        let code = APPLY_CODES.iter().find(|c| **c == r.code).copied().unwrap_or("XX000");
+        Self::Rejected { code, message: r.message.clone() }
     }
 }
 

@@ -55,6 +55,12 @@ impl StateView {
         }
     }
 
+    /// Whether the batch has pending writes to `table`.
+    pub fn has_pending(&self, table: u32) -> bool {
+        let (start, end) = codec::table_range(table);
+        self.pending.range(start..end).next().is_some()
+    }
+
     /// Merges the applied state with the pending writes over `start..end`.
     pub fn scan(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()> {
         if self.pending.is_empty() {
@@ -219,7 +225,11 @@ impl TableProvider for QuorumTable {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
         };
-        let access = choose_access(&self.def, filters).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let mut access = choose_access(&self.def, filters).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        // Pending writes of the batch carry rows, not index entries: read the rows instead.
+        if matches!(access, Access::Index { .. }) && self.view.has_pending(self.def.id) {
+            access = Access::Full;
+        }
         Ok(Arc::new(ScanExec::new(
             self.def.clone(),
             self.view.clone(),
