@@ -243,8 +243,19 @@ fn table_by_id(catalog: &Catalog, id: u32) -> Result<&TableDef> {
     catalog.by_id(id).ok_or_else(|| SqlError::UnknownTable(format!("table id {id}")))
 }
 
-fn decode(def: &TableDef, bytes: &[u8]) -> Result<Vec<Value>> {
-    codec::decode_row(bytes, &def.types(), &def.added_defaults())
+/// Decodes rows of one table (column types and defaults computed once).
+struct RowDecoder {
+    types: Vec<crate::types::ColumnType>,
+    defaults: Vec<Value>,
+}
+
+impl RowDecoder {
+    fn new(def: &TableDef) -> Self {
+        Self { types: def.types(), defaults: def.added_defaults() }
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<Vec<Value>> {
+        codec::decode_row(bytes, &self.types, &self.defaults)
+    }
 }
 
 fn unique_violation(index: &IndexDef) -> SqlError {
@@ -255,6 +266,7 @@ fn unique_violation(index: &IndexDef) -> SqlError {
 /// index entries of updated rows), then every addition, so that uniqueness is checked on the
 /// statement's result rather than row by row.
 fn apply_writes(def: &TableDef, ops: &[RowOp], txn: &mut dyn KvTxn) -> Result<u64> {
+    let rows = RowDecoder::new(def);
     let mut additions: Vec<(Vec<u8>, &[u8])> = Vec::new();
     for op in ops {
         let (RowOp::Delete { key } | RowOp::Update { key, .. }) = op else { continue };
@@ -262,7 +274,7 @@ fn apply_writes(def: &TableDef, ops: &[RowOp], txn: &mut dyn KvTxn) -> Result<u6
         let Some(old) = txn.get(&rk)? else {
             return Err(conflict(format!("a row of {} disappeared", def.name)));
         };
-        let old = decode(def, &old)?;
+        let old = rows.decode(&old)?;
         for ix in &def.indexes {
             let (k, _) = def.index_entry(ix, &old, key)?;
             txn.delete(&k);
@@ -294,7 +306,7 @@ fn apply_writes(def: &TableDef, ops: &[RowOp], txn: &mut dyn KvTxn) -> Result<u6
                 def.pkey_name()
             )));
         }
-        let values = decode(def, row)?;
+        let values = rows.decode(row)?;
         for (i, c) in def.columns.iter().enumerate() {
             if !c.nullable && !c.dropped && values[i].is_null() {
                 return Err(SqlError::NotNullViolation { table: def.name.clone(), column: c.name.clone() });
@@ -327,7 +339,9 @@ fn build_index(def: &TableDef, index: &IndexDef, txn: &mut dyn KvTxn) -> Result<
     let prefix = codec::rows_prefix(def.id);
     let mut entries = Vec::new();
     let mut err = None;
-    txn.scan(&prefix, &codec::prefix_end(&prefix), &mut |k, v| match decode(def, v)
+    let rows = RowDecoder::new(def);
+    txn.scan(&prefix, &codec::prefix_end(&prefix), &mut |k, v| match rows
+        .decode(v)
         .and_then(|row| def.index_entry(index, &row, &k[prefix.len()..]))
     {
         Ok(e) => {
