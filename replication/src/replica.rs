@@ -280,11 +280,20 @@ impl Replica {
                 Err(RaftError::Fatal(f)) => break Err(f.into()),
             };
             if let Some((id, node)) = leader.filter(|(id, _)| *id != self.id) {
-                match self.forward_write(id, &node.addr, &cmd).await? {
-                    ForwardReply::Done(r) => break Ok(r),
-                    ForwardReply::OutcomeUnknown(e) => break Err(ReplicationError::OutcomeUnknown(e)),
-                    ForwardReply::Failed(e) => break Err(ReplicationError::Invalid(e)),
-                    ForwardReply::NotLeader { .. } => {}
+                match self.forward_write(id, &node.addr, &cmd).await {
+                    Ok(ForwardReply::Done(r)) => break Ok(r),
+                    Ok(ForwardReply::OutcomeUnknown(e)) => break Err(ReplicationError::OutcomeUnknown(e)),
+                    Ok(ForwardReply::Failed(e)) => break Err(ReplicationError::Invalid(e)),
+                    Ok(ForwardReply::NotLeader { .. }) => {}
+                    // The connection to the old leader could not even be opened: the command
+                    // was never delivered, so waiting for the next leader is safe.
+                    Err(ReplicationError::Unreachable { reason, .. }) if not_delivered(&reason) => {}
+                    Err(ReplicationError::Unreachable { node, addr, reason }) => {
+                        break Err(ReplicationError::OutcomeUnknown(format!(
+                            "forwarding to leader {node} at {addr} failed during the request: {reason}"
+                        )));
+                    }
+                    Err(e) => break Err(e),
                 }
             }
             if Instant::now() >= deadline {
@@ -459,4 +468,10 @@ fn membership_error<E: std::fmt::Display>(e: RaftError<crate::TypeConfig, E>) ->
         RaftError::APIError(e) => ReplicationError::Membership(e.to_string()),
         RaftError::Fatal(f) => f.into(),
     }
+}
+
+/// Whether a transport failure happened before the request left this node (connecting).
+fn not_delivered(reason: &str) -> bool {
+    let r = reason.to_ascii_lowercase();
+    r.contains("tcp connect error") || r.contains("connection refused") || r.contains("fault rule drops")
 }
