@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
-use datafusion::prelude::SessionConfig;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::{self, Expr, SelectItem, SetExpr, Statement, TableFactor, visit_expressions_mut};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -20,7 +20,7 @@ use crate::codec;
 use crate::command::{self, SqlCommand};
 use crate::error::{Result, SqlError};
 use crate::planner::{Planner, StatementResult, ident, object_name, point_keys, run_query, session};
-use crate::provider::StateView;
+use crate::provider::{CatalogSource, StateView};
 use crate::store::SharedRead;
 use crate::types::build_array;
 
@@ -50,7 +50,28 @@ pub struct Parsed {
 pub struct Engine {
     read: SharedRead,
     state: SessionState,
-    catalog: Mutex<(Vec<u8>, Arc<Catalog>)>,
+    catalog: Arc<CatalogCache>,
+    /// Sessions over the live catalog and the applied state, built once.
+    query_ctx: SessionContext,
+    dml_ctx: SessionContext,
+}
+
+/// The decoded catalog, decoded again only when its stored bytes change.
+struct CatalogCache {
+    read: SharedRead,
+    cached: Mutex<(Vec<u8>, Arc<Catalog>)>,
+}
+
+impl CatalogCache {
+    fn current(&self) -> Result<Arc<Catalog>> {
+        let raw = self.read.get(codec::CATALOG_KEY)?.unwrap_or_default();
+        let mut cached = self.cached.lock().expect("catalog cache lock");
+        if cached.0 != raw || (raw.is_empty() && cached.1.version != 0) {
+            let cat = if raw.is_empty() { Catalog::default() } else { Catalog::decode(&raw)? };
+            *cached = (raw, Arc::new(cat));
+        }
+        Ok(cached.1.clone())
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -113,18 +134,22 @@ impl Engine {
             .with_create_default_catalog_and_schema(false);
         config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
         let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
-        Self { read, state, catalog: Mutex::new((Vec::new(), Arc::new(Catalog::default()))) }
+        let catalog = Arc::new(CatalogCache {
+            read: read.clone(),
+            cached: Mutex::new((Vec::new(), Arc::new(Catalog::default()))),
+        });
+        let live = {
+            let catalog = catalog.clone();
+            CatalogSource::Live(Arc::new(move || catalog.current()))
+        };
+        let query_ctx = session(&state, live.clone(), StateView::new(read.clone()), false);
+        let dml_ctx = session(&state, live, StateView::new(read.clone()), true);
+        Self { read, state, catalog, query_ctx, dml_ctx }
     }
 
     /// The current catalog (decoded again only when it changed).
     pub fn catalog(&self) -> Result<Arc<Catalog>> {
-        let raw = self.read.get(codec::CATALOG_KEY)?.unwrap_or_default();
-        let mut cached = self.catalog.lock().expect("catalog cache lock");
-        if cached.0 != raw || (raw.is_empty() && cached.1.version != 0) {
-            let cat = if raw.is_empty() { Catalog::default() } else { Catalog::decode(&raw)? };
-            *cached = (raw, Arc::new(cat));
-        }
-        Ok(cached.1.clone())
+        self.catalog.current()
     }
 
     pub fn parse(&self, sql: &str, params: &[serde_json::Value]) -> Result<Parsed> {
@@ -168,7 +193,8 @@ impl Engine {
     }
 
     async fn execute_once(&self, statements: &[Statement], backend: &dyn Backend) -> Result<Vec<StatementResult>> {
-        let mut planner = Planner::new(&self.state, self.read.clone(), self.catalog()?);
+        let mut planner =
+            Planner::new(&self.state, Some((&self.query_ctx, &self.dml_ctx)), self.read.clone(), self.catalog()?);
         let mut results = Vec::with_capacity(statements.len());
         let mut rolled_back = false;
         for s in statements {
@@ -218,8 +244,7 @@ impl Engine {
             return Ok(r);
         }
         let explain = matches!(stmt, Statement::Explain { .. });
-        let ctx = session(&self.state, catalog, StateView::new(self.read.clone()), false);
-        let (schema, batches) = run_query(&ctx, stmt).await?;
+        let (schema, batches) = run_query(&self.query_ctx, stmt).await?;
         let n: usize = batches.iter().map(|b| b.num_rows()).sum();
         let tag = if explain { "EXPLAIN".to_string() } else { format!("SELECT {n}") };
         Ok(StatementResult::Rows { schema, batches, tag })

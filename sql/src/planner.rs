@@ -32,7 +32,7 @@ use crate::catalog::{Catalog, ColumnDef, HASH_COLUMN, IndexDef, KEY_COLUMN, Tabl
 use crate::codec;
 use crate::command::{RowGuard, RowOp, SqlCommand, Step, table_version};
 use crate::error::{Result, SqlError};
-use crate::provider::{Catalogs, Pending, StateView};
+use crate::provider::{CatalogSource, Catalogs, Pending, StateView};
 use crate::store::SharedRead;
 use crate::types::{ColumnType, Value, build_array};
 use crate::values::{coerce_array, coerce_texts, literal_text};
@@ -70,7 +70,7 @@ fn quote(name: &str) -> String {
 }
 
 /// Builds DataFusion session states over a catalog and a state view.
-pub fn session(base: &SessionState, catalog: Arc<Catalog>, view: StateView, hidden: bool) -> SessionContext {
+pub fn session(base: &SessionState, catalog: CatalogSource, view: StateView, hidden: bool) -> SessionContext {
     let list = Arc::new(Catalogs::new(catalog, view, hidden));
     SessionContext::new_with_state(SessionStateBuilder::new_from_existing(base.clone()).with_catalog_list(list).build())
 }
@@ -101,6 +101,9 @@ struct Conflict {
 
 pub struct Planner<'a> {
     base: &'a SessionState,
+    /// Long-lived sessions over the live catalog and applied state (plain, hidden columns),
+    /// used while the batch has neither pending writes nor DDL: no per-statement setup.
+    live: Option<(&'a SessionContext, &'a SessionContext)>,
     read: SharedRead,
     catalog: Arc<Catalog>,
     catalog_version: u64,
@@ -110,10 +113,16 @@ pub struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    pub fn new(base: &'a SessionState, read: SharedRead, catalog: Arc<Catalog>) -> Self {
+    pub fn new(
+        base: &'a SessionState,
+        live: Option<(&'a SessionContext, &'a SessionContext)>,
+        read: SharedRead,
+        catalog: Arc<Catalog>,
+    ) -> Self {
         let catalog_version = catalog.version;
         Self {
             base,
+            live,
             read,
             catalog,
             catalog_version,
@@ -140,7 +149,13 @@ impl<'a> Planner<'a> {
     }
 
     fn ctx(&self, hidden: bool) -> SessionContext {
-        session(self.base, self.catalog.clone(), self.view(), hidden)
+        if let Some((plain, with_hidden)) = self.live
+            && self.pending.is_empty()
+            && self.steps.is_empty()
+        {
+            return if hidden { with_hidden.clone() } else { plain.clone() };
+        }
+        session(self.base, CatalogSource::Fixed(self.catalog.clone()), self.view(), hidden)
     }
 
     fn guard_table(&mut self, id: u32) -> Result<()> {

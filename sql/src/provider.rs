@@ -110,8 +110,28 @@ pub struct Catalogs {
     catalog: Arc<dyn CatalogProvider>,
 }
 
+/// Where a schema finds the catalog: a fixed copy (a batch's working catalog) or the live one
+/// (for the engine's long-lived query session).
+#[derive(Clone)]
+pub enum CatalogSource {
+    Fixed(Arc<Catalog>),
+    Live(Arc<dyn Fn() -> crate::error::Result<Arc<Catalog>> + Send + Sync>),
+}
+
+impl CatalogSource {
+    fn get(&self) -> Arc<Catalog> {
+        match self {
+            Self::Fixed(c) => c.clone(),
+            Self::Live(f) => f().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not read the catalog");
+                Arc::new(Catalog::default())
+            }),
+        }
+    }
+}
+
 impl Catalogs {
-    pub fn new(catalog: Arc<Catalog>, view: StateView, hidden: bool) -> Self {
+    pub fn new(catalog: CatalogSource, view: StateView, hidden: bool) -> Self {
         let schema = Arc::new(PublicSchema { catalog, view, hidden });
         Self { catalog: Arc::new(OneSchema { schema }) }
     }
@@ -144,29 +164,29 @@ impl CatalogProvider for OneSchema {
 }
 
 struct PublicSchema {
-    catalog: Arc<Catalog>,
+    catalog: CatalogSource,
     view: StateView,
     hidden: bool,
 }
 
 impl fmt::Debug for PublicSchema {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PublicSchema").field("tables", &self.catalog.tables.len()).finish()
+        f.debug_struct("PublicSchema").field("hidden", &self.hidden).finish()
     }
 }
 
 #[async_trait]
 impl SchemaProvider for PublicSchema {
     fn table_names(&self) -> Vec<String> {
-        self.catalog.tables.keys().cloned().collect()
+        self.catalog.get().tables.keys().cloned().collect()
     }
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        Ok(self.catalog.tables.get(name).map(|def| {
+        Ok(self.catalog.get().tables.get(name).map(|def| {
             Arc::new(QuorumTable::new(Arc::new(def.clone()), self.view.clone(), self.hidden)) as Arc<dyn TableProvider>
         }))
     }
     fn table_exist(&self, name: &str) -> bool {
-        self.catalog.tables.contains_key(name)
+        self.catalog.get().tables.contains_key(name)
     }
 }
 
