@@ -25,7 +25,7 @@ use axum::{Json, Router};
 use openraft::ServerState;
 use quorumdb_replication::kv::{self as kvstate, KvCommand, KvResponse};
 use quorumdb_replication::network::FaultRules;
-use quorumdb_replication::{NodeStatus, Replica};
+use quorumdb_replication::{NodeStatus, ReadInfo, Replica};
 use quorumdb_sql::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -168,12 +168,17 @@ async fn kv_get(State(r): State<Replica>, Path(key): Path<String>, Query(p): Que
         Some(v) => (StatusCode::OK, v).into_response(),
         None => ServerError::NotFound(format!("key {key:?} not found")).into_response(),
     };
+    add_read_headers(&mut resp, &info);
+    Ok(resp)
+}
+
+/// Says at what state a read was served: the applied index and, if known, its staleness.
+fn add_read_headers(resp: &mut Response, info: &ReadInfo) {
     let h = resp.headers_mut();
     h.insert("x-quorumdb-applied-index", HeaderValue::from(info.applied_index));
     if let Some(s) = info.staleness_ms {
         h.insert("x-quorumdb-staleness-ms", HeaderValue::from(s));
     }
-    Ok(resp)
 }
 
 #[derive(Deserialize)]
@@ -191,11 +196,7 @@ async fn sql_post(State(s): State<AppState>, Query(p): Query<ReadParams>, body: 
     let (results, info) = crate::sql::execute(&s.sql, &s.replica, &body.sql, &body.params, level).await?;
     let mut resp = Json(crate::sql::results_json(&results)?).into_response();
     if let Some(info) = info {
-        let h = resp.headers_mut();
-        h.insert("x-quorumdb-applied-index", HeaderValue::from(info.applied_index));
-        if let Some(st) = info.staleness_ms {
-            h.insert("x-quorumdb-staleness-ms", HeaderValue::from(st));
-        }
+        add_read_headers(&mut resp, &info);
     }
     Ok(resp)
 }

@@ -93,11 +93,6 @@ impl SqlCommand {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         rmp_serde::from_slice(bytes).map_err(|e| SqlError::Internal(format!("undecodable SQL command: {e}")))
     }
-
-    /// Whether the command has anything to do.
-    pub fn is_empty(&self) -> bool {
-        self.steps.iter().all(|s| matches!(s, Step::Write { ops, guards, .. } if ops.is_empty() && guards.is_empty()))
-    }
 }
 
 /// What applying a command reports: rows affected per step.

@@ -66,7 +66,7 @@ impl CatalogCache {
     fn current(&self) -> Result<Arc<Catalog>> {
         let raw = self.read.get(codec::CATALOG_KEY)?.unwrap_or_default();
         let mut cached = self.cached.lock().expect("catalog cache lock");
-        if cached.0 != raw || (raw.is_empty() && cached.1.version != 0) {
+        if cached.0 != raw {
             let cat = if raw.is_empty() { Catalog::default() } else { Catalog::decode(&raw)? };
             *cached = (raw, Arc::new(cat));
         }

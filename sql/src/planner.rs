@@ -15,7 +15,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef, UInt64Type};
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemoryCatalogProviderList, MemorySchemaProvider};
 use datafusion::datasource::MemTable;
 use datafusion::execution::SessionStateBuilder;
@@ -1115,9 +1115,4 @@ pub fn point_keys(def: &TableDef, selection: &Expr) -> Option<Vec<Vec<u8>>> {
         codec::encode_key_value(&mut key, &v, &def.columns[c].ty).ok()?;
     }
     Some(vec![key])
-}
-
-/// The Arrow type of a schema's column, for result metadata.
-pub fn column_types(schema: &Schema) -> Vec<(String, DataType)> {
-    schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect()
 }
