@@ -1,0 +1,415 @@
+//! One HNSW index: an `hnsw_rs` graph over `(id, vector)` points, with deletions as
+//! tombstones, filtered search, and dump/load of the graph.
+//!
+//! Ids are chosen by the owner (the SQL crate allocates them deterministically at apply, one
+//! per row version), never reused within one index. A deleted id stays in the graph as a
+//! tombstone that searches skip; [`HnswIndex::compacted`] builds a graph without them.
+//!
+//! Concurrency: inserts take `&self` (hnsw_rs locks per node), so searches run while the
+//! owner's apply thread inserts. A writer mutex orders inserts against dumps and compaction.
+
+use std::path::Path;
+use std::sync::{Mutex, RwLock};
+
+use hnsw_rs::api::AnnT;
+use hnsw_rs::hnsw::Hnsw;
+use hnsw_rs::hnswio::HnswIo;
+use hnsw_rs::prelude::Distance;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, VectorError};
+use crate::metric::Metric;
+
+/// What an index is: dimension, metric and the graph parameters of `CREATE INDEX ... WITH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexSpec {
+    pub dim: usize,
+    pub metric: Metric,
+    /// Links per node (`m`).
+    pub m: usize,
+    /// Candidate list size while building (`ef_construction`).
+    pub ef_construction: usize,
+}
+
+impl IndexSpec {
+    pub const DEFAULT_M: usize = 16;
+    /// Higher than pgvector's 64: on clustered 128-dimensional data, 64 needs ef_search 200
+    /// for recall@10 0.95 (see the recall test); 128 gets there at ~100 for 1.6x the build time.
+    pub const DEFAULT_EF_CONSTRUCTION: usize = 128;
+    /// The default `ef_search` (`SET hnsw.ef_search`): recall@10 >= 0.95 on the test data.
+    pub const DEFAULT_EF_SEARCH: usize = 128;
+
+    pub fn new(dim: usize, metric: Metric) -> Self {
+        Self { dim, metric, m: Self::DEFAULT_M, ef_construction: Self::DEFAULT_EF_CONSTRUCTION }
+    }
+
+    /// Checks the parameters are in the ranges pgvector accepts.
+    pub fn validate(&self) -> Result<()> {
+        if !(2..=100).contains(&self.m) {
+            return Err(VectorError::InvalidParameter(format!("m must be between 2 and 100, not {}", self.m)));
+        }
+        if !(4..=1000).contains(&self.ef_construction) || self.ef_construction < 2 * self.m {
+            return Err(VectorError::InvalidParameter(format!(
+                "ef_construction must be between 4 and 1000 and at least 2 * m, not {}",
+                self.ef_construction
+            )));
+        }
+        if !(1..=16000).contains(&self.dim) {
+            return Err(VectorError::InvalidParameter(format!(
+                "HNSW indexes support 1..16000 dimensions, not {}",
+                self.dim
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The graph's distance: the metric's non-negative, order-preserving form.
+#[derive(Debug, Clone, Copy)]
+pub struct GraphDistance(pub Metric);
+
+impl Distance<f32> for GraphDistance {
+    #[inline]
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        self.0.graph_distance(a, b)
+    }
+}
+
+type Graph = Hnsw<'static, f32, GraphDistance>;
+
+/// Which ids the graph holds and which of them are deleted.
+#[derive(Default)]
+struct Ids {
+    present: Vec<u64>,
+    dead: Vec<u64>,
+    points: usize,
+    dead_count: usize,
+}
+
+fn bit(set: &[u64], id: u64) -> bool {
+    set.get((id / 64) as usize).is_some_and(|w| w & (1 << (id % 64)) != 0)
+}
+
+fn set_bit(set: &mut Vec<u64>, id: u64, on: bool) -> bool {
+    let w = (id / 64) as usize;
+    if set.len() <= w {
+        if !on {
+            return false;
+        }
+        set.resize(w + 1, 0);
+    }
+    let was = set[w] & (1 << (id % 64)) != 0;
+    if on {
+        set[w] |= 1 << (id % 64);
+    } else {
+        set[w] &= !(1 << (id % 64));
+    }
+    was
+}
+
+/// A search hit: the point's id and its graph distance to the query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    pub id: u64,
+    pub graph_distance: f32,
+}
+
+/// What a dump directory says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DumpManifest {
+    pub format: u32,
+    pub spec: IndexSpec,
+    /// An opaque value from the owner (the SQL crate's index generation); a dump whose
+    /// generation differs is not loaded.
+    pub generation: u64,
+    /// Ids below this were all inserted when the dump was taken.
+    pub watermark: u64,
+    pub points: usize,
+    pub graph_crc32: u32,
+    pub data_crc32: u32,
+}
+
+const DUMP_FORMAT: u32 = 1;
+const BASENAME: &str = "graph";
+
+pub struct HnswIndex {
+    spec: IndexSpec,
+    graph: Graph,
+    ids: RwLock<Ids>,
+    writer: Mutex<()>,
+}
+
+impl std::fmt::Debug for HnswIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HnswIndex").field("spec", &self.spec).field("points", &self.points()).finish()
+    }
+}
+
+fn new_graph(spec: &IndexSpec, capacity: usize) -> Graph {
+    Hnsw::new(spec.m, capacity.max(1024), 16, spec.ef_construction, GraphDistance(spec.metric))
+}
+
+impl HnswIndex {
+    pub fn new(spec: IndexSpec) -> Self {
+        Self::with_capacity(spec, 0)
+    }
+
+    /// An empty index expecting about `capacity` points.
+    pub fn with_capacity(spec: IndexSpec, capacity: usize) -> Self {
+        Self { spec, graph: new_graph(&spec, capacity), ids: RwLock::default(), writer: Mutex::new(()) }
+    }
+
+    pub fn spec(&self) -> &IndexSpec {
+        &self.spec
+    }
+
+    /// Points in the graph, tombstones included.
+    pub fn points(&self) -> usize {
+        self.ids.read().expect("ids lock").points
+    }
+
+    /// Points not deleted.
+    pub fn live(&self) -> usize {
+        let ids = self.ids.read().expect("ids lock");
+        ids.points - ids.dead_count
+    }
+
+    pub fn tombstones(&self) -> usize {
+        self.ids.read().expect("ids lock").dead_count
+    }
+
+    /// True when tombstones outnumber live points enough that a compaction pays off.
+    pub fn needs_compaction(&self) -> bool {
+        let ids = self.ids.read().expect("ids lock");
+        ids.dead_count >= 1000 && ids.dead_count > ids.points - ids.dead_count
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        let ids = self.ids.read().expect("ids lock");
+        bit(&ids.present, id) && !bit(&ids.dead, id)
+    }
+
+    /// Adds a point. The vector must have the index's dimension and be finite (the caller
+    /// validated it when the row was written). Inserting an id the graph already holds (a
+    /// reloaded dump meeting the same command again) only revives it: ids are never reused
+    /// for another vector.
+    pub fn insert(&self, id: u64, vector: &[f32]) {
+        assert_eq!(vector.len(), self.spec.dim, "vector dimension checked before insert");
+        let _w = self.writer.lock().expect("writer lock");
+        {
+            let mut ids = self.ids.write().expect("ids lock");
+            if bit(&ids.present, id) {
+                if set_bit(&mut ids.dead, id, false) {
+                    ids.dead_count -= 1;
+                }
+                return;
+            }
+        }
+        let v = self.spec.metric.prepare(vector);
+        self.graph.insert_slice((&v, id as usize));
+        let mut ids = self.ids.write().expect("ids lock");
+        set_bit(&mut ids.present, id, true);
+        ids.points += 1;
+    }
+
+    /// Marks a point deleted; searches skip it from now on.
+    pub fn delete(&self, id: u64) {
+        let mut ids = self.ids.write().expect("ids lock");
+        if bit(&ids.present, id) && !set_bit(&mut ids.dead, id, true) {
+            ids.dead_count += 1;
+        }
+    }
+
+    /// The `k` nearest live points that `accept` lets through, nearest first, exploring
+    /// `ef` candidates (at least `k`). `accept` is called at most once per point.
+    pub fn search(&self, query: &[f32], k: usize, ef: usize, accept: Option<&dyn Fn(u64) -> bool>) -> Vec<Hit> {
+        if k == 0 || self.points() == 0 {
+            return Vec::new();
+        }
+        let q = self.spec.metric.prepare(query);
+        // hnsw_rs needs ef >= 2 with a filter (a filtered result list must keep one point).
+        let ef = ef.max(k).max(2);
+        let has_dead = self.tombstones() > 0;
+        let hits = if accept.is_none() && !has_dead {
+            self.graph.search(&q, k, ef)
+        } else {
+            // hnsw_rs may ask about the same point many times; answer each once.
+            let memo: std::cell::RefCell<std::collections::HashMap<u64, bool>> = Default::default();
+            let filter = |id: &usize| -> bool {
+                let id = *id as u64;
+                if let Some(&ok) = memo.borrow().get(&id) {
+                    return ok;
+                }
+                let ok = {
+                    let ids = self.ids.read().expect("ids lock");
+                    !bit(&ids.dead, id)
+                } && accept.is_none_or(|f| f(id));
+                memo.borrow_mut().insert(id, ok);
+                ok
+            };
+            self.graph.search_filter(&q, k, ef, Some(&filter))
+        };
+        hits.into_iter().map(|n| Hit { id: n.d_id as u64, graph_distance: n.distance }).collect()
+    }
+
+    /// Calls `f` with the id and (prepared) vector of every live point.
+    pub fn for_each_live(&self, f: &mut dyn FnMut(u64, &[f32])) {
+        let ids = self.ids.read().expect("ids lock");
+        for p in self.graph.get_point_indexation() {
+            let id = p.get_origin_id() as u64;
+            if !bit(&ids.dead, id) {
+                f(id, p.get_v());
+            }
+        }
+    }
+
+    /// A new index holding only the live points (tombstones dropped). Inserts and deletes
+    /// that happen meanwhile are carried over before it is returned: the caller swaps it in
+    /// while holding whatever keeps new inserts away from this index.
+    pub fn compacted(&self) -> HnswIndex {
+        let mut points: Vec<(u64, Vec<f32>)> = Vec::with_capacity(self.live());
+        self.for_each_live(&mut |id, v| points.push((id, v.to_vec())));
+        points.sort_by_key(|(id, _)| *id);
+        let fresh = HnswIndex::with_capacity(self.spec, points.len());
+        fresh.insert_prepared(&points);
+        // Catch up with what changed while building.
+        let _w = self.writer.lock().expect("writer lock");
+        let mut extra = Vec::new();
+        self.for_each_live(&mut |id, v| {
+            if !fresh.contains(id) {
+                extra.push((id, v.to_vec()));
+            }
+        });
+        fresh.insert_prepared(&extra);
+        for (id, _) in &points {
+            if !self.contains(*id) {
+                fresh.delete(*id);
+            }
+        }
+        fresh
+    }
+
+    fn insert_prepared(&self, points: &[(u64, Vec<f32>)]) {
+        // Prepared vectors are already normalised; normalising again is a no-op for cosine.
+        for (id, v) in points {
+            self.insert(*id, v);
+        }
+    }
+
+    /// Writes the graph to `dir` (replaced atomically: written beside it, then renamed).
+    /// Blocks inserts while it runs.
+    pub fn dump(&self, dir: &Path, generation: u64, watermark: u64) -> Result<DumpManifest> {
+        let _w = self.writer.lock().expect("writer lock");
+        let parent = dir.parent().ok_or_else(|| VectorError::InvalidParameter("dump dir has no parent".into()))?;
+        std::fs::create_dir_all(parent)?;
+        let tmp = dir.with_extension("tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        let points = self.points();
+        if points > 0 {
+            self.graph.file_dump(&tmp, BASENAME).map_err(|e| VectorError::Corrupt(format!("dump failed: {e}")))?;
+        }
+        let crc = |name: &str| -> Result<u32> {
+            let p = tmp.join(format!("{BASENAME}.hnsw.{name}"));
+            if !p.exists() {
+                return Ok(0);
+            }
+            let f = std::fs::File::open(&p)?;
+            f.sync_all()?;
+            Ok(crc32(&std::fs::read(&p)?))
+        };
+        let manifest = DumpManifest {
+            format: DUMP_FORMAT,
+            spec: self.spec,
+            generation,
+            watermark,
+            points,
+            graph_crc32: crc("graph")?,
+            data_crc32: crc("data")?,
+        };
+        let m = serde_json::to_vec_pretty(&manifest).map_err(|e| VectorError::Corrupt(e.to_string()))?;
+        write_synced(&tmp.join("manifest.json"), &m)?;
+        let old = dir.with_extension("old");
+        let _ = std::fs::remove_dir_all(&old);
+        if dir.exists() {
+            std::fs::rename(dir, &old)?;
+        }
+        std::fs::rename(&tmp, dir)?;
+        let _ = std::fs::remove_dir_all(&old);
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+        Ok(manifest)
+    }
+
+    /// Reads a dump written by [`Self::dump`]. `None` when there is none; an error when it
+    /// is damaged or does not match `spec`/`generation` (the caller rebuilds instead).
+    pub fn load(dir: &Path, spec: &IndexSpec, generation: u64) -> Result<Option<(HnswIndex, DumpManifest)>> {
+        let mpath = dir.join("manifest.json");
+        if !mpath.exists() {
+            return Ok(None);
+        }
+        let manifest: DumpManifest = serde_json::from_slice(&std::fs::read(&mpath)?)
+            .map_err(|e| VectorError::Corrupt(format!("manifest: {e}")))?;
+        if manifest.format != DUMP_FORMAT || manifest.spec != *spec || manifest.generation != generation {
+            return Err(VectorError::Corrupt("the dump is of another index or generation".into()));
+        }
+        if manifest.points == 0 {
+            return Ok(Some((HnswIndex::new(*spec), manifest)));
+        }
+        for (name, want) in [("graph", manifest.graph_crc32), ("data", manifest.data_crc32)] {
+            let bytes = std::fs::read(dir.join(format!("{BASENAME}.hnsw.{name}")))?;
+            if crc32(&bytes) != want {
+                return Err(VectorError::Corrupt(format!("checksum mismatch in {name} file")));
+            }
+        }
+        // hnsw_rs ties the graph's lifetime to its loader; the loader is a few paths and
+        // options, kept for the life of the process (one per load).
+        let io: &'static HnswIo = Box::leak(Box::new(HnswIo::new(dir, BASENAME)));
+        let graph = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            io.load_hnsw_with_dist::<f32, GraphDistance>(GraphDistance(spec.metric))
+        }))
+        .map_err(|_| VectorError::Corrupt("the graph file could not be read".into()))?
+        .map_err(|e| VectorError::Corrupt(e.to_string()))?;
+        let mut ids = Ids::default();
+        for p in graph.get_point_indexation() {
+            set_bit(&mut ids.present, p.get_origin_id() as u64, true);
+            ids.points += 1;
+        }
+        if ids.points != manifest.points {
+            return Err(VectorError::Corrupt(format!(
+                "{} points in the graph, {} in the manifest",
+                ids.points, manifest.points
+            )));
+        }
+        Ok(Some((HnswIndex { spec: *spec, graph, ids: RwLock::new(ids), writer: Mutex::new(()) }, manifest)))
+    }
+
+    /// Ids present in the graph (tombstones included), for reconciling a loaded dump.
+    pub fn present_ids(&self) -> Vec<u64> {
+        let ids = self.ids.read().expect("ids lock");
+        let mut out = Vec::with_capacity(ids.points);
+        for (w, word) in ids.present.iter().enumerate() {
+            let mut word = *word;
+            while word != 0 {
+                let b = word.trailing_zeros() as u64;
+                out.push(w as u64 * 64 + b);
+                word &= word - 1;
+            }
+        }
+        out
+    }
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(bytes);
+    h.finalize()
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}

@@ -1,0 +1,178 @@
+//! HNSW behaviour: recall against exact search, filters, tombstones, compaction, dump/load.
+
+use quorumdb_vector::{HnswIndex, IndexSpec, Metric, TopK};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Clustered vectors that look like embeddings: points around cluster centres in a
+/// low-dimensional latent space, mapped linearly into `dim` dimensions, plus a little noise.
+fn dataset(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let latent = 16;
+    let clusters = 64;
+    let map: Vec<Vec<f32>> = (0..dim).map(|_| (0..latent).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
+    let centres: Vec<Vec<f32>> =
+        (0..clusters).map(|_| (0..latent).map(|_| rng.random_range(-3.0..3.0)).collect()).collect();
+    (0..n)
+        .map(|_| {
+            let c = &centres[rng.random_range(0..clusters)];
+            let z: Vec<f32> = c.iter().map(|x| x + rng.random_range(-1.0..1.0)).collect();
+            map.iter()
+                .map(|row| row.iter().zip(&z).map(|(a, b)| a * b).sum::<f32>() + rng.random_range(-0.05..0.05))
+                .collect()
+        })
+        .collect()
+}
+
+fn exact(data: &[Vec<f32>], q: &[f32], k: usize, metric: Metric, keep: impl Fn(u64) -> bool) -> Vec<u64> {
+    let mut top = TopK::new(k);
+    for (i, v) in data.iter().enumerate() {
+        if keep(i as u64) {
+            top.push(metric.distance(q, v), i as u64);
+        }
+    }
+    top.into_sorted().into_iter().map(|(_, id)| id).collect()
+}
+
+fn build(data: &[Vec<f32>], metric: Metric) -> HnswIndex {
+    let index = HnswIndex::with_capacity(IndexSpec::new(data[0].len(), metric), data.len());
+    for (i, v) in data.iter().enumerate() {
+        index.insert(i as u64, v);
+    }
+    index
+}
+
+fn recall(index: &HnswIndex, data: &[Vec<f32>], queries: &[Vec<f32>], ef: usize, metric: Metric) -> f64 {
+    let k = 10;
+    let mut found = 0;
+    for q in queries {
+        let truth = exact(data, q, k, metric, |_| true);
+        let got: Vec<u64> = index.search(q, k, ef, None).iter().map(|h| h.id).collect();
+        found += truth.iter().filter(|t| got.contains(t)).count();
+    }
+    found as f64 / (queries.len() * k) as f64
+}
+
+#[test]
+fn recall_at_10_is_at_least_095_at_the_default_ef() {
+    let data = dataset(20_000, 128, 1);
+    let queries = dataset(200, 128, 2);
+    let index = build(&data, Metric::L2);
+    let r = recall(&index, &data, &queries, IndexSpec::DEFAULT_EF_SEARCH, Metric::L2);
+    println!("recall@10 (L2, 20k x 128, ef={}) = {r:.4}", IndexSpec::DEFAULT_EF_SEARCH);
+    assert!(r >= 0.95, "recall@10 {r}");
+}
+
+#[test]
+fn cosine_and_inner_product_indexes_find_the_true_neighbours() {
+    let data = dataset(3_000, 32, 3);
+    let queries = dataset(50, 32, 4);
+    for metric in [Metric::Cosine, Metric::InnerProduct] {
+        let index = build(&data, metric);
+        let r = recall(&index, &data, &queries, 100, metric);
+        println!("recall@10 ({metric}, 3k x 32, ef=100) = {r:.4}");
+        assert!(r >= 0.95, "{metric}: recall@10 {r}");
+    }
+}
+
+#[test]
+fn filtered_search_returns_k_hits_that_all_pass_the_filter() {
+    let data = dataset(5_000, 32, 5);
+    let index = build(&data, Metric::L2);
+    for modulus in [2u64, 10, 50] {
+        let keep = move |id: u64| id % modulus == 0;
+        for q in dataset(20, 32, 6) {
+            let hits = index.search(&q, 10, 64, Some(&keep));
+            assert_eq!(hits.len(), 10, "modulus {modulus}");
+            assert!(hits.iter().all(|h| keep(h.id)));
+            let truth = exact(&data, &q, 10, Metric::L2, keep);
+            let found = truth.iter().filter(|t| hits.iter().any(|h| h.id == **t)).count();
+            assert!(found >= 8, "modulus {modulus}: {found}/10 of the true filtered neighbours");
+        }
+    }
+}
+
+#[test]
+fn deleted_points_never_come_back_and_compaction_keeps_the_answers() {
+    let data = dataset(4_000, 16, 7);
+    let index = build(&data, Metric::L2);
+    for id in (0..4_000u64).filter(|i| i % 3 != 0) {
+        index.delete(id);
+    }
+    assert_eq!(index.live(), 1334);
+    assert!(index.needs_compaction());
+    let queries = dataset(30, 16, 8);
+    let before: Vec<Vec<u64>> =
+        queries.iter().map(|q| index.search(q, 10, 200, None).iter().map(|h| h.id).collect()).collect();
+    for (q, got) in queries.iter().zip(&before) {
+        assert_eq!(got.len(), 10);
+        assert!(got.iter().all(|id| id % 3 == 0));
+        assert_eq!(*got, exact(&data, q, 10, Metric::L2, |id| id % 3 == 0));
+    }
+    let compact = index.compacted();
+    assert_eq!((compact.points(), compact.tombstones()), (1334, 0));
+    for (q, want) in queries.iter().zip(&before) {
+        let got: Vec<u64> = compact.search(q, 10, 200, None).iter().map(|h| h.id).collect();
+        assert_eq!(got, *want);
+    }
+    // A deleted id inserted again (a replayed command) is revived, not duplicated.
+    index.insert(1, &data[1]);
+    assert!(index.contains(1));
+    assert_eq!(index.points(), 4_000);
+}
+
+#[test]
+fn a_dump_loads_back_with_the_same_answers_and_damage_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ix");
+    let data = dataset(3_000, 24, 9);
+    let spec = IndexSpec::new(24, Metric::Cosine);
+    let index = HnswIndex::with_capacity(spec, data.len());
+    for (i, v) in data.iter().enumerate() {
+        index.insert(i as u64, v);
+    }
+    let m = index.dump(&path, 7, 3_000).unwrap();
+    assert_eq!((m.points, m.watermark, m.generation), (3_000, 3_000, 7));
+    let (loaded, manifest) = HnswIndex::load(&path, &spec, 7).unwrap().unwrap();
+    assert_eq!(manifest.watermark, 3_000);
+    assert_eq!(loaded.points(), 3_000);
+    for q in dataset(20, 24, 10) {
+        let a: Vec<u64> = index.search(&q, 10, 80, None).iter().map(|h| h.id).collect();
+        let b: Vec<u64> = loaded.search(&q, 10, 80, None).iter().map(|h| h.id).collect();
+        assert_eq!(a, b);
+    }
+    // Another generation or spec is refused; so is a damaged file.
+    assert!(HnswIndex::load(&path, &spec, 8).is_err());
+    assert!(HnswIndex::load(&path, &IndexSpec::new(24, Metric::L2), 7).is_err());
+    let graph = path.join("graph.hnsw.graph");
+    let mut bytes = std::fs::read(&graph).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&graph, bytes).unwrap();
+    assert!(HnswIndex::load(&path, &spec, 7).is_err());
+    assert!(HnswIndex::load(&dir.path().join("none"), &spec, 7).unwrap().is_none());
+}
+
+#[test]
+fn searches_run_while_points_are_inserted() {
+    let data = dataset(6_000, 32, 11);
+    let index = std::sync::Arc::new(build(&data[..1_000], Metric::L2));
+    let writer = {
+        let index = index.clone();
+        let data = data.clone();
+        std::thread::spawn(move || {
+            for (i, v) in data.iter().enumerate().skip(1_000) {
+                index.insert(i as u64, v);
+            }
+        })
+    };
+    let mut searches = 0;
+    while !writer.is_finished() {
+        let hits = index.search(&data[searches % 1_000], 5, 40, None);
+        assert!(!hits.is_empty());
+        searches += 1;
+    }
+    writer.join().unwrap();
+    assert_eq!(index.points(), 6_000);
+    assert!(searches > 0);
+}
