@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::state_machine::{Application, StateTxn};
+use crate::state_machine::{Application, StateReader, StateTxn};
 use crate::types::Command;
 
 /// Builds a log command for the application registered under `tag`.
@@ -41,6 +41,19 @@ impl Application for Router {
         match self.apps.get(tag) {
             Some(app) => app.apply(payload, txn),
             None => Err(format!("no application for command tag {tag:#04x}").into_bytes()),
+        }
+    }
+
+    fn opened(&self, state: &StateReader) -> std::io::Result<()> {
+        for app in self.apps.values() {
+            app.opened(state)?;
+        }
+        Ok(())
+    }
+
+    fn state_replaced(&self, state: &StateReader) {
+        for app in self.apps.values() {
+            app.state_replaced(state);
         }
     }
 }

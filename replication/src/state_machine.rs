@@ -53,6 +53,15 @@ pub trait Application: Send + Sync + 'static {
     /// discards them all (the command fails identically everywhere and changes nothing).
     /// Both byte strings are the application's own encoding, returned to the proposer.
     fn apply(&self, command: &[u8], txn: &mut dyn StateTxn) -> Result<Vec<u8>, Vec<u8>>;
+
+    /// The state was opened, before any command is applied: load what is kept beside it.
+    fn opened(&self, _state: &StateReader) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// The whole state was replaced (a snapshot was installed): anything kept beside it in
+    /// memory must be rebuilt from the new state.
+    fn state_replaced(&self, _state: &StateReader) {}
 }
 
 /// The state as one command sees it while it is applied: the committed state plus the writes
@@ -68,7 +77,14 @@ pub trait StateTxn {
     fn scan(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()>;
     /// The log index of the entry being applied (the same on every node).
     fn log_index(&self) -> u64;
+    /// Runs `f` once this command's writes are durable in the state and before anyone is told
+    /// it was applied (nor any later command applied); dropped if the command is rejected.
+    /// For in-memory structures kept beside the state (vector indexes).
+    fn on_commit(&mut self, f: CommitHook);
 }
+
+/// Work to run after a command's writes are committed (see [`StateTxn::on_commit`]).
+pub type CommitHook = Box<dyn FnOnce() + Send>;
 
 /// Staged writes: point writes plus range deletions that came before all of them.
 #[derive(Default)]
@@ -106,6 +122,8 @@ struct Overlay<'a> {
     batch: Staged,
     command: Staged,
     index: u64,
+    batch_hooks: Vec<CommitHook>,
+    command_hooks: Vec<CommitHook>,
 }
 
 impl StateTxn for Overlay<'_> {
@@ -164,6 +182,9 @@ impl StateTxn for Overlay<'_> {
     }
     fn log_index(&self) -> u64 {
         self.index
+    }
+    fn on_commit(&mut self, f: CommitHook) {
+        self.command_hooks.push(f);
     }
 }
 
@@ -290,6 +311,7 @@ impl StateMachineStore {
                 let _ = std::fs::remove_file(p);
             }
         }
+        app.opened(&StateReader { db: db.clone() })?;
         Ok(Self { db, app, snapshot_dir })
     }
 
@@ -397,7 +419,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: futures::Stream<Item = std::io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
     {
-        let mut overlay = Overlay { db: &self.db, batch: Staged::default(), command: Staged::default(), index: 0 };
+        let mut overlay = Overlay {
+            db: &self.db,
+            batch: Staged::default(),
+            command: Staged::default(),
+            index: 0,
+            batch_hooks: Vec::new(),
+            command_hooks: Vec::new(),
+        };
         let mut checksum: u64 = self.meta(KEY_CHECKSUM)?.unwrap_or(0);
         let mut last_applied = None;
         let mut membership = None;
@@ -413,10 +442,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         Ok(resp) => {
                             let staged = std::mem::take(&mut overlay.command);
                             overlay.batch.absorb(staged);
+                            let hooks = std::mem::take(&mut overlay.command_hooks);
+                            overlay.batch_hooks.extend(hooks);
                             CommandResult::Applied(resp)
                         }
                         Err(err) => {
                             overlay.command = Staged::default();
+                            overlay.command_hooks.clear();
                             CommandResult::Rejected(err)
                         }
                     };
@@ -457,6 +489,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         wo.set_sync(false);
         self.db.write_opt(batch, &wo).map_err(storage_err)?;
         metrics::counter!("quorumdb_applied_writes_total").increment(n_writes as u64);
+        for hook in overlay.batch_hooks {
+            hook();
+        }
         for (r, result) in responses {
             r.send(result);
         }
@@ -516,6 +551,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await
         .map_err(std::io::Error::other)??;
+        self.app.state_replaced(&self.reader());
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "installed snapshot");
         Ok(())
     }

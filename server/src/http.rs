@@ -10,6 +10,7 @@
 //! - `POST /v1/sql?consistency=…`: SQL, body `{"sql": "...", "params": [...]}`; several
 //!   `;`-separated statements are one atomic batch. Answers `{"results": [...]}`, each result
 //!   `{"columns", "rows", "tag"}` or `{"rows_affected", "tag"}`; errors carry the SQLSTATE.
+//! - `/v1/collections/...`: the Qdrant-style vector API ([`crate::collections`]).
 //! - `GET /metrics`: Prometheus.
 //!
 //! Errors are JSON `{"error": {"code", "message", "retryable"}}` with a fitting status.
@@ -26,7 +27,7 @@ use openraft::ServerState;
 use quorumdb_replication::kv::{self as kvstate, KvCommand, KvResponse};
 use quorumdb_replication::network::FaultRules;
 use quorumdb_replication::{NodeStatus, ReadInfo, Replica};
-use quorumdb_sql::Engine;
+use quorumdb_sql::{Engine, VectorIndexes};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -41,6 +42,7 @@ const FORWARDED: &str = "x-quorumdb-forwarded";
 pub struct AppState {
     pub replica: Replica,
     pub sql: Arc<Engine>,
+    pub vectors: Arc<VectorIndexes>,
 }
 
 impl FromRef<AppState> for Replica {
@@ -49,9 +51,19 @@ impl FromRef<AppState> for Replica {
     }
 }
 
-pub fn router(replica: Replica, sql: Arc<Engine>) -> Router {
+pub fn router(replica: Replica, sql: Arc<Engine>, vectors: Arc<VectorIndexes>) -> Router {
+    use crate::collections as c;
     Router::new()
         .route("/v1/sql", post(sql_post))
+        .route("/v1/collections", get(c::list))
+        .route("/v1/collections/{name}", get(c::get).put(c::create).delete(c::delete))
+        .route("/v1/collections/{name}/points", axum::routing::put(c::upsert))
+        .route("/v1/collections/{name}/points/delete", post(c::delete_points))
+        .route("/v1/collections/{name}/points/{id}", get(c::get_point))
+        .route("/v1/collections/{name}/search", post(c::search))
+        .route("/v1/collections/{name}/points/search", post(c::search))
+        .route("/v1/collections/{name}/search/batch", post(c::search_batch))
+        .route("/v1/collections/{name}/points/search/batch", post(c::search_batch))
         .route("/v1/status", get(status))
         .route("/v1/cluster/init", post(init))
         .route("/v1/cluster/join", post(join))
@@ -62,7 +74,7 @@ pub fn router(replica: Replica, sql: Arc<Engine>) -> Router {
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/v1/debug/faults", get(get_faults).put(put_faults))
         .route("/metrics", get(metrics_text))
-        .with_state(AppState { replica, sql })
+        .with_state(AppState { replica, sql, vectors })
 }
 
 /// The JSON body of a route the HTTP API does not have.
@@ -156,9 +168,9 @@ async fn snapshot(State(r): State<Replica>) -> ApiResult<Json<Value>> {
 }
 
 #[derive(Deserialize)]
-struct ReadParams {
-    consistency: Option<String>,
-    max_staleness_ms: Option<u64>,
+pub struct ReadParams {
+    pub consistency: Option<String>,
+    pub max_staleness_ms: Option<u64>,
 }
 
 async fn kv_get(State(r): State<Replica>, Path(key): Path<String>, Query(p): Query<ReadParams>) -> ApiResult<Response> {

@@ -6,6 +6,7 @@
 //! `quorumdb-replication`; this crate never touches RocksDB.
 
 pub mod cli;
+pub mod collections;
 pub mod config;
 pub mod demo;
 pub mod error;

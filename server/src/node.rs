@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use quorumdb_replication::kv::{self, KvApp};
 use quorumdb_replication::{Replica, ReplicaConfig, Router};
-use quorumdb_sql::Engine;
+use quorumdb_sql::{Engine, VectorIndexes};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -18,6 +18,7 @@ use crate::error::ServerError;
 pub struct Node {
     pub replica: Replica,
     pub sql: Arc<Engine>,
+    pub vectors: Arc<VectorIndexes>,
     /// The address the node actually listens on (resolves a port 0).
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
@@ -40,16 +41,17 @@ impl Node {
         rc.election_timeout_ms = (config.election_timeout_ms, config.election_timeout_ms * 2);
         rc.snapshot_every = config.snapshot_every;
         rc.keep_logs = config.snapshot_every / 5;
+        let vectors = VectorIndexes::new(Some(quorumdb_sql::vectors::dump_dir(&config.data_dir)));
         let apps = Router::new()
             .with(kv::TAG, Arc::new(KvApp))
-            .with(quorumdb_sql::TAG, Arc::new(crate::sql::SqlApplication::default()));
+            .with(quorumdb_sql::TAG, Arc::new(crate::sql::SqlApplication::new(vectors.clone())));
         let replica = Replica::open(rc, Arc::new(apps)).await?;
-        let sql = Arc::new(Engine::new(Arc::new(crate::sql::StateRead(replica.reader().clone()))));
+        let sql = Arc::new(Engine::new(Arc::new(crate::sql::StateRead(replica.reader().clone())), vectors.clone()));
 
         let (stop, mut stopped) = watch::channel(false);
         let router = crate::grpc::routes(replica.clone())
             .into_axum_router()
-            .merge(crate::http::router(replica.clone(), sql.clone()))
+            .merge(crate::http::router(replica.clone(), sql.clone(), vectors.clone()))
             .fallback(crate::http::not_found);
         let server = tokio::spawn(async move {
             let shutdown = async move {
@@ -68,7 +70,7 @@ impl Node {
             let (id, me) = (config.id, advertise.clone());
             tokio::spawn(join_until_done(seed, id, me))
         });
-        Ok(Self { replica, sql, addr, stop, server, joiner })
+        Ok(Self { replica, sql, vectors, addr, stop, server, joiner })
     }
 
     /// Stops serving and shuts Raft down; the data stays for a restart.
@@ -80,6 +82,9 @@ impl Node {
         // Let in-flight requests finish, but do not wait forever for idle keep-alive clients.
         let _ = tokio::time::timeout(Duration::from_secs(2), self.server).await;
         self.replica.shutdown().await;
+        // The next start loads the graphs instead of rebuilding them.
+        let vectors = self.vectors.clone();
+        let _ = tokio::task::spawn_blocking(move || vectors.dump_all()).await;
     }
 }
 

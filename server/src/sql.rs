@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, TimeUnit}
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use quorumdb_replication::{Application, CommandResult, Consistency, ReadInfo, Replica, StateReader, StateTxn, tagged};
 use quorumdb_sql::types::arrow_sql_name;
-use quorumdb_sql::{Backend, Engine, KvRead, KvTxn, SqlApp, SqlError, StatementResult};
+use quorumdb_sql::{Backend, Engine, KvRead, KvTxn, SqlApp, SqlError, StatementResult, VectorIndexes};
 use serde_json::{Value, json};
 
 use crate::error::ServerError;
@@ -47,15 +47,34 @@ impl KvTxn for Txn<'_> {
     fn log_index(&self) -> u64 {
         self.0.log_index()
     }
+    fn on_commit(&mut self, f: Box<dyn FnOnce() + Send>) {
+        self.0.on_commit(f)
+    }
 }
 
-/// SQL commands on the replicated state machine.
-#[derive(Debug, Default)]
+/// SQL commands on the replicated state machine, and the vector indexes beside it.
+#[derive(Debug)]
 pub struct SqlApplication(SqlApp);
+
+impl SqlApplication {
+    pub fn new(vectors: Arc<VectorIndexes>) -> Self {
+        Self(SqlApp::new(vectors))
+    }
+}
 
 impl Application for SqlApplication {
     fn apply(&self, command: &[u8], txn: &mut dyn StateTxn) -> Result<Vec<u8>, Vec<u8>> {
         self.0.apply(command, &mut Txn(txn))
+    }
+
+    fn opened(&self, state: &StateReader) -> std::io::Result<()> {
+        self.0.vectors().open(&StateRead(state.clone())).map_err(std::io::Error::other)
+    }
+
+    fn state_replaced(&self, state: &StateReader) {
+        if let Err(e) = self.0.vectors().reset(&StateRead(state.clone())) {
+            tracing::error!(error = %e, "could not reload vector indexes after installing a snapshot");
+        }
     }
 }
 
@@ -182,6 +201,17 @@ fn column_json(a: &dyn Array) -> Result<Vec<Value>, ServerError> {
             let f = fmt(a, &opts)?;
             for i in 0..n {
                 out.push(if a.is_null(i) { Value::Null } else { json!(format!("\\x{}", f.value(i))) });
+            }
+        }
+        DataType::FixedSizeList(f, _) if f.data_type() == &DataType::Float32 => {
+            // pgvector's text form.
+            let l = a.as_fixed_size_list();
+            for i in 0..n {
+                out.push(if l.is_null(i) {
+                    Value::Null
+                } else {
+                    json!(quorumdb_vector::metric::format(l.value(i).as_primitive::<Float32Type>().values()))
+                });
             }
         }
         DataType::FixedSizeList(_, _) | DataType::List(_) => {

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
+use quorumdb_vector::Metric;
+
 use crate::codec;
 use crate::error::{Result, SqlError};
 use crate::store::KvRead;
@@ -38,6 +40,24 @@ pub struct IndexDef {
     /// Physical column positions.
     pub columns: Vec<usize>,
     pub unique: bool,
+    #[serde(default)]
+    pub kind: IndexKind,
+}
+
+/// How an index is organised.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IndexKind {
+    /// Ordered entries in the key-value state.
+    #[default]
+    BTree,
+    /// An HNSW graph over one VECTOR column, in memory beside the state.
+    Hnsw { metric: Metric, m: usize, ef_construction: usize },
+}
+
+impl IndexDef {
+    pub fn is_btree(&self) -> bool {
+        self.kind == IndexKind::BTree
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

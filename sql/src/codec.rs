@@ -6,6 +6,9 @@
 //! - `q/t/<table id>/r/<key>` — a row, `<key>` the encoded primary key (or hidden row id);
 //! - `q/t/<table id>/i/<index id>/<indexed values>[<key>]` — an index entry; unique indexes
 //!   without NULLs store the row key as the value, others append it to the entry key;
+//! - for an HNSW index, under its index prefix: `d<point id>` → row key and `p<row key>` → point
+//!   id (the graph's points, one per row version), `n` the next point id and `g` the index's
+//!   generation (the log index that created or last emptied it);
 //! - `q/t/<table id>/v` — the log index of the last write to the table (for conflict checks);
 //! - `q/t/<table id>/s` — the last hidden row id handed out.
 
@@ -51,6 +54,42 @@ pub fn index_prefix(table: u32, index: u32) -> Vec<u8> {
     k.extend_from_slice(&index.to_be_bytes());
     k.push(b'/');
     k
+}
+
+fn index_key(table: u32, index: u32, tag: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = index_prefix(table, index);
+    k.push(tag);
+    k.extend_from_slice(rest);
+    k
+}
+
+/// HNSW point id → row key.
+pub fn vector_point_key(table: u32, index: u32, point: u64) -> Vec<u8> {
+    index_key(table, index, b'd', &point.to_be_bytes())
+}
+
+/// The range of all of an HNSW index's `point → row key` entries.
+pub fn vector_points_range(table: u32, index: u32) -> (Vec<u8>, Vec<u8>) {
+    let p = index_key(table, index, b'd', &[]);
+    let end = prefix_end(&p);
+    (p, end)
+}
+
+/// Row key → HNSW point id.
+pub fn vector_row_key(table: u32, index: u32, row_key: &[u8]) -> Vec<u8> {
+    index_key(table, index, b'p', row_key)
+}
+
+pub fn vector_next_key(table: u32, index: u32) -> Vec<u8> {
+    index_key(table, index, b'n', &[])
+}
+
+pub fn vector_generation_key(table: u32, index: u32) -> Vec<u8> {
+    index_key(table, index, b'g', &[])
+}
+
+pub fn decode_u64(bytes: &[u8]) -> Result<u64> {
+    Ok(u64::from_be_bytes(bytes.try_into().map_err(|_| SqlError::Storage("bad u64 value".into()))?))
 }
 
 pub fn table_version_key(table: u32) -> Vec<u8> {

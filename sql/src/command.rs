@@ -8,6 +8,7 @@
 //! any violation. The outcome depends only on the command and the state, so replicas agree.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,7 @@ use crate::codec;
 use crate::error::{Rejection, Result, SqlError};
 use crate::store::KvTxn;
 use crate::types::Value;
+use crate::vectors::{Change, VectorIndexes, VectorOp, spec_of};
 
 /// The tag of SQL commands on the shared state machine.
 pub const TAG: u8 = b's';
@@ -101,17 +103,35 @@ pub struct SqlResponse {
     pub affected: Vec<u64>,
 }
 
-/// The SQL application: applies [`SqlCommand`]s to a [`KvTxn`].
-#[derive(Debug, Default)]
-pub struct SqlApp;
+/// The SQL application: applies [`SqlCommand`]s to a [`KvTxn`] and keeps the node's vector
+/// indexes in step (after each command commits).
+#[derive(Debug)]
+pub struct SqlApp {
+    vectors: Arc<VectorIndexes>,
+}
 
 impl SqlApp {
+    pub fn new(vectors: Arc<VectorIndexes>) -> Self {
+        Self { vectors }
+    }
+
+    pub fn vectors(&self) -> &Arc<VectorIndexes> {
+        &self.vectors
+    }
+
     /// Applies one encoded command; `Err` carries an encoded [`Rejection`].
     pub fn apply(&self, bytes: &[u8], txn: &mut dyn KvTxn) -> Result<Vec<u8>, Vec<u8>> {
         let reject = |e: SqlError| rmp_serde::to_vec_named(&Rejection::from(&e)).expect("rejections encode");
         let cmd = SqlCommand::decode(bytes).map_err(reject)?;
-        match apply_command(&cmd, txn) {
-            Ok(resp) => Ok(rmp_serde::to_vec(&resp).expect("responses encode")),
+        let mut vops = Vec::new();
+        match apply_command(&cmd, txn, &mut vops) {
+            Ok(resp) => {
+                if !vops.is_empty() {
+                    let vectors = self.vectors.clone();
+                    txn.on_commit(Box::new(move || vectors.apply(vops)));
+                }
+                Ok(rmp_serde::to_vec(&resp).expect("responses encode"))
+            }
             Err(e) => Err(reject(e)),
         }
     }
@@ -148,7 +168,7 @@ fn conflict(what: String) -> SqlError {
     SqlError::SerializationFailure(what)
 }
 
-fn apply_command(cmd: &SqlCommand, txn: &mut dyn KvTxn) -> Result<SqlResponse> {
+fn apply_command(cmd: &SqlCommand, txn: &mut dyn KvTxn, vops: &mut Vec<VectorOp>) -> Result<SqlResponse> {
     let mut catalog = load_catalog(txn)?;
     if catalog.version != cmd.catalog_version {
         return Err(conflict("the catalog changed since the statement was planned".into()));
@@ -174,7 +194,11 @@ fn apply_command(cmd: &SqlCommand, txn: &mut dyn KvTxn) -> Result<SqlResponse> {
                 ddl = true;
             }
             Step::DropTable { id } => {
-                let name = table_by_id(&catalog, *id)?.name.clone();
+                let def = table_by_id(&catalog, *id)?;
+                let name = def.name.clone();
+                for ix in def.indexes.iter().filter(|ix| !ix.is_btree()) {
+                    vops.push(VectorOp::Drop { table: *id, index: ix.id });
+                }
                 catalog.tables.remove(&name);
                 let (start, end) = codec::table_range(*id);
                 txn.delete_range(&start, &end);
@@ -187,7 +211,14 @@ fn apply_command(cmd: &SqlCommand, txn: &mut dyn KvTxn) -> Result<SqlResponse> {
             }
             Step::CreateIndex { table, index } => {
                 let mut def = table_by_id(&catalog, *table)?.clone();
-                build_index(&def, index, txn)?;
+                match spec_of(&def, index) {
+                    Some(spec) => {
+                        let points = build_vector_index(&def, index, txn)?;
+                        let generation = txn.log_index();
+                        vops.push(VectorOp::Create { table: *table, index: index.id, spec, generation, points });
+                    }
+                    None => build_index(&def, index, txn)?,
+                }
                 def.next_index_id = def.next_index_id.max(index.id + 1);
                 def.indexes.push(index.clone());
                 catalog.tables.insert(def.name.clone(), def);
@@ -195,6 +226,9 @@ fn apply_command(cmd: &SqlCommand, txn: &mut dyn KvTxn) -> Result<SqlResponse> {
             }
             Step::DropIndex { table, index } => {
                 let mut def = table_by_id(&catalog, *table)?.clone();
+                if def.indexes.iter().any(|i| i.id == *index && !i.is_btree()) {
+                    vops.push(VectorOp::Drop { table: *table, index: *index });
+                }
                 def.indexes.retain(|i| i.id != *index);
                 let start = codec::index_prefix(*table, *index);
                 txn.delete_range(&start, &codec::prefix_end(&start));
@@ -202,9 +236,16 @@ fn apply_command(cmd: &SqlCommand, txn: &mut dyn KvTxn) -> Result<SqlResponse> {
                 ddl = true;
             }
             Step::Truncate { id } => {
-                table_by_id(&catalog, *id)?;
+                let def = table_by_id(&catalog, *id)?;
                 for p in [codec::rows_prefix(*id), codec::indexes_prefix(*id)] {
                     txn.delete_range(&p, &codec::prefix_end(&p));
+                }
+                for ix in &def.indexes {
+                    if let Some(spec) = spec_of(def, ix) {
+                        let generation = txn.log_index();
+                        txn.put(&codec::vector_generation_key(*id, ix.id), &generation.to_be_bytes());
+                        vops.push(VectorOp::Create { table: *id, index: ix.id, spec, generation, points: Vec::new() });
+                    }
                 }
                 written.insert(*id);
             }
@@ -216,7 +257,7 @@ fn apply_command(cmd: &SqlCommand, txn: &mut dyn KvTxn) -> Result<SqlResponse> {
                         return Err(conflict(format!("a row of {} changed since the statement read it", def.name)));
                     }
                 }
-                affected = apply_writes(def, ops, txn)?;
+                affected = apply_writes(def, ops, txn, vops)?;
                 written.insert(*table);
             }
         }
@@ -260,8 +301,9 @@ fn unique_violation(index: &IndexDef) -> SqlError {
 /// Applies one statement's row operations: first every removal (deleted rows and the old
 /// index entries of updated rows), then every addition, so that uniqueness is checked on the
 /// statement's result rather than row by row.
-fn apply_writes(def: &TableDef, ops: &[RowOp], txn: &mut dyn KvTxn) -> Result<u64> {
+fn apply_writes(def: &TableDef, ops: &[RowOp], txn: &mut dyn KvTxn, vops: &mut Vec<VectorOp>) -> Result<u64> {
     let rows = RowDecoder::new(def);
+    let mut changes: BTreeMap<u32, Vec<Change>> = BTreeMap::new();
     let mut additions: Vec<(Vec<u8>, &[u8])> = Vec::new();
     for op in ops {
         let (RowOp::Delete { key } | RowOp::Update { key, .. }) = op else { continue };
@@ -271,6 +313,16 @@ fn apply_writes(def: &TableDef, ops: &[RowOp], txn: &mut dyn KvTxn) -> Result<u6
         };
         let old = rows.decode(&old)?;
         for ix in &def.indexes {
+            if !ix.is_btree() {
+                let pk = codec::vector_row_key(def.id, ix.id, key);
+                if let Some(b) = txn.get(&pk)? {
+                    let point = codec::decode_u64(&b)?;
+                    txn.delete(&pk);
+                    txn.delete(&codec::vector_point_key(def.id, ix.id, point));
+                    changes.entry(ix.id).or_default().push(Change::Delete(point));
+                }
+                continue;
+            }
             let (k, _) = def.index_entry(ix, &old, key)?;
             txn.delete(&k);
         }
@@ -308,6 +360,13 @@ fn apply_writes(def: &TableDef, ops: &[RowOp], txn: &mut dyn KvTxn) -> Result<u6
             }
         }
         for ix in &def.indexes {
+            if !ix.is_btree() {
+                if let Value::Vector(v) = &values[ix.columns[0]] {
+                    let point = add_vector_point(def.id, ix.id, key, txn)?;
+                    changes.entry(ix.id).or_default().push(Change::Insert(point, v.clone()));
+                }
+                continue;
+            }
             let (k, v) = def.index_entry(ix, &values, key)?;
             if !v.is_empty() && txn.get(&k)?.is_some_and(|owner| owner != *key) {
                 return Err(unique_violation(ix));
@@ -316,7 +375,55 @@ fn apply_writes(def: &TableDef, ops: &[RowOp], txn: &mut dyn KvTxn) -> Result<u6
         }
         txn.put(&codec::row_key(def.id, key), row);
     }
+    for (index, changes) in changes {
+        vops.push(VectorOp::Changes { table: def.id, index, changes });
+    }
     Ok(ops.len() as u64)
+}
+
+/// Gives a row version a new point id in an HNSW index and records the mapping both ways.
+fn add_vector_point(table: u32, index: u32, row_key: &[u8], txn: &mut dyn KvTxn) -> Result<u64> {
+    let nk = codec::vector_next_key(table, index);
+    let point = match txn.get(&nk)? {
+        Some(b) => codec::decode_u64(&b)?,
+        None => 0,
+    };
+    txn.put(&nk, &(point + 1).to_be_bytes());
+    txn.put(&codec::vector_point_key(table, index, point), row_key);
+    txn.put(&codec::vector_row_key(table, index, row_key), &point.to_be_bytes());
+    Ok(point)
+}
+
+/// Registers every existing row with a vector in a new HNSW index (points in key order) and
+/// returns the points for the graph build.
+fn build_vector_index(def: &TableDef, index: &IndexDef, txn: &mut dyn KvTxn) -> Result<Vec<(u64, Vec<f32>)>> {
+    let prefix = codec::rows_prefix(def.id);
+    let rows = RowDecoder::new(def);
+    let column = index.columns[0];
+    let mut found = Vec::new();
+    let mut err = None;
+    txn.scan(&prefix, &codec::prefix_end(&prefix), &mut |k, v| match rows.decode(v) {
+        Ok(mut row) => {
+            if let Value::Vector(vec) = std::mem::replace(&mut row[column], Value::Null) {
+                found.push((k[prefix.len()..].to_vec(), vec));
+            }
+            true
+        }
+        Err(e) => {
+            err = Some(e);
+            false
+        }
+    })?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    txn.put(&codec::vector_generation_key(def.id, index.id), &txn.log_index().to_be_bytes());
+    let mut points = Vec::with_capacity(found.len());
+    for (key, vec) in found {
+        let point = add_vector_point(def.id, index.id, &key, txn)?;
+        points.push((point, vec));
+    }
+    Ok(points)
 }
 
 fn next_row_id(def: &TableDef, txn: &mut dyn KvTxn) -> Result<Vec<u8>> {

@@ -19,10 +19,12 @@ use crate::catalog::Catalog;
 use crate::codec;
 use crate::command::{self, SqlCommand};
 use crate::error::{Result, SqlError};
+use crate::knn::{self, SearchSettings, VectorSearchRule};
 use crate::planner::{Planner, StatementResult, ident, object_name, point_keys, run_query, session};
 use crate::provider::{CatalogSource, StateView};
 use crate::store::SharedRead;
 use crate::types::build_array;
+use crate::vectors::VectorIndexes;
 
 /// How many times a write batch is planned again after a conflict before giving up.
 const MAX_ATTEMPTS: usize = 30;
@@ -45,6 +47,12 @@ pub struct Parsed {
     pub statements: Vec<Statement>,
     /// Every statement only reads.
     pub read_only: bool,
+}
+
+/// Settings of one session (a pgwire connection, or one HTTP request), changed with `SET`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Session {
+    pub search: SearchSettings,
 }
 
 pub struct Engine {
@@ -89,6 +97,7 @@ fn is_read_only(s: &Statement) -> bool {
             | Statement::ShowTables { .. }
             | Statement::ShowColumns { .. }
             | Statement::ShowVariable { .. }
+            | Statement::Set(_)
             | Statement::StartTransaction { .. }
             | Statement::Commit { .. }
             | Statement::Rollback { .. }
@@ -126,14 +135,33 @@ fn bind(statements: &mut [Statement], params: &[serde_json::Value]) -> Result<()
     Ok(())
 }
 
+/// `SET`/`SHOW` of a session setting: the setting's name and, for SET, its value.
+fn session_setting(s: &Statement) -> Option<(String, Option<&Expr>)> {
+    match s {
+        Statement::Set(ast::Set::SingleAssignment { variable, values, .. }) => {
+            Some((variable.to_string().to_lowercase(), values.first()))
+        }
+        Statement::ShowVariable { variable } => {
+            Some((variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join("."), None))
+        }
+        _ => None,
+    }
+}
+
 impl Engine {
-    pub fn new(read: SharedRead) -> Self {
+    pub fn new(read: SharedRead, vectors: Arc<VectorIndexes>) -> Self {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema("quorumdb", "public")
             .with_information_schema(true)
-            .with_create_default_catalog_and_schema(false);
+            .with_create_default_catalog_and_schema(false)
+            .with_extension(vectors)
+            .with_extension(Arc::new(SearchSettings::default()));
         config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
-        let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_optimizer_rule(Arc::new(VectorSearchRule))
+            .build();
         let catalog = Arc::new(CatalogCache {
             read: read.clone(),
             cached: Mutex::new((Vec::new(), Arc::new(Catalog::default()))),
@@ -158,16 +186,32 @@ impl Engine {
             return Err(SqlError::Syntax("empty query".into()));
         }
         bind(&mut statements, params)?;
+        for s in statements.iter_mut() {
+            knn::rewrite_operators(s);
+        }
         let read_only = statements.iter().all(is_read_only);
         Ok(Parsed { statements, read_only })
     }
 
-    /// Runs a parsed request: reads directly, writes as one atomic command.
+    /// Runs a parsed request in a fresh session: reads directly, writes as one atomic command.
     pub async fn execute(&self, parsed: Parsed, backend: &dyn Backend) -> Result<Vec<StatementResult>> {
+        self.execute_in(parsed, backend, &mut Session::default()).await
+    }
+
+    /// Runs a parsed request in `session` (whose settings `SET` changes).
+    pub async fn execute_in(
+        &self,
+        parsed: Parsed,
+        backend: &dyn Backend,
+        session: &mut Session,
+    ) -> Result<Vec<StatementResult>> {
         if parsed.read_only {
             let mut out = Vec::with_capacity(parsed.statements.len());
             for s in parsed.statements {
-                out.push(self.query(s).await?);
+                out.push(match self.session_statement(&s, session)? {
+                    Some(r) => r,
+                    None => self.query_in(s, session).await?,
+                });
             }
             return Ok(out);
         }
@@ -179,7 +223,7 @@ impl Engine {
             if let Err(e) = backend.catch_up(attempt > 0).await {
                 tracing::debug!(error = %e, "could not catch up before planning a write; planning on local state");
             }
-            match self.execute_once(&parsed.statements, backend).await {
+            match self.execute_once(&parsed.statements, backend, session).await {
                 Err(SqlError::SerializationFailure(why)) => {
                     tracing::debug!(attempt, %why, "write batch conflicted; planning again");
                     metrics::counter!("quorumdb_sql_conflicts_total").increment(1);
@@ -192,7 +236,12 @@ impl Engine {
         Err(SqlError::SerializationFailure(format!("still conflicting after {MAX_ATTEMPTS} attempts")))
     }
 
-    async fn execute_once(&self, statements: &[Statement], backend: &dyn Backend) -> Result<Vec<StatementResult>> {
+    async fn execute_once(
+        &self,
+        statements: &[Statement],
+        backend: &dyn Backend,
+        session: &mut Session,
+    ) -> Result<Vec<StatementResult>> {
         let mut planner =
             Planner::new(&self.state, Some((&self.query_ctx, &self.dml_ctx)), self.read.clone(), self.catalog()?);
         let mut results = Vec::with_capacity(statements.len());
@@ -205,7 +254,10 @@ impl Engine {
                     rolled_back = true;
                     StatementResult::Done { tag: "ROLLBACK".into(), rows_affected: 0 }
                 }
-                s => planner.plan(s.clone()).await?,
+                s => match self.session_statement(s, session)? {
+                    Some(r) => r,
+                    None => planner.plan(s.clone()).await?,
+                },
             };
             results.push(r);
         }
@@ -226,8 +278,48 @@ impl Engine {
         }
     }
 
+    /// `SET`/`SHOW` of our session settings; `None` for any other statement.
+    fn session_statement(&self, s: &Statement, session: &mut Session) -> Result<Option<StatementResult>> {
+        let Some((name, value)) = session_setting(s) else { return Ok(None) };
+        if name != "hnsw.ef_search" {
+            return match s {
+                Statement::Set(_) => Err(SqlError::Unsupported(format!("setting {name}"))),
+                _ => Ok(None),
+            };
+        }
+        match value {
+            Some(v) => {
+                let text = crate::values::literal_text(v).flatten().unwrap_or_else(|| v.to_string());
+                let n: usize =
+                    text.trim().parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+                        SqlError::InvalidParameter(format!("hnsw.ef_search must be 1..1000, not {text}"))
+                    })?;
+                session.search.ef_search = n;
+                Ok(Some(StatementResult::done("SET")))
+            }
+            None => {
+                let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+                    datafusion::arrow::datatypes::Field::new(
+                        "hnsw.ef_search",
+                        datafusion::arrow::datatypes::DataType::Utf8,
+                        false,
+                    ),
+                ]));
+                let col =
+                    Arc::new(datafusion::arrow::array::StringArray::from(vec![session.search.ef_search.to_string()]));
+                let batch = RecordBatch::try_new(schema.clone(), vec![col])?;
+                Ok(Some(StatementResult::Rows { schema, batches: vec![batch], tag: "SHOW".into() }))
+            }
+        }
+    }
+
     /// Answers one read-only statement from the local state.
     pub async fn query(&self, stmt: Statement) -> Result<StatementResult> {
+        self.query_in(stmt, &Session::default()).await
+    }
+
+    /// Answers one read-only statement from the local state, with `session`'s settings.
+    pub async fn query_in(&self, stmt: Statement, session: &Session) -> Result<StatementResult> {
         match &stmt {
             Statement::StartTransaction { .. } => {
                 return Ok(StatementResult::Done { tag: "BEGIN".into(), rows_affected: 0 });
@@ -244,7 +336,13 @@ impl Engine {
             return Ok(r);
         }
         let explain = matches!(stmt, Statement::Explain { .. });
-        let (schema, batches) = run_query(&self.query_ctx, stmt).await?;
+        let (schema, batches) = if session.search.ef_search == SearchSettings::default().ef_search {
+            run_query(&self.query_ctx, stmt).await?
+        } else {
+            let mut state = self.query_ctx.state();
+            state.config_mut().set_extension(Arc::new(session.search));
+            run_query(&SessionContext::new_with_state(state), stmt).await?
+        };
         let n: usize = batches.iter().map(|b| b.num_rows()).sum();
         let tag = if explain { "EXPLAIN".to_string() } else { format!("SELECT {n}") };
         Ok(StatementResult::Rows { schema, batches, tag })

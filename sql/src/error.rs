@@ -55,14 +55,19 @@ pub enum SqlError {
     Backend(Box<dyn std::error::Error + Send + Sync>),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A vector that does not fit (dimension, NaN) or a bad vector index parameter.
+    #[error("{0}")]
+    DataException(String),
+    #[error("{0}")]
+    InvalidParameter(String),
     /// Apply rejected the command (on every node) with this SQLSTATE.
     #[error("{message}")]
     Rejected { code: &'static str, message: String },
 }
 
 /// The SQLSTATEs apply can reject a command with.
-const APPLY_CODES: [&str; 10] =
-    ["23505", "23502", "42P01", "42P07", "42P16", "22P02", "22001", "22003", "58030", "XX000"];
+const APPLY_CODES: [&str; 12] =
+    ["23505", "23502", "42P01", "42P07", "42P16", "22P02", "22001", "22003", "22000", "22023", "58030", "XX000"];
 
 impl SqlError {
     /// The PostgreSQL SQLSTATE for this error.
@@ -87,6 +92,8 @@ impl SqlError {
             Self::Storage(_) => "58030",
             Self::Backend(_) => "08006",
             Self::Internal(_) => "XX000",
+            Self::DataException(_) => "22000",
+            Self::InvalidParameter(_) => "22023",
             Self::Rejected { code, .. } => code,
         }
     }
@@ -122,6 +129,19 @@ impl From<&SqlError> for Rejection {
 impl From<std::io::Error> for SqlError {
     fn from(e: std::io::Error) -> Self {
         Self::Storage(e.to_string())
+    }
+}
+
+impl From<quorumdb_vector::VectorError> for SqlError {
+    fn from(e: quorumdb_vector::VectorError) -> Self {
+        use quorumdb_vector::VectorError as V;
+        match e {
+            V::Dimension { .. } | V::NotFinite => Self::DataException(e.to_string()),
+            V::Syntax(_) => Self::InvalidValue(e.to_string()),
+            V::InvalidParameter(m) => Self::InvalidParameter(m),
+            V::Io(e) => Self::Storage(e.to_string()),
+            V::Corrupt(m) => Self::Internal(m),
+        }
     }
 }
 

@@ -11,17 +11,24 @@ use crate::command::SqlApp;
 use crate::engine::Backend;
 use crate::error::Result;
 use crate::store::{KvRead, KvTxn};
+use crate::vectors::VectorIndexes;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryState {
     data: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
     /// Serializes apply and numbers the commands like log indexes.
     index: Mutex<u64>,
+    app: SqlApp,
 }
 
 impl MemoryState {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Arc::new(Self { data: RwLock::default(), index: Mutex::new(0), app: SqlApp::new(VectorIndexes::new(None)) })
+    }
+
+    /// The vector indexes this state's commands maintain.
+    pub fn vectors(&self) -> Arc<VectorIndexes> {
+        self.app.vectors().clone()
     }
 }
 
@@ -55,6 +62,7 @@ struct MemTxn<'a> {
     staged: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     ranges: Vec<(Vec<u8>, Vec<u8>)>,
     index: u64,
+    hooks: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl MemTxn<'_> {
@@ -108,6 +116,9 @@ impl KvTxn for MemTxn<'_> {
     fn log_index(&self) -> u64 {
         self.index
     }
+    fn on_commit(&mut self, f: Box<dyn FnOnce() + Send>) {
+        self.hooks.push(f);
+    }
 }
 
 #[async_trait]
@@ -116,10 +127,11 @@ impl Backend for MemoryState {
         let mut index = self.index.lock().expect("lock");
         *index += 1;
         let mut data = self.data.write().expect("lock");
-        let (result, staged, ranges) = {
-            let mut txn = MemTxn { base: &data, staged: BTreeMap::new(), ranges: Vec::new(), index: *index };
-            let r = SqlApp.apply(&command, &mut txn);
-            (r, txn.staged, txn.ranges)
+        let (result, staged, ranges, hooks) = {
+            let mut txn =
+                MemTxn { base: &data, staged: BTreeMap::new(), ranges: Vec::new(), index: *index, hooks: Vec::new() };
+            let r = self.app.apply(&command, &mut txn);
+            (r, txn.staged, txn.ranges, txn.hooks)
         };
         if result.is_ok() {
             for (s, e) in ranges {
@@ -133,6 +145,10 @@ impl Backend for MemoryState {
                     Some(v) => data.insert(k, v),
                     None => data.remove(&k),
                 };
+            }
+            drop(data);
+            for hook in hooks {
+                hook();
             }
         }
         Ok(result)

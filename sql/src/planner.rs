@@ -28,7 +28,7 @@ use datafusion::sql::sqlparser::ast::{
     visit_relations,
 };
 
-use crate::catalog::{Catalog, ColumnDef, HASH_COLUMN, IndexDef, KEY_COLUMN, TableDef};
+use crate::catalog::{Catalog, ColumnDef, HASH_COLUMN, IndexDef, IndexKind, KEY_COLUMN, TableDef};
 use crate::codec;
 use crate::command::{RowGuard, RowOp, SqlCommand, Step, table_version};
 use crate::error::{Result, SqlError};
@@ -36,6 +36,7 @@ use crate::provider::{CatalogSource, Catalogs, Pending, StateView};
 use crate::store::SharedRead;
 use crate::types::{ColumnType, Value, build_array};
 use crate::values::{coerce_array, coerce_texts, literal_text};
+use quorumdb_vector::{IndexSpec, Metric};
 
 /// What one statement produced.
 #[derive(Debug, Clone)]
@@ -45,7 +46,7 @@ pub enum StatementResult {
 }
 
 impl StatementResult {
-    fn done(tag: &str) -> Self {
+    pub fn done(tag: &str) -> Self {
         Self::Done { tag: tag.to_string(), rows_affected: 0 }
     }
 }
@@ -72,7 +73,15 @@ fn quote(name: &str) -> String {
 /// Builds DataFusion session states over a catalog and a state view.
 pub fn session(base: &SessionState, catalog: CatalogSource, view: StateView, hidden: bool) -> SessionContext {
     let list = Arc::new(Catalogs::new(catalog, view, hidden));
-    SessionContext::new_with_state(SessionStateBuilder::new_from_existing(base.clone()).with_catalog_list(list).build())
+    let ctx = SessionContext::new_with_state(
+        SessionStateBuilder::new_from_existing(base.clone()).with_catalog_list(list).build(),
+    );
+    // Registered last: the builder re-registers functions in hash order, and a built-in alias
+    // (DataFusion's `inner_product` for arrays) would otherwise win half of the time.
+    for f in crate::knn::functions() {
+        ctx.register_udf(f);
+    }
+    ctx
 }
 
 /// Runs one query statement through DataFusion.
@@ -332,7 +341,13 @@ impl<'a> Planner<'a> {
         for cols in uniques {
             let names: Vec<&str> = cols.iter().map(|&c| def.columns[c].name.as_str()).collect();
             let iname = format!("{name}_{}_key", names.join("_"));
-            def.indexes.push(IndexDef { id: def.next_index_id, name: iname, columns: cols, unique: true });
+            def.indexes.push(IndexDef {
+                id: def.next_index_id,
+                name: iname,
+                columns: cols,
+                unique: true,
+                kind: IndexKind::BTree,
+            });
             def.next_index_id += 1;
         }
         // Defaults must evaluate now (and be of the column's type).
@@ -388,27 +403,67 @@ impl<'a> Planner<'a> {
     fn create_index(&mut self, ci: ast::CreateIndex) -> Result<StatementResult> {
         let table = object_name(&ci.table_name)?;
         let def = self.catalog.table(&table)?.clone();
-        if let Some(using) = &ci.using {
-            let u = using.to_string().to_lowercase();
-            if u != "btree" {
-                return Err(SqlError::Unsupported(format!("index method {u}")));
-            }
+        let method = ci.using.as_ref().map(|u| u.to_string().to_lowercase()).unwrap_or_else(|| "btree".into());
+        if method != "btree" && method != "hnsw" {
+            return Err(SqlError::Unsupported(format!("index method {method}")));
         }
         let mut columns = Vec::new();
+        let mut opclass = None;
         for ic in &ci.columns {
             let n = match &ic.column.expr {
                 Expr::Identifier(i) => ident(i),
                 other => return Err(SqlError::Unsupported(format!("index on expression {other}"))),
             };
             let c = def.column_or_err(&n)?;
-            if !def.columns[c].ty.keyable() {
+            let ty = &def.columns[c].ty;
+            let usable = if method == "hnsw" { matches!(ty, ColumnType::Vector { .. }) } else { ty.keyable() };
+            if !usable {
                 return Err(SqlError::InvalidDefinition(format!(
-                    "column {n} of type {} cannot be indexed",
-                    def.columns[c].ty.sql_name()
+                    "column {n} of type {} cannot be indexed with {method}",
+                    ty.sql_name()
                 )));
             }
+            opclass = ic.operator_class.as_ref().map(|o| o.to_string());
             columns.push(c);
         }
+        let kind = if method == "hnsw" {
+            if columns.len() != 1 || ci.unique {
+                return Err(SqlError::InvalidDefinition(
+                    "an hnsw index covers exactly one vector column and is not unique".into(),
+                ));
+            }
+            let metric = match &opclass {
+                None => Metric::L2,
+                Some(o) => Metric::from_opclass(o).ok_or_else(|| {
+                    SqlError::UnknownIndex(format!("operator class {o} for access method hnsw (use vector_l2_ops, vector_cosine_ops or vector_ip_ops)"))
+                })?,
+            };
+            let mut m = IndexSpec::DEFAULT_M;
+            let mut ef_construction = IndexSpec::DEFAULT_EF_CONSTRUCTION;
+            for w in &ci.with {
+                let Expr::BinaryOp { left, op: ast::BinaryOperator::Eq, right } = w else {
+                    return Err(SqlError::InvalidParameter(format!("unrecognized parameter {w}")));
+                };
+                let key = left.to_string().to_lowercase();
+                let value: usize =
+                    crate::values::literal_text(right).flatten().and_then(|t| t.parse().ok()).ok_or_else(|| {
+                        SqlError::InvalidParameter(format!("{key} must be a positive integer, not {right}"))
+                    })?;
+                match key.as_str() {
+                    "m" => m = value,
+                    "ef_construction" => ef_construction = value,
+                    _ => return Err(SqlError::InvalidParameter(format!("unrecognized parameter \"{key}\""))),
+                }
+            }
+            let ColumnType::Vector { dim } = def.columns[columns[0]].ty else { unreachable!("checked above") };
+            IndexSpec { dim: dim as usize, metric, m, ef_construction }.validate()?;
+            IndexKind::Hnsw { metric, m, ef_construction }
+        } else {
+            if opclass.is_some() || !ci.with.is_empty() {
+                return Err(SqlError::Unsupported("operator classes and WITH parameters on btree indexes".into()));
+            }
+            IndexKind::BTree
+        };
         let name = match &ci.name {
             Some(n) => object_name(n)?,
             None => {
@@ -422,7 +477,7 @@ impl<'a> Planner<'a> {
             }
             return Err(SqlError::TableExists(name));
         }
-        let index = IndexDef { id: def.next_index_id, name, columns, unique: ci.unique };
+        let index = IndexDef { id: def.next_index_id, name, columns, unique: ci.unique, kind };
         let d = self.catalog_mut().tables.get_mut(&table).expect("table exists");
         d.next_index_id += 1;
         d.indexes.push(index.clone());

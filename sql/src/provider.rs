@@ -104,6 +104,15 @@ impl StateView {
     }
 }
 
+impl crate::store::KvRead for StateView {
+    fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+        StateView::get(self, key)
+    }
+    fn scan(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()> {
+        StateView::scan(self, start, end, f)
+    }
+}
+
 /// The catalogs DataFusion sees for one statement: `quorumdb.public.<table>`.
 #[derive(Debug)]
 pub struct Catalogs {
@@ -191,11 +200,13 @@ impl SchemaProvider for PublicSchema {
 }
 
 /// One table of the replicated state, as DataFusion sees it.
+#[derive(Clone)]
 pub struct QuorumTable {
     def: Arc<TableDef>,
     view: StateView,
     /// With the hidden key and row-hash columns (DML planning only).
     schema: SchemaRef,
+    hidden: bool,
 }
 
 impl fmt::Debug for QuorumTable {
@@ -207,7 +218,20 @@ impl fmt::Debug for QuorumTable {
 impl QuorumTable {
     pub fn new(def: Arc<TableDef>, view: StateView, hidden: bool) -> Self {
         let schema = def.schema(hidden);
-        Self { def, view, schema }
+        Self { def, view, schema, hidden }
+    }
+
+    pub fn def(&self) -> &Arc<TableDef> {
+        &self.def
+    }
+
+    pub fn view(&self) -> &StateView {
+        &self.view
+    }
+
+    /// Whether the hidden key and hash columns are part of the schema.
+    pub fn hidden(&self) -> bool {
+        self.hidden
     }
 }
 
@@ -471,7 +495,7 @@ fn choose_access(def: &TableDef, filters: &[Expr]) -> Result<Access, SqlError> {
     }
     // The index whose leading columns are bounded best: most equality columns, then a range.
     let mut best: Option<(usize, Access)> = None;
-    for ix in &def.indexes {
+    for ix in def.indexes.iter().filter(|ix| ix.is_btree()) {
         let Some((prefixes, n, next)) = key_prefixes(def, &ix.columns, &b)? else { continue };
         let score = n * 2 + usize::from(next.is_some());
         if best.as_ref().is_some_and(|(s, _)| *s >= score) {

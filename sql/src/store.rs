@@ -24,4 +24,7 @@ pub trait KvTxn {
     fn scan(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()>;
     /// The log index of the command being applied.
     fn log_index(&self) -> u64;
+    /// Runs `f` after the command's writes are committed, before it is acknowledged; never if
+    /// the command is rejected. Keeps vector indexes in step with the rows.
+    fn on_commit(&mut self, f: Box<dyn FnOnce() + Send>);
 }

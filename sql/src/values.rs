@@ -39,29 +39,12 @@ pub fn coerce_texts(texts: &[Option<String>], ty: &ColumnType, column: &str) -> 
     coerce_array(&array, ty, column)
 }
 
-fn vector_from_text(s: &str, dim: u32, column: &str) -> Result<Value> {
-    let inner = s.trim().strip_prefix('[').and_then(|r| r.strip_suffix(']')).ok_or_else(|| {
-        SqlError::InvalidValue(format!("invalid input syntax for type vector: \"{s}\" (column {column})"))
-    })?;
-    let v: Vec<f32> = if inner.trim().is_empty() {
-        Vec::new()
-    } else {
-        inner
-            .split(',')
-            .map(|x| x.trim().parse::<f32>())
-            .collect::<Result<_, _>>()
-            .map_err(|_| SqlError::InvalidValue(format!("invalid input syntax for type vector: \"{s}\"")))?
-    };
-    check_vector(v, dim)
+fn vector_from_text(s: &str, dim: u32) -> Result<Value> {
+    Ok(Value::Vector(quorumdb_vector::metric::parse(s, Some(dim as usize))?))
 }
 
 fn check_vector(v: Vec<f32>, dim: u32) -> Result<Value> {
-    if v.len() != dim as usize {
-        return Err(SqlError::InvalidValue(format!("expected {dim} dimensions, not {}", v.len())));
-    }
-    if v.iter().any(|x| !x.is_finite()) {
-        return Err(SqlError::InvalidValue("NaN and infinity are not allowed in vectors".into()));
-    }
+    quorumdb_vector::metric::validate(&v, Some(dim as usize))?;
     Ok(Value::Vector(v))
 }
 
@@ -124,7 +107,7 @@ pub fn coerce_array(array: &ArrayRef, ty: &ColumnType, column: &str) -> Result<V
                     let s = cast_with_options(array, &DataType::Utf8, &CastOptions::default())?;
                     let s = s.as_string::<i32>();
                     for i in 0..n {
-                        out.push(if s.is_null(i) { Value::Null } else { vector_from_text(s.value(i), *dim, column)? });
+                        out.push(if s.is_null(i) { Value::Null } else { vector_from_text(s.value(i), *dim)? });
                     }
                 }
                 DataType::Null => out.resize(n, Value::Null),

@@ -14,7 +14,7 @@ struct Db {
 impl Db {
     fn new() -> Self {
         let state = MemoryState::new();
-        let engine = Engine::new(state.clone());
+        let engine = Engine::new(state.clone(), state.vectors());
         Self { state, engine }
     }
 

@@ -134,7 +134,7 @@ impl TestCluster {
         wait_for(30, "the voters to join", || async {
             let leader = self.wait_leader().await;
             let m = self.node(leader).replica.metrics();
-            let committed = m.committed_membership_config.log_id().clone();
+            let committed = *m.committed_membership_config.log_id();
             let leader_done =
                 m.membership_config.membership().voter_ids().count() == n && m.membership_config.log_id() == &committed;
             let all_know = self.running().into_iter().all(|id| {

@@ -80,7 +80,7 @@ fn filtered_search_returns_k_hits_that_all_pass_the_filter() {
     let data = dataset(5_000, 32, 5);
     let index = build(&data, Metric::L2);
     for modulus in [2u64, 10, 50] {
-        let keep = move |id: u64| id % modulus == 0;
+        let keep = move |id: u64| id.is_multiple_of(modulus);
         for q in dataset(20, 32, 6) {
             let hits = index.search(&q, 10, 64, Some(&keep));
             assert_eq!(hits.len(), 10, "modulus {modulus}");
@@ -96,7 +96,7 @@ fn filtered_search_returns_k_hits_that_all_pass_the_filter() {
 fn deleted_points_never_come_back_and_compaction_keeps_the_answers() {
     let data = dataset(4_000, 16, 7);
     let index = build(&data, Metric::L2);
-    for id in (0..4_000u64).filter(|i| i % 3 != 0) {
+    for id in (0..4_000u64).filter(|i| !i.is_multiple_of(3)) {
         index.delete(id);
     }
     assert_eq!(index.live(), 1334);
@@ -106,8 +106,8 @@ fn deleted_points_never_come_back_and_compaction_keeps_the_answers() {
         queries.iter().map(|q| index.search(q, 10, 200, None).iter().map(|h| h.id).collect()).collect();
     for (q, got) in queries.iter().zip(&before) {
         assert_eq!(got.len(), 10);
-        assert!(got.iter().all(|id| id % 3 == 0));
-        assert_eq!(*got, exact(&data, q, 10, Metric::L2, |id| id % 3 == 0));
+        assert!(got.iter().all(|id| id.is_multiple_of(3)));
+        assert_eq!(*got, exact(&data, q, 10, Metric::L2, |id| id.is_multiple_of(3)));
     }
     let compact = index.compacted();
     assert_eq!((compact.points(), compact.tombstones()), (1334, 0));

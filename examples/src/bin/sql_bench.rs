@@ -64,7 +64,7 @@ fn report(name: &str, mut lat: Vec<Duration>, elapsed: Duration) {
 
 async fn local(rows: usize, queries: usize) -> anyhow::Result<()> {
     let state = MemoryState::new();
-    let engine = Engine::new(state.clone());
+    let engine = Engine::new(state.clone(), state.vectors());
     let run = |sql: String| {
         let (engine, state) = (&engine, state.clone());
         async move {

@@ -1,0 +1,593 @@
+//! The vector API in the style of Qdrant: collections of points (`id`, `vector`, `payload`)
+//! with HNSW search and payload filters.
+//!
+//! A collection is an ordinary SQL table `(id BIGINT PRIMARY KEY, vector VECTOR(n) NOT NULL,
+//! payload JSON)` with an HNSW index on `vector`, so points are replicated, queried and backed
+//! up like every other row, and SQL sees the same data (`SELECT ... ORDER BY vector <-> ...`).
+//! Writes go through the SQL engine (one atomic command per request); searches call the same
+//! index search as SQL, with the filter evaluated on each candidate's payload.
+//!
+//! - `GET /v1/collections`, `PUT|GET|DELETE /v1/collections/{name}`
+//! - `PUT /v1/collections/{name}/points` (upsert), `POST .../points/delete`,
+//!   `GET .../points/{id}`
+//! - `POST .../search` (also `.../points/search`), `POST .../search/batch`
+//!
+//! Answers are `{"result": ..., "status": "ok", "time": seconds}`; errors are the server's
+//! JSON error body.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use quorumdb_replication::Consistency;
+use quorumdb_sql::catalog::{IndexDef, TableDef};
+use quorumdb_sql::types::Value as SqlValue;
+use quorumdb_sql::vectors::Found;
+use quorumdb_vector::{IndexSpec, Metric};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ServerError;
+use crate::http::{AppState, ReadParams};
+
+type ApiResult<T> = Result<T, ServerError>;
+
+/// The most points one upsert or delete may carry, and the largest `limit`.
+const MAX_BATCH: usize = 10_000;
+const MAX_LIMIT: usize = 10_000;
+
+fn ok(result: Value, started: Instant) -> Json<Value> {
+    Json(json!({"result": result, "status": "ok", "time": started.elapsed().as_secs_f64()}))
+}
+
+fn bad(msg: impl Into<String>) -> ServerError {
+    ServerError::BadRequest(msg.into())
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("malformed JSON body: {e}")))
+}
+
+fn check_name(name: &str) -> ApiResult<()> {
+    let mut chars = name.chars();
+    let good = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 63;
+    if good { Ok(()) } else { Err(bad(format!("invalid collection name {name:?}: use letters, digits and _"))) }
+}
+
+fn metric_name(m: Metric) -> &'static str {
+    match m {
+        Metric::L2 => "Euclid",
+        Metric::Cosine => "Cosine",
+        Metric::InnerProduct => "Dot",
+    }
+}
+
+fn parse_metric(s: &str) -> ApiResult<Metric> {
+    match s.to_ascii_lowercase().as_str() {
+        "euclid" | "euclidean" | "l2" => Ok(Metric::L2),
+        "cosine" => Ok(Metric::Cosine),
+        "dot" | "ip" => Ok(Metric::InnerProduct),
+        _ => Err(bad(format!("unknown distance {s:?}: use Cosine, Euclid or Dot"))),
+    }
+}
+
+/// Qdrant's score: similarity for Cosine and Dot (higher is better), distance for Euclid.
+fn score(m: Metric, distance: f64) -> f64 {
+    match m {
+        Metric::L2 => distance,
+        Metric::Cosine => 1.0 - distance,
+        Metric::InnerProduct => -distance,
+    }
+}
+
+/// A collection as found in the catalog.
+struct Collection {
+    def: TableDef,
+    index: IndexDef,
+    spec: IndexSpec,
+    id: usize,
+    vector: usize,
+    payload: usize,
+}
+
+fn collection(state: &AppState, name: &str) -> ApiResult<Collection> {
+    check_name(name)?;
+    let catalog = state.sql.catalog()?;
+    let missing = || ServerError::NotFound(format!("collection {name} not found"));
+    let def = catalog.tables.get(name).ok_or_else(missing)?;
+    let (Some(id), Some(vector), Some(payload)) = (def.column("id"), def.column("vector"), def.column("payload"))
+    else {
+        return Err(missing());
+    };
+    let index = def.indexes.iter().find(|ix| ix.columns == [vector] && !ix.is_btree()).ok_or_else(missing)?;
+    let spec = quorumdb_sql::vectors::spec_of(def, index).ok_or_else(missing)?;
+    Ok(Collection { def: def.clone(), index: index.clone(), spec, id, vector, payload })
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+async fn run_sql(state: &AppState, sql: &str, params: &[Value]) -> ApiResult<Vec<quorumdb_sql::StatementResult>> {
+    let (results, _) = crate::sql::execute(&state.sql, &state.replica, sql, params, Consistency::Linearizable).await?;
+    Ok(results)
+}
+
+// ---------------------------------------------------------------------------------------
+// Collections
+
+pub async fn list(State(s): State<AppState>, Query(p): Query<ReadParams>) -> ApiResult<Json<Value>> {
+    let started = Instant::now();
+    s.replica.read_barrier(crate::kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?).await?;
+    let catalog = s.sql.catalog()?;
+    let names: Vec<Value> =
+        catalog.tables.keys().filter(|n| collection(&s, n).is_ok()).map(|n| json!({"name": n})).collect();
+    Ok(ok(json!({"collections": names}), started))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VectorsConfig {
+    size: usize,
+    distance: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HnswConfig {
+    m: Option<usize>,
+    ef_construct: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateCollection {
+    vectors: VectorsConfig,
+    #[serde(default)]
+    hnsw_config: HnswConfig,
+}
+
+pub async fn create(State(s): State<AppState>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+    let started = Instant::now();
+    check_name(&name)?;
+    let req: CreateCollection = parse_body(&body)?;
+    let metric = parse_metric(&req.vectors.distance)?;
+    let spec = IndexSpec {
+        dim: req.vectors.size,
+        metric,
+        m: req.hnsw_config.m.unwrap_or(IndexSpec::DEFAULT_M),
+        ef_construction: req.hnsw_config.ef_construct.unwrap_or(IndexSpec::DEFAULT_EF_CONSTRUCTION),
+    };
+    spec.validate().map_err(|e| bad(e.to_string()))?;
+    let sql = format!(
+        "CREATE TABLE {t} (id BIGINT PRIMARY KEY, vector VECTOR({dim}) NOT NULL, payload JSON); \
+         CREATE INDEX {ix} ON {t} USING hnsw (vector {ops}) WITH (m = {m}, ef_construction = {efc})",
+        t = quoted(&name),
+        ix = quoted(&format!("{name}_vector_idx")),
+        dim = spec.dim,
+        ops = metric.opclass(),
+        m = spec.m,
+        efc = spec.ef_construction,
+    );
+    run_sql(&s, &sql, &[]).await?;
+    Ok(ok(json!(true), started))
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(p): Query<ReadParams>,
+) -> ApiResult<Json<Value>> {
+    let started = Instant::now();
+    s.replica.read_barrier(crate::kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?).await?;
+    let c = collection(&s, &name)?;
+    let stats = s.vectors.stats(c.def.id, c.index.id);
+    let count = run_sql(&s, &format!("SELECT count(*) FROM {}", quoted(&name)), &[]).await?;
+    let points = match count.first() {
+        Some(quorumdb_sql::StatementResult::Rows { batches, .. }) => batches
+            .first()
+            .and_then(|b| {
+                b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0))
+            })
+            .unwrap_or(0),
+        _ => 0,
+    };
+    Ok(ok(
+        json!({
+            "status": if stats.is_some() { "green" } else { "yellow" },
+            "points_count": points,
+            "indexed_vectors_count": stats.map_or(0, |(_, live)| live),
+            "config": {
+                "params": {"vectors": {"size": c.spec.dim, "distance": metric_name(c.spec.metric)}},
+                "hnsw_config": {"m": c.spec.m, "ef_construct": c.spec.ef_construction},
+            },
+        }),
+        started,
+    ))
+}
+
+pub async fn delete(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    let started = Instant::now();
+    collection(&s, &name)?;
+    run_sql(&s, &format!("DROP TABLE {}", quoted(&name)), &[]).await?;
+    Ok(ok(json!(true), started))
+}
+
+// ---------------------------------------------------------------------------------------
+// Points
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PointIn {
+    id: Value,
+    vector: Vec<Value>,
+    #[serde(default)]
+    payload: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Upsert {
+    points: Vec<PointIn>,
+}
+
+fn point_id(v: &Value) -> ApiResult<i64> {
+    v.as_u64()
+        .and_then(|n| i64::try_from(n).ok())
+        .ok_or_else(|| bad(format!("point ids must be unsigned integers below 2^63, not {v}")))
+}
+
+/// Validates a JSON vector: numbers, finite, the collection's dimension.
+fn vector_of(v: &[Value], dim: usize) -> ApiResult<Vec<f32>> {
+    let floats: Vec<f32> = v
+        .iter()
+        .map(|x| x.as_f64().map(|f| f as f32).ok_or_else(|| bad(format!("vector elements must be numbers, not {x}"))))
+        .collect::<ApiResult<_>>()?;
+    quorumdb_vector::metric::validate(&floats, Some(dim)).map_err(|e| bad(format!("bad vector: {e}")))?;
+    Ok(floats)
+}
+
+pub async fn upsert(State(s): State<AppState>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+    let started = Instant::now();
+    let c = collection(&s, &name)?;
+    let req: Upsert = parse_body(&body)?;
+    if req.points.is_empty() || req.points.len() > MAX_BATCH {
+        return Err(bad(format!("an upsert carries 1..{MAX_BATCH} points, not {}", req.points.len())));
+    }
+    // Everything is checked before anything is written.
+    let mut params = Vec::with_capacity(req.points.len() * 3);
+    let mut values = Vec::with_capacity(req.points.len());
+    for (i, p) in req.points.iter().enumerate() {
+        let id = point_id(&p.id)?;
+        let v = vector_of(&p.vector, c.spec.dim).map_err(|e| bad(format!("point {id}: {e}")))?;
+        let payload = match &p.payload {
+            None | Some(Value::Null) => Value::Null,
+            Some(o @ Value::Object(_)) => Value::String(o.to_string()),
+            Some(other) => return Err(bad(format!("point {id}: payload must be a JSON object, not {other}"))),
+        };
+        params.extend([json!(id), Value::String(quorumdb_vector::metric::format(&v)), payload]);
+        values.push(format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3));
+    }
+    let sql = format!(
+        "INSERT INTO {} (id, vector, payload) VALUES {} \
+         ON CONFLICT (id) DO UPDATE SET vector = excluded.vector, payload = excluded.payload",
+        quoted(&name),
+        values.join(", ")
+    );
+    run_sql(&s, &sql, &params).await?;
+    Ok(ok(json!({"status": "completed", "points": req.points.len()}), started))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeletePoints {
+    points: Vec<Value>,
+}
+
+pub async fn delete_points(State(s): State<AppState>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+    let started = Instant::now();
+    collection(&s, &name)?;
+    let req: DeletePoints = parse_body(&body)?;
+    if req.points.is_empty() || req.points.len() > MAX_BATCH {
+        return Err(bad(format!("a delete carries 1..{MAX_BATCH} point ids, not {}", req.points.len())));
+    }
+    let ids: Vec<Value> = req.points.iter().map(|v| point_id(v).map(|i| json!(i))).collect::<ApiResult<_>>()?;
+    let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!("DELETE FROM {} WHERE id IN ({})", quoted(&name), marks.join(", "));
+    let results = run_sql(&s, &sql, &ids).await?;
+    let deleted = match results.first() {
+        Some(quorumdb_sql::StatementResult::Done { rows_affected, .. }) => *rows_affected,
+        _ => 0,
+    };
+    Ok(ok(json!({"status": "completed", "deleted": deleted}), started))
+}
+
+fn payload_of(c: &Collection, row: &[SqlValue]) -> Value {
+    match &row[c.payload] {
+        SqlValue::Text(t) => serde_json::from_str(t).unwrap_or(Value::Null),
+        _ => Value::Null,
+    }
+}
+
+fn point_json(c: &Collection, row: &[SqlValue], with_payload: bool, with_vector: bool) -> Value {
+    let mut o = serde_json::Map::new();
+    if let SqlValue::Int(id) = &row[c.id] {
+        o.insert("id".into(), json!(id));
+    }
+    if with_payload {
+        o.insert("payload".into(), payload_of(c, row));
+    }
+    if with_vector && let SqlValue::Vector(v) = &row[c.vector] {
+        o.insert("vector".into(), json!(v));
+    }
+    Value::Object(o)
+}
+
+pub async fn get_point(
+    State(s): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+    Query(p): Query<ReadParams>,
+) -> ApiResult<Json<Value>> {
+    let started = Instant::now();
+    s.replica.read_barrier(crate::kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?).await?;
+    let c = collection(&s, &name)?;
+    let id: i64 = id.parse().map_err(|_| bad(format!("point ids are unsigned integers, not {id:?}")))?;
+    let key = c.def.key_of(&pk_row(&c, id))?.expect("collections have a primary key");
+    let read = crate::sql::StateRead(s.replica.reader().clone());
+    let bytes = quorumdb_sql::KvRead::get(&read, &quorumdb_sql::codec::row_key(c.def.id, &key))?
+        .ok_or_else(|| ServerError::NotFound(format!("point {id} not found in {name}")))?;
+    let row = quorumdb_sql::codec::decode_row(&bytes, &c.def.types(), &c.def.added_defaults())?;
+    Ok(ok(point_json(&c, &row, true, true), started))
+}
+
+/// A physical row holding only the id (to encode the primary key).
+fn pk_row(c: &Collection, id: i64) -> Vec<SqlValue> {
+    let mut row = vec![SqlValue::Null; c.def.columns.len()];
+    row[c.id] = SqlValue::Int(id);
+    row
+}
+
+// ---------------------------------------------------------------------------------------
+// Search
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct SearchParamsIn {
+    hnsw_ef: Option<usize>,
+    #[serde(default)]
+    exact: bool,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+struct SearchRequest {
+    vector: Vec<Value>,
+    limit: Option<usize>,
+    #[serde(default)]
+    filter: Option<Value>,
+    ef: Option<usize>,
+    params: Option<SearchParamsIn>,
+    #[serde(default)]
+    with_payload: Option<bool>,
+    #[serde(default)]
+    with_vector: Option<bool>,
+    consistency: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    searches: Vec<SearchRequest>,
+}
+
+/// A payload filter: Qdrant's `must` / `should` / `must_not` over conditions.
+#[derive(Debug)]
+enum Filter {
+    All(Vec<Filter>),
+    Any(Vec<Filter>),
+    None(Vec<Filter>),
+    Match { key: String, values: Vec<Value> },
+    Range { key: String, gt: Option<f64>, gte: Option<f64>, lt: Option<f64>, lte: Option<f64> },
+    HasId(Vec<i64>),
+    IsNull(String),
+    IsEmpty(String),
+}
+
+fn parse_filter(v: &Value) -> ApiResult<Filter> {
+    let o = v.as_object().ok_or_else(|| bad(format!("a filter must be an object, not {v}")))?;
+    let mut parts = Vec::new();
+    for (k, x) in o {
+        let list = |x: &Value| -> ApiResult<Vec<Filter>> {
+            match x {
+                Value::Array(a) => a.iter().map(parse_condition).collect(),
+                Value::Object(_) => Ok(vec![parse_condition(x)?]),
+                _ => Err(bad(format!("{k} must be a list of conditions"))),
+            }
+        };
+        parts.push(match k.as_str() {
+            "must" => Filter::All(list(x)?),
+            "should" => Filter::Any(list(x)?),
+            "must_not" => Filter::None(list(x)?),
+            other => return Err(bad(format!("unknown filter clause {other:?}: use must, should, must_not"))),
+        });
+    }
+    Ok(Filter::All(parts))
+}
+
+fn parse_condition(v: &Value) -> ApiResult<Filter> {
+    let o = v.as_object().ok_or_else(|| bad(format!("a condition must be an object, not {v}")))?;
+    if o.contains_key("must") || o.contains_key("should") || o.contains_key("must_not") {
+        return parse_filter(v);
+    }
+    if let Some(ids) = o.get("has_id") {
+        let ids = ids.as_array().ok_or_else(|| bad("has_id must be a list of ids"))?;
+        return Ok(Filter::HasId(ids.iter().map(point_id).collect::<ApiResult<_>>()?));
+    }
+    for (name, make) in [("is_null", Filter::IsNull as fn(String) -> Filter), ("is_empty", Filter::IsEmpty)] {
+        if let Some(x) = o.get(name) {
+            let key = x.get("key").and_then(Value::as_str).ok_or_else(|| bad(format!("{name} needs a key")))?;
+            return Ok(make(key.to_string()));
+        }
+    }
+    let key = o.get("key").and_then(Value::as_str).ok_or_else(|| bad(format!("unknown condition {v}")))?.to_string();
+    if let Some(m) = o.get("match") {
+        let values = match (m.get("value"), m.get("any")) {
+            (Some(x), None) if !x.is_object() && !x.is_array() && !x.is_null() => vec![x.clone()],
+            (None, Some(Value::Array(a))) => a.clone(),
+            _ => return Err(bad(format!("match needs a scalar \"value\" or an \"any\" list: {m}"))),
+        };
+        return Ok(Filter::Match { key, values });
+    }
+    if let Some(r) = o.get("range") {
+        let b = |n: &str| -> ApiResult<Option<f64>> {
+            match r.get(n) {
+                None | Some(Value::Null) => Ok(None),
+                Some(x) => x.as_f64().map(Some).ok_or_else(|| bad(format!("range bound {n} must be a number"))),
+            }
+        };
+        return Ok(Filter::Range { key, gt: b("gt")?, gte: b("gte")?, lt: b("lt")?, lte: b("lte")? });
+    }
+    Err(bad(format!("unknown condition {v}: use match, range, has_id, is_null, is_empty")))
+}
+
+/// The values at a dotted path (arrays at the end are flattened, as Qdrant does).
+fn lookup<'a>(payload: &'a Value, key: &str) -> Vec<&'a Value> {
+    let mut cur = payload;
+    for part in key.split('.') {
+        match cur.get(part) {
+            Some(x) => cur = x,
+            None => return Vec::new(),
+        }
+    }
+    match cur {
+        Value::Array(a) => a.iter().collect(),
+        x => vec![x],
+    }
+}
+
+impl Filter {
+    fn check(&self, id: i64, payload: &Value) -> bool {
+        match self {
+            Self::All(f) => f.iter().all(|x| x.check(id, payload)),
+            Self::Any(f) => f.is_empty() || f.iter().any(|x| x.check(id, payload)),
+            Self::None(f) => !f.iter().any(|x| x.check(id, payload)),
+            Self::Match { key, values } => lookup(payload, key).iter().any(|v| values.iter().any(|w| same(v, w))),
+            Self::Range { key, gt, gte, lt, lte } => lookup(payload, key).iter().any(|v| {
+                v.as_f64().is_some_and(|x| {
+                    gt.is_none_or(|b| x > b)
+                        && gte.is_none_or(|b| x >= b)
+                        && lt.is_none_or(|b| x < b)
+                        && lte.is_none_or(|b| x <= b)
+                })
+            }),
+            Self::HasId(ids) => ids.contains(&id),
+            Self::IsNull(key) => payload_path(payload, key).is_some_and(Value::is_null),
+            Self::IsEmpty(key) => match payload_path(payload, key) {
+                None | Some(Value::Null) => true,
+                Some(Value::Array(a)) => a.is_empty(),
+                _ => false,
+            },
+        }
+    }
+}
+
+fn payload_path<'a>(payload: &'a Value, key: &str) -> Option<&'a Value> {
+    key.split('.').try_fold(payload, |cur, part| cur.get(part))
+}
+
+fn same(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Runs one search against a collection on a blocking thread.
+async fn run_search(s: &AppState, c: Arc<Collection>, req: SearchRequest) -> ApiResult<Value> {
+    let limit = req.limit.unwrap_or(10);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(bad(format!("limit must be 1..{MAX_LIMIT}, not {limit}")));
+    }
+    let ef = req.params.as_ref().and_then(|p| p.hnsw_ef).or(req.ef).unwrap_or(IndexSpec::DEFAULT_EF_SEARCH);
+    if ef == 0 || ef > 10_000 {
+        return Err(bad(format!("ef must be 1..10000, not {ef}")));
+    }
+    let exact = req.params.as_ref().is_some_and(|p| p.exact);
+    let query = vector_of(&req.vector, c.spec.dim)?;
+    let filter = req.filter.as_ref().filter(|f| !f.is_null()).map(parse_filter).transpose()?;
+    let (with_payload, with_vector) = (req.with_payload.unwrap_or(true), req.with_vector.unwrap_or(false));
+    let read = crate::sql::StateRead(s.replica.reader().clone());
+    let vectors = s.vectors.clone();
+    let points = tokio::task::spawn_blocking(move || -> ApiResult<Vec<Value>> {
+        let pred = filter.as_ref().map(|f| {
+            let c = c.clone();
+            move |row: &[SqlValue]| -> quorumdb_sql::Result<bool> {
+                let id = match &row[c.id] {
+                    SqlValue::Int(i) => *i,
+                    _ => return Ok(false),
+                };
+                Ok(f.check(id, &payload_of(&c, row)))
+            }
+        });
+        let pred = pred.as_ref().map(|p| p as &dyn Fn(&[SqlValue]) -> quorumdb_sql::Result<bool>);
+        let found: Vec<Found> = if exact {
+            quorumdb_sql::vectors::exact_search(&read, &c.def, c.vector, c.spec.metric, &query, limit, pred)?
+        } else {
+            vectors.search(&read, &c.def, &c.index, &query, limit, ef, pred)?.0
+        };
+        Ok(found
+            .iter()
+            .map(|f| {
+                let mut p = point_json(&c, &f.row, with_payload, with_vector);
+                p["score"] = json!(score(c.spec.metric, f.distance));
+                p
+            })
+            .collect())
+    })
+    .await
+    .map_err(|e| ServerError::BadRequest(format!("search failed: {e}")))??;
+    Ok(Value::Array(points))
+}
+
+async fn barrier(s: &AppState, consistency: Option<&str>, p: &ReadParams) -> ApiResult<()> {
+    let level = crate::kv::consistency(consistency.or(p.consistency.as_deref()), p.max_staleness_ms)?;
+    s.replica.read_barrier(level).await?;
+    Ok(())
+}
+
+pub async fn search(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(p): Query<ReadParams>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let started = Instant::now();
+    let req: SearchRequest = parse_body(&body)?;
+    barrier(&s, req.consistency.as_deref(), &p).await?;
+    let c = Arc::new(collection(&s, &name)?);
+    Ok(ok(run_search(&s, c, req).await?, started))
+}
+
+pub async fn search_batch(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(p): Query<ReadParams>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let started = Instant::now();
+    let req: BatchRequest = parse_body(&body)?;
+    if req.searches.is_empty() || req.searches.len() > 1000 {
+        return Err(bad(format!("a batch carries 1..1000 searches, not {}", req.searches.len())));
+    }
+    barrier(&s, req.searches[0].consistency.as_deref(), &p).await?;
+    let c = Arc::new(collection(&s, &name)?);
+    let mut out = Vec::with_capacity(req.searches.len());
+    for r in req.searches {
+        out.push(run_search(&s, c.clone(), r).await?);
+    }
+    Ok(ok(Value::Array(out), started))
+}

@@ -1,0 +1,573 @@
+//! The HNSW indexes of SQL tables, kept in memory beside the replicated rows, and nearest
+//! neighbour search over them.
+//!
+//! The rows are the truth. Apply (every node, in log order) gives each indexed row version a
+//! point id and records `point id ↔ row key` in the state, in the same atomic write as the row;
+//! once that write is committed, a commit hook hands the graph its [`Change`]s. So after a
+//! crash the state says exactly which points must exist, and [`VectorIndexes::open`] brings a
+//! graph loaded from its last dump (or rebuilt, in the background) back in step.
+//!
+//! Graph builds (`CREATE INDEX`, recovery, compaction when tombstones pile up) run on their
+//! own threads: meanwhile changes are applied to the old graph (if any) and queued for the new
+//! one, and searches use the old graph or fall back to an exact scan. Searches never block
+//! apply, nor apply searches.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use quorumdb_vector::{HnswIndex, IndexSpec, Metric, TopK};
+
+use crate::catalog::{Catalog, IndexDef, IndexKind, TableDef};
+use crate::codec;
+use crate::error::{Result, SqlError};
+use crate::store::KvRead;
+use crate::types::Value;
+
+/// Dump a graph again after this many inserts (a restart then replays only the rest).
+const DUMP_EVERY: u64 = 50_000;
+
+/// A change to one index's graph, produced by apply.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Insert(u64, Vec<f32>),
+    Delete(u64),
+}
+
+/// What one command does to the vector indexes, in order.
+#[derive(Debug)]
+pub enum VectorOp {
+    /// A new (or emptied) index with its initial points.
+    Create {
+        table: u32,
+        index: u32,
+        spec: IndexSpec,
+        generation: u64,
+        points: Vec<(u64, Vec<f32>)>,
+    },
+    Changes {
+        table: u32,
+        index: u32,
+        changes: Vec<Change>,
+    },
+    Drop {
+        table: u32,
+        index: u32,
+    },
+}
+
+enum SlotState {
+    Ready(Arc<HnswIndex>),
+    /// A graph is being built; `current` (if any) keeps serving and receiving changes.
+    Building {
+        current: Option<Arc<HnswIndex>>,
+        pending: Vec<Change>,
+    },
+}
+
+struct Slot {
+    spec: IndexSpec,
+    generation: u64,
+    state: Mutex<SlotState>,
+    /// One past the highest point id the graph has been given.
+    next: AtomicU64,
+    inserts_since_dump: AtomicU64,
+    /// Bumped when the slot is dropped or replaced, so a late build result is discarded.
+    epoch: u64,
+}
+
+impl Slot {
+    fn current(&self) -> Option<Arc<HnswIndex>> {
+        match &*self.state.lock().expect("slot lock") {
+            SlotState::Ready(ix) => Some(ix.clone()),
+            SlotState::Building { current, .. } => current.clone(),
+        }
+    }
+}
+
+/// All HNSW indexes of this node's state.
+pub struct VectorIndexes {
+    /// Where graphs are dumped (`<dir>/<table>-<index>`); none: never dumped.
+    dir: Option<PathBuf>,
+    slots: RwLock<HashMap<(u32, u32), Arc<Slot>>>,
+    epochs: AtomicU64,
+}
+
+impl std::fmt::Debug for VectorIndexes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VectorIndexes").field("dir", &self.dir).finish()
+    }
+}
+
+/// How a search was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchPath {
+    Hnsw,
+    /// Exact: the graph is still being built.
+    ExactIndexBuilding,
+    /// Exact: the filter let too few of the graph's candidates through.
+    ExactSelectiveFilter,
+}
+
+impl SearchPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hnsw => "hnsw",
+            Self::ExactIndexBuilding => "exact (index building)",
+            Self::ExactSelectiveFilter => "exact (selective filter)",
+        }
+    }
+}
+
+/// A row found by a search, with its exact distance to the query.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub key: Vec<u8>,
+    pub row: Vec<Value>,
+    pub distance: f64,
+}
+
+/// A row key and its decoded physical row.
+type KeyedRow = (Vec<u8>, Vec<Value>);
+
+/// A predicate over decoded physical rows.
+pub type RowPredicate<'a> = &'a dyn Fn(&[Value]) -> Result<bool>;
+
+/// The HNSW parameters of an index definition.
+pub fn spec_of(def: &TableDef, ix: &IndexDef) -> Option<IndexSpec> {
+    let IndexKind::Hnsw { metric, m, ef_construction } = ix.kind else { return None };
+    let crate::types::ColumnType::Vector { dim } = def.columns[*ix.columns.first()?].ty else { return None };
+    Some(IndexSpec { dim: dim as usize, metric, m, ef_construction })
+}
+
+impl VectorIndexes {
+    pub fn new(dir: Option<PathBuf>) -> Arc<Self> {
+        Arc::new(Self { dir, slots: RwLock::default(), epochs: AtomicU64::new(1) })
+    }
+
+    fn slot(&self, table: u32, index: u32) -> Option<Arc<Slot>> {
+        self.slots.read().expect("slots lock").get(&(table, index)).cloned()
+    }
+
+    fn dump_dir(&self, table: u32, index: u32) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(format!("{table}-{index}")))
+    }
+
+    fn new_slot(&self, spec: IndexSpec, generation: u64, state: SlotState, next: u64) -> Arc<Slot> {
+        Arc::new(Slot {
+            spec,
+            generation,
+            state: Mutex::new(state),
+            next: AtomicU64::new(next),
+            inserts_since_dump: AtomicU64::new(0),
+            epoch: self.epochs.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// Applies one command's operations (from its commit hook, in log order).
+    pub fn apply(self: &Arc<Self>, ops: Vec<VectorOp>) {
+        for op in ops {
+            match op {
+                VectorOp::Create { table, index, spec, generation, points } => {
+                    let next = points.iter().map(|(id, _)| id + 1).max().unwrap_or(0);
+                    if let Some(d) = self.dump_dir(table, index) {
+                        let _ = std::fs::remove_dir_all(d);
+                    }
+                    let slot = if points.is_empty() {
+                        self.new_slot(spec, generation, SlotState::Ready(Arc::new(HnswIndex::new(spec))), next)
+                    } else {
+                        self.new_slot(
+                            spec,
+                            generation,
+                            SlotState::Building { current: None, pending: Vec::new() },
+                            next,
+                        )
+                    };
+                    self.slots.write().expect("slots lock").insert((table, index), slot.clone());
+                    if !points.is_empty() {
+                        self.build_in_background(table, index, slot, points);
+                    }
+                }
+                VectorOp::Changes { table, index, changes } => {
+                    let Some(slot) = self.slot(table, index) else { continue };
+                    self.change(table, index, &slot, changes);
+                }
+                VectorOp::Drop { table, index } => {
+                    self.slots.write().expect("slots lock").remove(&(table, index));
+                    if let Some(d) = self.dump_dir(table, index) {
+                        let _ = std::fs::remove_dir_all(d);
+                    }
+                }
+            }
+        }
+    }
+
+    fn change(self: &Arc<Self>, table: u32, index: u32, slot: &Arc<Slot>, changes: Vec<Change>) {
+        let mut inserts = 0;
+        let compact = {
+            let mut state = slot.state.lock().expect("slot lock");
+            let (current, pending) = match &mut *state {
+                SlotState::Ready(ix) => (Some(ix.clone()), None),
+                SlotState::Building { current, pending } => (current.clone(), Some(pending)),
+            };
+            for c in &changes {
+                match c {
+                    Change::Insert(id, v) => {
+                        inserts += 1;
+                        slot.next.fetch_max(id + 1, Ordering::Relaxed);
+                        if let Some(ix) = &current {
+                            ix.insert(*id, v);
+                        }
+                    }
+                    Change::Delete(id) => {
+                        if let Some(ix) = &current {
+                            ix.delete(*id);
+                        }
+                    }
+                }
+            }
+            if let Some(p) = pending {
+                p.extend(changes);
+                None
+            } else {
+                let ix = current.expect("a ready slot has a graph");
+                if ix.needs_compaction() {
+                    let mut points = Vec::with_capacity(ix.live());
+                    ix.for_each_live(&mut |id, v| points.push((id, v.to_vec())));
+                    *state = SlotState::Building { current: Some(ix), pending: Vec::new() };
+                    Some(points)
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(points) = compact {
+            tracing::info!(
+                table,
+                index,
+                live = points.len(),
+                "compacting HNSW index (tombstones outnumber live points)"
+            );
+            self.build_in_background(table, index, slot.clone(), points);
+        } else if slot.inserts_since_dump.fetch_add(inserts, Ordering::Relaxed) + inserts >= DUMP_EVERY {
+            slot.inserts_since_dump.store(0, Ordering::Relaxed);
+            let (me, slot) = (self.clone(), slot.clone());
+            std::thread::spawn(move || me.dump_slot(table, index, &slot));
+        }
+    }
+
+    fn build_in_background(self: &Arc<Self>, table: u32, index: u32, slot: Arc<Slot>, points: Vec<(u64, Vec<f32>)>) {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name(format!("hnsw-build-{table}-{index}"))
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let fresh = HnswIndex::with_capacity(slot.spec, points.len());
+                for (id, v) in &points {
+                    fresh.insert(*id, v);
+                }
+                let mut state = slot.state.lock().expect("slot lock");
+                let still_ours = me.slot(table, index).is_some_and(|s| s.epoch == slot.epoch);
+                if let (true, SlotState::Building { pending, .. }) = (still_ours, &mut *state) {
+                    for c in pending.drain(..) {
+                        match c {
+                            Change::Insert(id, v) => fresh.insert(id, &v),
+                            Change::Delete(id) => fresh.delete(id),
+                        }
+                    }
+                    *state = SlotState::Ready(Arc::new(fresh));
+                    metrics::histogram!("quorumdb_hnsw_build_seconds").record(started.elapsed().as_secs_f64());
+                    tracing::info!(
+                        table,
+                        index,
+                        points = points.len(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "built HNSW index"
+                    );
+                }
+                drop(state);
+                me.dump_slot(table, index, &slot);
+            })
+            .expect("spawn an HNSW build thread");
+    }
+
+    fn dump_slot(&self, table: u32, index: u32, slot: &Slot) {
+        let Some(dir) = self.dump_dir(table, index) else { return };
+        let state = slot.state.lock().expect("slot lock");
+        let SlotState::Ready(ix) = &*state else { return };
+        // Holding the slot lock: no change reaches the graph while it is written.
+        match ix.dump(&dir, slot.generation, slot.next.load(Ordering::Relaxed)) {
+            Ok(m) => tracing::debug!(table, index, points = m.points, "dumped HNSW index"),
+            Err(e) => tracing::warn!(table, index, error = %e, "could not dump HNSW index"),
+        }
+    }
+
+    /// Dumps every ready graph (at shutdown), so the next start loads instead of rebuilding.
+    pub fn dump_all(&self) {
+        let slots: Vec<((u32, u32), Arc<Slot>)> =
+            self.slots.read().expect("slots lock").iter().map(|(k, v)| (*k, v.clone())).collect();
+        for ((t, i), slot) in slots {
+            self.dump_slot(t, i, &slot);
+        }
+    }
+
+    /// Forgets every graph (the state was replaced) and loads them again from `read`.
+    pub fn reset(self: &Arc<Self>, read: &dyn KvRead) -> Result<()> {
+        self.slots.write().expect("slots lock").clear();
+        self.open(read)
+    }
+
+    /// Brings up the graph of every HNSW index in the state: a dump that matches the state is
+    /// loaded and completed with the points added since; otherwise the graph is rebuilt in
+    /// the background (searches are exact meanwhile).
+    pub fn open(self: &Arc<Self>, read: &dyn KvRead) -> Result<()> {
+        let catalog = Catalog::load(read)?;
+        for def in catalog.tables.values() {
+            for ix in &def.indexes {
+                let Some(spec) = spec_of(def, ix) else { continue };
+                self.open_index(read, def, ix, spec)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn open_index(self: &Arc<Self>, read: &dyn KvRead, def: &TableDef, ix: &IndexDef, spec: IndexSpec) -> Result<()> {
+        let (t, i) = (def.id, ix.id);
+        let generation =
+            read.get(&codec::vector_generation_key(t, i))?.map(|b| codec::decode_u64(&b)).transpose()?.unwrap_or(0);
+        let next = read.get(&codec::vector_next_key(t, i))?.map(|b| codec::decode_u64(&b)).transpose()?.unwrap_or(0);
+        // The points the state says exist.
+        let mut live: Vec<(u64, Vec<u8>)> = Vec::new();
+        let (start, end) = codec::vector_points_range(t, i);
+        let mut bad = None;
+        read.scan(&start, &end, &mut |k, v| {
+            match codec::decode_u64(&k[start.len()..]) {
+                Ok(id) => live.push((id, v.to_vec())),
+                Err(e) => bad = Some(e),
+            }
+            bad.is_none()
+        })?;
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        let vector_of = |row_key: &[u8]| -> Result<Option<Vec<f32>>> {
+            let Some(bytes) = read.get(&codec::row_key(t, row_key))? else { return Ok(None) };
+            let row = codec::decode_row(&bytes, &def.types(), &def.added_defaults())?;
+            Ok(match &row[ix.columns[0]] {
+                Value::Vector(v) => Some(v.clone()),
+                _ => None,
+            })
+        };
+        let loaded = match self.dump_dir(t, i).map(|d| HnswIndex::load(&d, &spec, generation)) {
+            Some(Ok(Some((graph, m)))) if m.watermark <= next => Some((graph, m.watermark)),
+            Some(Ok(Some(_))) => {
+                tracing::warn!(table = t, index = i, "HNSW dump is ahead of the state; rebuilding");
+                None
+            }
+            Some(Err(e)) => {
+                tracing::warn!(table = t, index = i, error = %e, "HNSW dump unusable; rebuilding");
+                None
+            }
+            _ => None,
+        };
+        if let Some((graph, watermark)) = loaded {
+            let mut alive = std::collections::HashSet::with_capacity(live.len());
+            for (id, row_key) in &live {
+                alive.insert(*id);
+                if *id >= watermark
+                    && let Some(v) = vector_of(row_key)?
+                {
+                    graph.insert(*id, &v);
+                }
+            }
+            for id in graph.present_ids() {
+                if !alive.contains(&id) {
+                    graph.delete(id);
+                }
+            }
+            tracing::info!(
+                table = t,
+                index = i,
+                points = graph.points(),
+                live = graph.live(),
+                "loaded HNSW index from its dump"
+            );
+            let slot = self.new_slot(spec, generation, SlotState::Ready(Arc::new(graph)), next);
+            self.slots.write().expect("slots lock").insert((t, i), slot);
+            return Ok(());
+        }
+        let mut points = Vec::with_capacity(live.len());
+        for (id, row_key) in &live {
+            if let Some(v) = vector_of(row_key)? {
+                points.push((*id, v));
+            }
+        }
+        let state = if points.is_empty() {
+            SlotState::Ready(Arc::new(HnswIndex::new(spec)))
+        } else {
+            SlotState::Building { current: None, pending: Vec::new() }
+        };
+        let slot = self.new_slot(spec, generation, state, next);
+        self.slots.write().expect("slots lock").insert((t, i), slot.clone());
+        if !points.is_empty() {
+            self.build_in_background(t, i, slot, points);
+        }
+        Ok(())
+    }
+
+    /// Whether the index's graph is ready (not being built for the first time).
+    pub fn ready(&self, table: u32, index: u32) -> bool {
+        self.slot(table, index).is_some_and(|s| s.current().is_some())
+    }
+
+    /// Statistics of one index: (points in the graph, live points); `None` while building.
+    pub fn stats(&self, table: u32, index: u32) -> Option<(usize, usize)> {
+        let ix = self.slot(table, index)?.current()?;
+        Some((ix.points(), ix.live()))
+    }
+
+    /// The `k` rows nearest to `query` (by the index's metric) that pass `pred`, nearest first.
+    /// Uses the graph, exploring `ef` candidates, with `pred` checked as candidates are met;
+    /// falls back to an exact scan while the graph is building or when the filter lets too
+    /// few candidates through for `k` results.
+    #[allow(clippy::too_many_arguments)]
+    pub fn search(
+        &self,
+        read: &dyn KvRead,
+        def: &TableDef,
+        ix: &IndexDef,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        pred: Option<RowPredicate<'_>>,
+    ) -> Result<(Vec<Found>, SearchPath)> {
+        let spec = spec_of(def, ix).ok_or_else(|| SqlError::Internal(format!("{} is not an HNSW index", ix.name)))?;
+        quorumdb_vector::metric::validate(query, Some(spec.dim))?;
+        let column = ix.columns[0];
+        let Some(graph) = self.slot(def.id, ix.id).and_then(|s| s.current()) else {
+            metrics::counter!("quorumdb_vector_searches_total", "path" => "exact").increment(1);
+            let rows = exact_search(read, def, column, spec.metric, query, k, pred)?;
+            return Ok((rows, SearchPath::ExactIndexBuilding));
+        };
+        let types = def.types();
+        let defaults = def.added_defaults();
+        // Each candidate is resolved (point → row) and filtered at most once.
+        let resolved: RefCell<HashMap<u64, Option<KeyedRow>>> = RefCell::default();
+        let failure: RefCell<Option<SqlError>> = RefCell::default();
+        let budget = Cell::new((20 * ef.max(k)).max(2_000));
+        let exhausted = Cell::new(false);
+        let resolve = |id: u64| -> Result<Option<KeyedRow>> {
+            let Some(key) = read.get(&codec::vector_point_key(def.id, ix.id, id))? else { return Ok(None) };
+            let Some(bytes) = read.get(&codec::row_key(def.id, &key))? else { return Ok(None) };
+            Ok(Some((key, codec::decode_row(&bytes, &types, &defaults)?)))
+        };
+        let accept = |id: u64| -> bool {
+            let found = match resolve(id) {
+                Ok(f) => f,
+                Err(e) => {
+                    failure.borrow_mut().get_or_insert(e);
+                    return false;
+                }
+            };
+            let ok = match (&found, pred) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(_), Some(_)) if budget.get() == 0 => {
+                    exhausted.set(true);
+                    false
+                }
+                (Some((_, row)), Some(p)) => {
+                    budget.set(budget.get() - 1);
+                    p(row).unwrap_or_else(|e| {
+                        failure.borrow_mut().get_or_insert(e);
+                        false
+                    })
+                }
+            };
+            resolved.borrow_mut().insert(id, if ok { found } else { None });
+            ok
+        };
+        // Without a predicate the graph skips its own tombstones; rows are resolved after.
+        let hits = graph.search(query, k, ef, pred.map(|_| &accept as &dyn Fn(u64) -> bool));
+        if let Some(e) = failure.into_inner() {
+            return Err(e);
+        }
+        let mut out = Vec::with_capacity(hits.len());
+        let mut cache = resolved.into_inner();
+        for h in &hits {
+            let found = match cache.remove(&h.id) {
+                Some(f) => f,
+                None => resolve(h.id)?,
+            };
+            if let Some((key, row)) = found
+                && let Value::Vector(v) = &row[column]
+            {
+                let distance = spec.metric.distance(query, v);
+                out.push(Found { key, row, distance });
+            }
+        }
+        if out.len() < k && (exhausted.get() || graph.live() > out.len()) && pred.is_some() {
+            metrics::counter!("quorumdb_vector_searches_total", "path" => "exact").increment(1);
+            let rows = exact_search(read, def, column, spec.metric, query, k, pred)?;
+            return Ok((rows, SearchPath::ExactSelectiveFilter));
+        }
+        metrics::counter!("quorumdb_vector_searches_total", "path" => "hnsw").increment(1);
+        out.sort_by(|a, b| a.distance.total_cmp(&b.distance));
+        Ok((out, SearchPath::Hnsw))
+    }
+}
+
+/// Exact k-nearest search over every row of `def` (no index).
+pub fn exact_search(
+    read: &dyn KvRead,
+    def: &TableDef,
+    column: usize,
+    metric: Metric,
+    query: &[f32],
+    k: usize,
+    pred: Option<RowPredicate<'_>>,
+) -> Result<Vec<Found>> {
+    let types = def.types();
+    let defaults = def.added_defaults();
+    let prefix = codec::rows_prefix(def.id);
+    let mut top = TopK::new(k);
+    let mut err = None;
+    read.scan(&prefix, &codec::prefix_end(&prefix), &mut |key, bytes| {
+        let step = (|| -> Result<()> {
+            let row = codec::decode_row(bytes, &types, &defaults)?;
+            let Value::Vector(v) = &row[column] else { return Ok(()) };
+            if v.len() != query.len() {
+                return Ok(());
+            }
+            let d = metric.distance(query, v);
+            if d >= top.bound() || d.is_nan() {
+                return Ok(());
+            }
+            if let Some(p) = pred
+                && !p(&row)?
+            {
+                return Ok(());
+            }
+            top.push(d, (key[prefix.len()..].to_vec(), row));
+            Ok(())
+        })();
+        match step {
+            Ok(()) => true,
+            Err(e) => {
+                err = Some(e);
+                false
+            }
+        }
+    })?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    Ok(top.into_sorted().into_iter().map(|(distance, (key, row))| Found { key, row, distance }).collect())
+}
+
+/// Where a node keeps its graph dumps, under its data directory.
+pub fn dump_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("vectors")
+}
