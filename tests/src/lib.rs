@@ -81,6 +81,24 @@ impl TestCluster {
         self.nodes.insert(id, node);
     }
 
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> std::path::PathBuf {
+        self.configs[&id].data_dir.clone()
+    }
+
+    /// Sends `method path` with a JSON body (or none) to node `id`; the status and JSON answer.
+    pub async fn call(&self, id: u64, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("http://{}{path}", self.addr(id));
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.http.request(method, url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub fn addr(&self, id: u64) -> String {
         self.configs[&id].listen.clone()
     }

@@ -1,0 +1,222 @@
+//! Vectors on a cluster: the Qdrant-style collections API, the same neighbours through SQL,
+//! every node (followers, a node restarted from its graph dump, a node that rebuilt its graph)
+//! answering like the exact search, and bad input refused with nothing written.
+
+use quorumdb_tests::{TestCluster, wait_for};
+use serde_json::{Value, json};
+
+const DIM: usize = 16;
+
+/// Points in clusters, deterministic.
+fn point(i: u64) -> Vec<f32> {
+    let centre = (i % 7) as f32;
+    (0..DIM)
+        .map(|d| {
+            let x = ((i * 2_654_435_761 + d as u64 * 40_503) % 1_000) as f32 / 1_000.0;
+            centre * ((d % 3) as f32 - 1.0) + x
+        })
+        .collect()
+}
+
+fn ids(v: &Value) -> Vec<i64> {
+    v["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no result list: {v}"))
+        .iter()
+        .map(|p| p["id"].as_i64().unwrap())
+        .collect()
+}
+
+async fn search(c: &TestCluster, node: u64, body: Value) -> Vec<i64> {
+    let (s, v) = c.call(node, "POST", "/v1/collections/docs/search", Some(body)).await;
+    assert_eq!(s, 200, "{v}");
+    ids(&v)
+}
+
+/// Every query answers, on `node`, like the exact search: HTTP plain and filtered, and SQL.
+async fn check(
+    c: &TestCluster,
+    node: u64,
+    what: &str,
+    queries: &[Vec<f32>],
+    exact: &[(Vec<i64>, Vec<i64>)],
+    filter: &Value,
+) {
+    for (q, (plain, filtered)) in queries.iter().zip(exact) {
+        let got = search(c, node, json!({"vector": q, "limit": 10, "ef": 500})).await;
+        assert_eq!(&got, plain, "node {node} ({what})");
+        let got =
+            search(c, node, json!({"vector": q, "limit": 10, "ef": 500, "filter": filter, "with_payload": true})).await;
+        assert_eq!(&got, filtered, "node {node} ({what}), filtered");
+        // SQL gives the same neighbours as HTTP.
+        let sql = format!(
+            "SET hnsw.ef_search = 500; SELECT id FROM docs ORDER BY vector <-> '{}' LIMIT 10",
+            quorumdb_vector::metric::format(q)
+        );
+        let (s, v) = c.sql(node, &sql, "linearizable").await;
+        assert_eq!(s, 200, "{v}");
+        let sql_ids: Vec<i64> =
+            v["results"][1]["rows"].as_array().unwrap().iter().map(|r| r[0].as_i64().unwrap()).collect();
+        assert_eq!(&sql_ids, plain, "node {node} ({what}), SQL");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collections_sql_and_restarted_nodes_agree() {
+    let mut c = TestCluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let other = (1..=3).find(|&i| i != leader && i != follower).unwrap();
+
+    let create = json!({"vectors": {"size": DIM, "distance": "Euclid"}, "hnsw_config": {"m": 12, "ef_construct": 64}});
+    let (s, v) = c.call(follower, "PUT", "/v1/collections/docs", Some(create.clone())).await;
+    assert_eq!((s, &v["result"]), (200, &json!(true)), "{v}");
+    let (s, v) = c.call(leader, "PUT", "/v1/collections/docs", Some(create)).await;
+    assert_eq!(s, 409, "{v}");
+
+    let n = 1_500u64;
+    for (b, start) in (0..n).step_by(500).enumerate() {
+        let points: Vec<Value> = (start..start + 500)
+            .map(|i| {
+                json!({"id": i, "vector": point(i), "payload": {"group": i % 5, "tag": if i % 2 == 0 { "even" } else { "odd" }, "n": i}})
+            })
+            .collect();
+        let (s, v) =
+            c.call(1 + b as u64 % 3, "PUT", "/v1/collections/docs/points", Some(json!({"points": points}))).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (s, v) = c.call(other, "GET", "/v1/collections/docs", None).await;
+    assert_eq!((s, &v["result"]["points_count"]), (200, &json!(n)), "{v}");
+    let (s, v) = c.call(other, "GET", "/v1/collections/docs/points/7", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["result"]["payload"], json!({"group": 2, "tag": "odd", "n": 7}));
+    let got: Vec<f32> = serde_json::from_value(v["result"]["vector"].clone()).unwrap();
+    assert_eq!(got, point(7));
+
+    // Deletes and overwrites reach the index.
+    let (s, v) = c.call(other, "POST", "/v1/collections/docs/points/delete", Some(json!({"points": [0, 1, 2]}))).await;
+    assert_eq!((s, &v["result"]["deleted"]), (200, &json!(3)), "{v}");
+    let moved = json!({"points": [{"id": 10, "vector": point(11), "payload": {"group": 9}}]});
+    assert_eq!(c.call(leader, "PUT", "/v1/collections/docs/points", Some(moved)).await.0, 200);
+
+    let queries: Vec<Vec<f32>> = (0..8u64).map(|q| point(q * 37 + 5).iter().map(|x| x + 0.01).collect()).collect();
+    let filter = json!({"must": [{"key": "tag", "match": {"value": "even"}}, {"key": "n", "range": {"gte": 100}}],
+                        "must_not": [{"key": "group", "match": {"any": [1]}}]});
+    let mut exact = Vec::new();
+    for q in &queries {
+        let plain = search(&c, leader, json!({"vector": q, "limit": 10, "params": {"exact": true}})).await;
+        assert_eq!(plain.len(), 10);
+        assert!(!plain.iter().any(|id| [0, 1, 2].contains(id)));
+        let filtered =
+            search(&c, leader, json!({"vector": q, "limit": 10, "filter": filter, "params": {"exact": true}})).await;
+        exact.push((plain, filtered));
+    }
+    for node in 1..=3 {
+        check(&c, node, "running", &queries, &exact, &filter).await;
+    }
+    // Filtered results all pass the filter; a very selective filter still gets its rows.
+    let (s, v) = c
+        .call(
+            follower,
+            "POST",
+            "/v1/collections/docs/search",
+            Some(json!({"vector": queries[0], "limit": 10, "filter": filter})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    for p in v["result"].as_array().unwrap() {
+        let pl = &p["payload"];
+        assert!(pl["tag"] == "even" && pl["n"].as_u64().unwrap() >= 100 && pl["group"] != 1, "{p}");
+    }
+    let few = search(
+        &c,
+        follower,
+        json!({"vector": queries[0], "limit": 10, "filter": {"must": [{"has_id": [5, 17, 999999]}]}}),
+    )
+    .await;
+    assert_eq!(
+        {
+            let mut f = few.clone();
+            f.sort();
+            f
+        },
+        vec![5, 17]
+    );
+    let (s, v) = c
+        .call(
+            leader,
+            "POST",
+            "/v1/collections/docs/search/batch",
+            Some(json!({"searches": [{"vector": queries[0], "limit": 3}, {"vector": queries[1], "limit": 2}]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!((v["result"][0].as_array().unwrap().len(), v["result"][1].as_array().unwrap().len()), (3, 2));
+
+    // Bad input: clear errors, nothing written.
+    let bad = [
+        ("PUT", "/v1/collections/docs/points", json!({"points": [{"id": 5000, "vector": [1.0, 2.0]}]}), 400),
+        (
+            "PUT",
+            "/v1/collections/docs/points",
+            json!({"points": [{"id": 5001, "vector": point(1)}, {"id": 5002, "vector": vec!["NaN"; DIM]}]}),
+            400,
+        ),
+        ("PUT", "/v1/collections/docs/points", json!({"points": [{"id": -1, "vector": point(1)}]}), 400),
+        ("PUT", "/v1/collections/nope/points", json!({"points": [{"id": 1, "vector": point(1)}]}), 404),
+        ("POST", "/v1/collections/nope/search", json!({"vector": point(1)}), 404),
+        ("POST", "/v1/collections/docs/search", json!({"vector": point(1), "limit": 0}), 400),
+        ("POST", "/v1/collections/docs/search", json!({"vector": point(1), "limit": 1_000_000}), 400),
+        ("POST", "/v1/collections/docs/search", json!({"vector": [1.0]}), 400),
+        (
+            "POST",
+            "/v1/collections/docs/search",
+            json!({"vector": point(1), "filter": {"must": [{"key": "x", "near": 1}]}}),
+            400,
+        ),
+        ("PUT", "/v1/collections/bad-name", json!({"vectors": {"size": 4, "distance": "Cosine"}}), 400),
+        ("PUT", "/v1/collections/other", json!({"vectors": {"size": 4, "distance": "Manhattan"}}), 400),
+    ];
+    for (method, path, body, want) in bad {
+        let (s, v) = c.call(follower, method, path, Some(body.clone())).await;
+        assert_eq!(s, want, "{method} {path} {body}: {v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    }
+    let r = c
+        .http
+        .post(format!("http://{}/v1/collections/docs/search", c.addr(leader)))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(c.call(leader, "GET", "/v1/collections/docs/points/5001", None).await.0, 404);
+    assert_eq!(c.sql_value(leader, "SELECT count(*) FROM docs", "linearizable").await, json!(n - 3));
+
+    // A node restarted cleanly loads its graph dump; one whose dump is gone rebuilds it.
+    c.kill(follower).await;
+    assert!(
+        c.data_dir(follower).join("vectors").read_dir().unwrap().next().is_some(),
+        "a stopped node dumps its graphs"
+    );
+    c.restart(follower).await;
+    c.kill(other).await;
+    std::fs::remove_dir_all(c.data_dir(other).join("vectors")).unwrap();
+    c.restart(other).await;
+    c.wait_converged().await;
+    for node in [follower, other] {
+        wait_for(60, "the graph to be ready", || async {
+            let (_, v) = c.call(node, "GET", "/v1/collections/docs", None).await;
+            (v["result"]["status"] == "green").then_some(())
+        })
+        .await;
+        check(&c, node, "restarted", &queries, &exact, &filter).await;
+    }
+
+    let (s, _) = c.call(other, "DELETE", "/v1/collections/docs", None).await;
+    assert_eq!(s, 200);
+    let (s, v) = c.call(leader, "GET", "/v1/collections/docs", None).await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = c.call(follower, "GET", "/v1/collections", None).await;
+    assert_eq!((s, &v["result"]["collections"]), (200, &json!([])), "{v}");
+}
