@@ -6,13 +6,15 @@ use rand::{Rng, SeedableRng};
 
 /// Clustered vectors that look like embeddings: points around cluster centres in a
 /// low-dimensional latent space, mapped linearly into `dim` dimensions, plus a little noise.
+/// Queries come from the same distribution as the data (same map and centres; other draws).
 fn dataset(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut shape = StdRng::seed_from_u64(dim as u64);
     let latent = 16;
     let clusters = 64;
-    let map: Vec<Vec<f32>> = (0..dim).map(|_| (0..latent).map(|_| rng.random_range(-1.0..1.0)).collect()).collect();
+    let map: Vec<Vec<f32>> = (0..dim).map(|_| (0..latent).map(|_| shape.random_range(-1.0..1.0)).collect()).collect();
     let centres: Vec<Vec<f32>> =
-        (0..clusters).map(|_| (0..latent).map(|_| rng.random_range(-3.0..3.0)).collect()).collect();
+        (0..clusters).map(|_| (0..latent).map(|_| shape.random_range(-3.0..3.0)).collect()).collect();
+    let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
         .map(|_| {
             let c = &centres[rng.random_range(0..clusters)];
