@@ -145,6 +145,22 @@ async fn demo_body(
         }
     };
     sql(via.addr.clone(), SAMPLE_SQL).await?;
+    // A vector collection: named colours as RGB vectors (created once; upserts are idempotent).
+    let colors = format!("http://{}/v1/collections/colors", via.addr);
+    if http.get(&colors).send().await?.status() == reqwest::StatusCode::NOT_FOUND {
+        let body = serde_json::json!({"vectors": {"size": 3, "distance": "Euclid"}});
+        http.put(&colors).json(&body).send().await?.error_for_status()?;
+    }
+    let points: Vec<Value> = COLORS
+        .iter()
+        .enumerate()
+        .map(|(i, (name, rgb, warm))| serde_json::json!({"id": i, "vector": rgb, "payload": {"name": name, "warm": warm}}))
+        .collect();
+    http.put(format!("{colors}/points"))
+        .json(&serde_json::json!({ "points": points }))
+        .send()
+        .await?
+        .error_for_status()?;
     // Every node answers a linearizable read with the new data.
     for n in nodes {
         let v = sql(n.addr.clone(), SAMPLE_CHECK).await?;
@@ -152,9 +168,18 @@ async fn demo_body(
         let v =
             http.get(format!("http://{}/v1/kv/planet/earth", n.addr)).send().await?.error_for_status()?.text().await?;
         anyhow::ensure!(v.contains("\"moons\":1"), "node {} returned {v:?}", n.id);
+        let v: Value = http
+            .post(format!("http://{}/v1/collections/colors/search", n.addr))
+            .json(&serde_json::json!({"vector": [250, 120, 10], "limit": 1}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        anyhow::ensure!(v["result"][0]["payload"]["name"] == "orange", "node {} returned {v}", n.id);
     }
     println!(
-        "\nQuorumDB demo cluster is up: leader is node {leader}; 108 sample keys and the planets/moons tables loaded through node {}.\n",
+        "\nQuorumDB demo cluster is up: leader is node {leader}; 108 sample keys, the planets/moons tables and a colors vector collection loaded through node {}.\n",
         via.id
     );
     for n in nodes {
@@ -176,6 +201,9 @@ async fn demo_body(
     );
     println!(
         "  curl -s http://{a}/v1/sql -d '{{\"sql\": \"UPDATE planets SET moons = moons + 1 WHERE name = $1\", \"params\": [\"mars\"]}}'"
+    );
+    println!(
+        "  curl -s http://{a}/v1/collections/colors/search -d '{{\"vector\": [200, 30, 60], \"limit\": 3, \"filter\": {{\"must\": [{{\"key\": \"warm\", \"match\": {{\"value\": true}}}}]}}}}'"
     );
     println!("  curl -s -X PUT --data-binary 'hello' http://{a}/v1/kv/greeting");
     println!("  curl -s 'http://{}/v1/kv/greeting?consistency=stale'", nodes[2].addr);
@@ -219,5 +247,21 @@ INSERT INTO moons VALUES
     ('titania', 'uranus', 788.4), ('triton', 'neptune', 1353.4), ('charon', 'pluto', 606.0)
 ON CONFLICT (name) DO NOTHING;
 ";
+
+/// The vector sample: colours as RGB vectors, with a payload.
+const COLORS: [(&str, [u8; 3], bool); 12] = [
+    ("red", [255, 0, 0], true),
+    ("orange", [255, 128, 0], true),
+    ("yellow", [255, 255, 0], true),
+    ("green", [0, 160, 0], false),
+    ("teal", [0, 128, 128], false),
+    ("blue", [0, 0, 255], false),
+    ("navy", [0, 0, 128], false),
+    ("purple", [128, 0, 128], false),
+    ("pink", [255, 160, 200], true),
+    ("brown", [140, 80, 20], true),
+    ("white", [255, 255, 255], false),
+    ("black", [0, 0, 0], false),
+];
 
 const SAMPLE_CHECK: &str = "SELECT count(DISTINCT p.name) FROM planets p LEFT JOIN moons m ON m.planet = p.name";
