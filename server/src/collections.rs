@@ -58,7 +58,7 @@ fn check_name(name: &str) -> ApiResult<()> {
     if good { Ok(()) } else { Err(bad(format!("invalid collection name {name:?}: use letters, digits and _"))) }
 }
 
-fn metric_name(m: Metric) -> &'static str {
+pub(crate) fn metric_name(m: Metric) -> &'static str {
     match m {
         Metric::L2 => "Euclid",
         Metric::Cosine => "Cosine",
@@ -122,39 +122,49 @@ async fn run_sql(state: &AppState, sql: &str, params: &[Value]) -> ApiResult<Vec
 
 pub async fn list(State(s): State<AppState>, Query(p): Query<ReadParams>) -> ApiResult<Json<Value>> {
     let started = Instant::now();
-    s.replica.read_barrier(crate::kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?).await?;
-    let catalog = s.sql.catalog()?;
-    let names: Vec<Value> =
-        catalog.tables.keys().filter(|n| collection(&s, n).is_ok()).map(|n| json!({"name": n})).collect();
+    let names = list_names(&s, crate::kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?).await?;
+    let names: Vec<Value> = names.into_iter().map(|n| json!({"name": n})).collect();
     Ok(ok(json!({"collections": names}), started))
+}
+
+/// The names of every collection.
+pub(crate) async fn list_names(s: &AppState, level: Consistency) -> ApiResult<Vec<String>> {
+    s.replica.read_barrier(level).await?;
+    let catalog = s.sql.catalog()?;
+    Ok(catalog.tables.keys().filter(|n| collection(s, n).is_ok()).cloned().collect())
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct VectorsConfig {
-    size: usize,
-    distance: String,
+pub(crate) struct VectorsConfig {
+    pub(crate) size: usize,
+    pub(crate) distance: String,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct HnswConfig {
-    m: Option<usize>,
-    ef_construct: Option<usize>,
+pub(crate) struct HnswConfig {
+    pub(crate) m: Option<usize>,
+    pub(crate) ef_construct: Option<usize>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateCollection {
-    vectors: VectorsConfig,
+pub(crate) struct CreateCollection {
+    pub(crate) vectors: VectorsConfig,
     #[serde(default)]
-    hnsw_config: HnswConfig,
+    pub(crate) hnsw_config: HnswConfig,
 }
 
 pub async fn create(State(s): State<AppState>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
     let started = Instant::now();
-    check_name(&name)?;
-    let req: CreateCollection = parse_body(&body)?;
+    create_collection(&s, &name, parse_body(&body)?).await?;
+    Ok(ok(json!(true), started))
+}
+
+/// Creates a collection: its table and HNSW index, in one atomic command.
+pub(crate) async fn create_collection(s: &AppState, name: &str, req: CreateCollection) -> ApiResult<()> {
+    check_name(name)?;
     let metric = parse_metric(&req.vectors.distance)?;
     let spec = IndexSpec {
         dim: req.vectors.size,
@@ -166,15 +176,15 @@ pub async fn create(State(s): State<AppState>, Path(name): Path<String>, body: B
     let sql = format!(
         "CREATE TABLE {t} (id BIGINT PRIMARY KEY, vector VECTOR({dim}) NOT NULL, payload JSON); \
          CREATE INDEX {ix} ON {t} USING hnsw (vector {ops}) WITH (m = {m}, ef_construction = {efc})",
-        t = quoted(&name),
+        t = quoted(name),
         ix = quoted(&format!("{name}_vector_idx")),
         dim = spec.dim,
         ops = metric.opclass(),
         m = spec.m,
         efc = spec.ef_construction,
     );
-    run_sql(&s, &sql, &[]).await?;
-    Ok(ok(json!(true), started))
+    run_sql(s, &sql, &[]).await?;
+    Ok(())
 }
 
 pub async fn get(
@@ -183,10 +193,35 @@ pub async fn get(
     Query(p): Query<ReadParams>,
 ) -> ApiResult<Json<Value>> {
     let started = Instant::now();
-    s.replica.read_barrier(crate::kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?).await?;
-    let c = collection(&s, &name)?;
+    let level = crate::kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?;
+    let i = collection_info(&s, &name, level).await?;
+    Ok(ok(
+        json!({
+            "status": if i.ready { "green" } else { "yellow" },
+            "points_count": i.points,
+            "indexed_vectors_count": i.indexed,
+            "config": {
+                "params": {"vectors": {"size": i.spec.dim, "distance": metric_name(i.spec.metric)}},
+                "hnsw_config": {"m": i.spec.m, "ef_construct": i.spec.ef_construction},
+            },
+        }),
+        started,
+    ))
+}
+
+/// What `GET` a collection reports.
+pub(crate) struct CollectionInfo {
+    pub(crate) spec: IndexSpec,
+    pub(crate) points: i64,
+    pub(crate) indexed: usize,
+    pub(crate) ready: bool,
+}
+
+pub(crate) async fn collection_info(s: &AppState, name: &str, level: Consistency) -> ApiResult<CollectionInfo> {
+    s.replica.read_barrier(level).await?;
+    let c = collection(s, name)?;
     let stats = s.vectors.stats(c.def.id, c.index.id);
-    let count = run_sql(&s, &format!("SELECT count(*) FROM {}", quoted(&name)), &[]).await?;
+    let count = run_sql(s, &format!("SELECT count(*) FROM {}", quoted(name)), &[]).await?;
     let points = match count.first() {
         Some(quorumdb_sql::StatementResult::Rows { batches, .. }) => batches
             .first()
@@ -196,25 +231,19 @@ pub async fn get(
             .unwrap_or(0),
         _ => 0,
     };
-    Ok(ok(
-        json!({
-            "status": if stats.is_some() { "green" } else { "yellow" },
-            "points_count": points,
-            "indexed_vectors_count": stats.map_or(0, |(_, live)| live),
-            "config": {
-                "params": {"vectors": {"size": c.spec.dim, "distance": metric_name(c.spec.metric)}},
-                "hnsw_config": {"m": c.spec.m, "ef_construct": c.spec.ef_construction},
-            },
-        }),
-        started,
-    ))
+    Ok(CollectionInfo { spec: c.spec, points, indexed: stats.map_or(0, |(_, live)| live), ready: stats.is_some() })
 }
 
 pub async fn delete(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     let started = Instant::now();
-    collection(&s, &name)?;
-    run_sql(&s, &format!("DROP TABLE {}", quoted(&name)), &[]).await?;
+    drop_collection(&s, &name).await?;
     Ok(ok(json!(true), started))
+}
+
+pub(crate) async fn drop_collection(s: &AppState, name: &str) -> ApiResult<()> {
+    collection(s, name)?;
+    run_sql(s, &format!("DROP TABLE {}", quoted(name)), &[]).await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -222,17 +251,17 @@ pub async fn delete(State(s): State<AppState>, Path(name): Path<String>) -> ApiR
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PointIn {
-    id: Value,
-    vector: Vec<Value>,
+pub(crate) struct PointIn {
+    pub(crate) id: Value,
+    pub(crate) vector: Vec<Value>,
     #[serde(default)]
-    payload: Option<Value>,
+    pub(crate) payload: Option<Value>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Upsert {
-    points: Vec<PointIn>,
+pub(crate) struct Upsert {
+    pub(crate) points: Vec<PointIn>,
 }
 
 fn point_id(v: &Value) -> ApiResult<i64> {
@@ -253,8 +282,13 @@ fn vector_of(v: &[Value], dim: usize) -> ApiResult<Vec<f32>> {
 
 pub async fn upsert(State(s): State<AppState>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
     let started = Instant::now();
-    let c = collection(&s, &name)?;
-    let req: Upsert = parse_body(&body)?;
+    let n = upsert_points(&s, &name, parse_body(&body)?).await?;
+    Ok(ok(json!({"status": "completed", "points": n}), started))
+}
+
+/// Upserts points (all validated before anything is written; one atomic command).
+pub(crate) async fn upsert_points(s: &AppState, name: &str, req: Upsert) -> ApiResult<usize> {
+    let c = collection(s, name)?;
     if req.points.is_empty() || req.points.len() > MAX_BATCH {
         return Err(bad(format!("an upsert carries 1..{MAX_BATCH} points, not {}", req.points.len())));
     }
@@ -275,11 +309,11 @@ pub async fn upsert(State(s): State<AppState>, Path(name): Path<String>, body: B
     let sql = format!(
         "INSERT INTO {} (id, vector, payload) VALUES {} \
          ON CONFLICT (id) DO UPDATE SET vector = excluded.vector, payload = excluded.payload",
-        quoted(&name),
+        quoted(name),
         values.join(", ")
     );
-    run_sql(&s, &sql, &params).await?;
-    Ok(ok(json!({"status": "completed", "points": req.points.len()}), started))
+    run_sql(s, &sql, &params).await?;
+    Ok(req.points.len())
 }
 
 #[derive(Deserialize)]
@@ -290,20 +324,26 @@ struct DeletePoints {
 
 pub async fn delete_points(State(s): State<AppState>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
     let started = Instant::now();
-    collection(&s, &name)?;
     let req: DeletePoints = parse_body(&body)?;
-    if req.points.is_empty() || req.points.len() > MAX_BATCH {
-        return Err(bad(format!("a delete carries 1..{MAX_BATCH} point ids, not {}", req.points.len())));
+    let ids: Vec<i64> = req.points.iter().map(point_id).collect::<ApiResult<_>>()?;
+    let deleted = remove_points(&s, &name, &ids).await?;
+    Ok(ok(json!({"status": "completed", "deleted": deleted}), started))
+}
+
+/// Deletes points by id; returns how many existed.
+pub(crate) async fn remove_points(s: &AppState, name: &str, ids: &[i64]) -> ApiResult<u64> {
+    collection(s, name)?;
+    if ids.is_empty() || ids.len() > MAX_BATCH {
+        return Err(bad(format!("a delete carries 1..{MAX_BATCH} point ids, not {}", ids.len())));
     }
-    let ids: Vec<Value> = req.points.iter().map(|v| point_id(v).map(|i| json!(i))).collect::<ApiResult<_>>()?;
     let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-    let sql = format!("DELETE FROM {} WHERE id IN ({})", quoted(&name), marks.join(", "));
-    let results = run_sql(&s, &sql, &ids).await?;
-    let deleted = match results.first() {
+    let sql = format!("DELETE FROM {} WHERE id IN ({})", quoted(name), marks.join(", "));
+    let params: Vec<Value> = ids.iter().map(|i| json!(i)).collect();
+    let results = run_sql(s, &sql, &params).await?;
+    Ok(match results.first() {
         Some(quorumdb_sql::StatementResult::Done { rows_affected, .. }) => *rows_affected,
         _ => 0,
-    };
-    Ok(ok(json!({"status": "completed", "deleted": deleted}), started))
+    })
 }
 
 fn payload_of(c: &Collection, row: &[SqlValue]) -> Value {
@@ -333,15 +373,21 @@ pub async fn get_point(
     Query(p): Query<ReadParams>,
 ) -> ApiResult<Json<Value>> {
     let started = Instant::now();
-    s.replica.read_barrier(crate::kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?).await?;
-    let c = collection(&s, &name)?;
     let id: i64 = id.parse().map_err(|_| bad(format!("point ids are unsigned integers, not {id:?}")))?;
+    let level = crate::kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?;
+    Ok(ok(read_point(&s, &name, id, level).await?, started))
+}
+
+/// One point as JSON (`id`, `payload`, `vector`).
+pub(crate) async fn read_point(s: &AppState, name: &str, id: i64, level: Consistency) -> ApiResult<Value> {
+    s.replica.read_barrier(level).await?;
+    let c = collection(s, name)?;
     let key = c.def.key_of(&pk_row(&c, id))?.expect("collections have a primary key");
     let read = crate::sql::StateRead(s.replica.reader().clone());
     let bytes = quorumdb_sql::KvRead::get(&read, &quorumdb_sql::codec::row_key(c.def.id, &key))?
         .ok_or_else(|| ServerError::NotFound(format!("point {id} not found in {name}")))?;
     let row = quorumdb_sql::codec::decode_row(&bytes, &c.def.types(), &c.def.added_defaults())?;
-    Ok(ok(point_json(&c, &row, true, true), started))
+    Ok(point_json(&c, &row, true, true))
 }
 
 /// A physical row holding only the id (to encode the primary key).
@@ -356,26 +402,26 @@ fn pk_row(c: &Collection, id: i64) -> Vec<SqlValue> {
 
 #[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
-struct SearchParamsIn {
-    hnsw_ef: Option<usize>,
+pub(crate) struct SearchParamsIn {
+    pub(crate) hnsw_ef: Option<usize>,
     #[serde(default)]
-    exact: bool,
+    pub(crate) exact: bool,
 }
 
 #[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
-struct SearchRequest {
-    vector: Vec<Value>,
-    limit: Option<usize>,
+pub(crate) struct SearchRequest {
+    pub(crate) vector: Vec<Value>,
+    pub(crate) limit: Option<usize>,
     #[serde(default)]
-    filter: Option<Value>,
-    ef: Option<usize>,
-    params: Option<SearchParamsIn>,
+    pub(crate) filter: Option<Value>,
+    pub(crate) ef: Option<usize>,
+    pub(crate) params: Option<SearchParamsIn>,
     #[serde(default)]
-    with_payload: Option<bool>,
+    pub(crate) with_payload: Option<bool>,
     #[serde(default)]
-    with_vector: Option<bool>,
-    consistency: Option<String>,
+    pub(crate) with_vector: Option<bool>,
+    pub(crate) consistency: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -506,6 +552,28 @@ fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Runs searches against a collection after one read barrier (at the first search's or the
+/// query string's consistency).
+pub(crate) async fn search_collection(
+    s: &AppState,
+    name: &str,
+    searches: Vec<SearchRequest>,
+    default_level: Option<&str>,
+    max_staleness_ms: Option<u64>,
+) -> ApiResult<Vec<Value>> {
+    if searches.is_empty() || searches.len() > 1000 {
+        return Err(bad(format!("a batch carries 1..1000 searches, not {}", searches.len())));
+    }
+    let level = crate::kv::consistency(searches[0].consistency.as_deref().or(default_level), max_staleness_ms)?;
+    s.replica.read_barrier(level).await?;
+    let c = Arc::new(collection(s, name)?);
+    let mut out = Vec::with_capacity(searches.len());
+    for r in searches {
+        out.push(run_search(s, c.clone(), r).await?);
+    }
+    Ok(out)
+}
+
 /// Runs one search against a collection on a blocking thread.
 async fn run_search(s: &AppState, c: Arc<Collection>, req: SearchRequest) -> ApiResult<Value> {
     let limit = req.limit.unwrap_or(10);
@@ -553,12 +621,6 @@ async fn run_search(s: &AppState, c: Arc<Collection>, req: SearchRequest) -> Api
     Ok(Value::Array(points))
 }
 
-async fn barrier(s: &AppState, consistency: Option<&str>, p: &ReadParams) -> ApiResult<()> {
-    let level = crate::kv::consistency(consistency.or(p.consistency.as_deref()), p.max_staleness_ms)?;
-    s.replica.read_barrier(level).await?;
-    Ok(())
-}
-
 pub async fn search(
     State(s): State<AppState>,
     Path(name): Path<String>,
@@ -567,9 +629,8 @@ pub async fn search(
 ) -> ApiResult<Json<Value>> {
     let started = Instant::now();
     let req: SearchRequest = parse_body(&body)?;
-    barrier(&s, req.consistency.as_deref(), &p).await?;
-    let c = Arc::new(collection(&s, &name)?);
-    Ok(ok(run_search(&s, c, req).await?, started))
+    let mut out = search_collection(&s, &name, vec![req], p.consistency.as_deref(), p.max_staleness_ms).await?;
+    Ok(ok(out.pop().unwrap_or(Value::Null), started))
 }
 
 pub async fn search_batch(
@@ -580,14 +641,6 @@ pub async fn search_batch(
 ) -> ApiResult<Json<Value>> {
     let started = Instant::now();
     let req: BatchRequest = parse_body(&body)?;
-    if req.searches.is_empty() || req.searches.len() > 1000 {
-        return Err(bad(format!("a batch carries 1..1000 searches, not {}", req.searches.len())));
-    }
-    barrier(&s, req.searches[0].consistency.as_deref(), &p).await?;
-    let c = Arc::new(collection(&s, &name)?);
-    let mut out = Vec::with_capacity(req.searches.len());
-    for r in req.searches {
-        out.push(run_search(&s, c.clone(), r).await?);
-    }
+    let out = search_collection(&s, &name, req.searches, p.consistency.as_deref(), p.max_staleness_ms).await?;
     Ok(ok(Value::Array(out), started))
 }

@@ -1,5 +1,6 @@
-//! The gRPC client API (`quorumdb.client.Kv`, `quorumdb.client.Cluster`) and the routes that
-//! mount it, with the Raft transport, on the node's single port.
+//! The gRPC client API (`quorumdb.client.Kv`, `quorumdb.client.Cluster`,
+//! `quorumdb.client.Vectors`) and the routes that mount it, with the Raft transport, on the
+//! node's single port. The vector service calls the same functions as the HTTP collections API.
 
 use quorumdb_replication::Replica;
 use quorumdb_replication::kv::{KvCommand, KvResponse};
@@ -15,12 +16,24 @@ pub mod pb {
 
 use pb::cluster_server::{Cluster, ClusterServer};
 use pb::kv_server::{Kv, KvServer};
+use pb::vectors_server::{Vectors, VectorsServer};
+
+use crate::collections as coll;
+use crate::http::AppState;
 
 /// Every gRPC service of a node: the Raft transport and the client API.
-pub fn routes(replica: Replica) -> Routes {
+pub fn routes(state: AppState) -> Routes {
+    let replica = state.replica.clone();
     Routes::new(replica.transport_service())
         .add_service(KvServer::new(KvService(replica.clone())))
         .add_service(ClusterServer::new(ClusterService(replica)))
+        .add_service(VectorsServer::new(VectorService(state)))
+}
+
+fn read_level(read: Option<pb::ReadOptions>) -> Result<quorumdb_replication::Consistency, Status> {
+    let read = read.unwrap_or_default();
+    let level = if read.consistency.is_empty() { None } else { Some(read.consistency.as_str()) };
+    kv::consistency(level, (read.max_staleness_ms > 0).then_some(read.max_staleness_ms)).map_err(to_status)
 }
 
 pub struct KvService(Replica);
@@ -95,5 +108,169 @@ impl Cluster for ClusterService {
             voters: st.members.iter().map(|m| m.id).collect(),
             learners: st.learners.iter().map(|m| m.id).collect(),
         }))
+    }
+}
+
+pub struct VectorService(AppState);
+
+fn json_text(v: &serde_json::Value) -> String {
+    if v.is_null() { String::new() } else { v.to_string() }
+}
+
+fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, Status> {
+    if text.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_str(text).map_err(|e| Status::invalid_argument(format!("{what} is not valid JSON: {e}")))
+}
+
+fn point_of(v: &serde_json::Value) -> pb::Point {
+    pb::Point {
+        id: v["id"].as_u64().unwrap_or(0),
+        vector: v["vector"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect())
+            .unwrap_or_default(),
+        payload_json: json_text(&v["payload"]),
+    }
+}
+
+fn search_of(r: pb::SearchRequest) -> Result<coll::SearchRequest, Status> {
+    let filter = parse_json(&r.filter_json, "filter_json")?;
+    let read = r.read.unwrap_or_default();
+    Ok(coll::SearchRequest {
+        vector: r.vector.iter().map(|x| serde_json::json!(x)).collect(),
+        limit: Some(if r.limit == 0 { 10 } else { r.limit as usize }),
+        filter: (!filter.is_null()).then_some(filter),
+        ef: (r.ef > 0).then_some(r.ef as usize),
+        params: Some(coll::SearchParamsIn { hnsw_ef: None, exact: r.exact }),
+        with_payload: Some(r.with_payload),
+        with_vector: Some(r.with_vector),
+        consistency: (!read.consistency.is_empty()).then_some(read.consistency),
+    })
+}
+
+fn results_of(v: &serde_json::Value) -> pb::SearchResponse {
+    let points = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    let pt = point_of(p);
+                    pb::ScoredPoint {
+                        id: pt.id,
+                        score: p["score"].as_f64().unwrap_or(0.0),
+                        payload_json: pt.payload_json,
+                        vector: pt.vector,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pb::SearchResponse { points }
+}
+
+#[tonic::async_trait]
+impl Vectors for VectorService {
+    async fn create_collection(&self, req: Request<pb::CreateCollectionRequest>) -> Result<Response<pb::Ack>, Status> {
+        let r = req.into_inner();
+        let body = coll::CreateCollection {
+            vectors: coll::VectorsConfig { size: r.size as usize, distance: r.distance },
+            hnsw_config: coll::HnswConfig {
+                m: (r.m > 0).then_some(r.m as usize),
+                ef_construct: (r.ef_construct > 0).then_some(r.ef_construct as usize),
+            },
+        };
+        coll::create_collection(&self.0, &r.name, body).await.map_err(to_status)?;
+        Ok(Response::new(pb::Ack { count: 0 }))
+    }
+
+    async fn get_collection(
+        &self,
+        req: Request<pb::CollectionRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        let r = req.into_inner();
+        let i = coll::collection_info(&self.0, &r.name, read_level(r.read)?).await.map_err(to_status)?;
+        Ok(Response::new(pb::CollectionInfo {
+            size: i.spec.dim as u32,
+            distance: coll::metric_name(i.spec.metric).to_string(),
+            m: i.spec.m as u32,
+            ef_construct: i.spec.ef_construction as u32,
+            points_count: i.points.max(0) as u64,
+            indexed_vectors_count: i.indexed as u64,
+            ready: i.ready,
+        }))
+    }
+
+    async fn list_collections(
+        &self,
+        req: Request<pb::ListCollectionsRequest>,
+    ) -> Result<Response<pb::CollectionList>, Status> {
+        let names = coll::list_names(&self.0, read_level(req.into_inner().read)?).await.map_err(to_status)?;
+        Ok(Response::new(pb::CollectionList { names }))
+    }
+
+    async fn delete_collection(&self, req: Request<pb::CollectionRequest>) -> Result<Response<pb::Ack>, Status> {
+        coll::drop_collection(&self.0, &req.into_inner().name).await.map_err(to_status)?;
+        Ok(Response::new(pb::Ack { count: 0 }))
+    }
+
+    async fn upsert(&self, req: Request<pb::UpsertRequest>) -> Result<Response<pb::Ack>, Status> {
+        let r = req.into_inner();
+        let points = r
+            .points
+            .into_iter()
+            .map(|p| {
+                Ok(coll::PointIn {
+                    id: serde_json::json!(p.id),
+                    vector: p.vector.iter().map(|x| serde_json::json!(x)).collect(),
+                    payload: Some(parse_json(&p.payload_json, "payload_json")?),
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let n = coll::upsert_points(&self.0, &r.collection, coll::Upsert { points }).await.map_err(to_status)?;
+        Ok(Response::new(pb::Ack { count: n as u64 }))
+    }
+
+    async fn delete_points(&self, req: Request<pb::DeletePointsRequest>) -> Result<Response<pb::Ack>, Status> {
+        let r = req.into_inner();
+        let ids = r
+            .ids
+            .iter()
+            .map(|&i| i64::try_from(i).map_err(|_| Status::invalid_argument(format!("point id {i} is above 2^63"))))
+            .collect::<Result<Vec<_>, Status>>()?;
+        let n = coll::remove_points(&self.0, &r.collection, &ids).await.map_err(to_status)?;
+        Ok(Response::new(pb::Ack { count: n }))
+    }
+
+    async fn get_point(&self, req: Request<pb::GetPointRequest>) -> Result<Response<pb::Point>, Status> {
+        let r = req.into_inner();
+        let id =
+            i64::try_from(r.id).map_err(|_| Status::invalid_argument(format!("point id {} is above 2^63", r.id)))?;
+        let v = coll::read_point(&self.0, &r.collection, id, read_level(r.read)?).await.map_err(to_status)?;
+        Ok(Response::new(point_of(&v)))
+    }
+
+    async fn search(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
+        let r = req.into_inner();
+        let name = r.collection.clone();
+        let out = coll::search_collection(&self.0, &name, vec![search_of(r)?], None, None).await.map_err(to_status)?;
+        Ok(Response::new(results_of(&out[0])))
+    }
+
+    async fn search_batch(
+        &self,
+        req: Request<pb::SearchBatchRequest>,
+    ) -> Result<Response<pb::SearchBatchResponse>, Status> {
+        let r = req.into_inner();
+        let Some(name) = r.searches.first().map(|s| s.collection.clone()) else {
+            return Err(Status::invalid_argument("a batch carries 1..1000 searches, not 0"));
+        };
+        if r.searches.iter().any(|s| s.collection != name) {
+            return Err(Status::invalid_argument("every search of a batch must be on the same collection"));
+        }
+        let searches = r.searches.into_iter().map(search_of).collect::<Result<Vec<_>, Status>>()?;
+        let out = coll::search_collection(&self.0, &name, searches, None, None).await.map_err(to_status)?;
+        Ok(Response::new(pb::SearchBatchResponse { results: out.iter().map(results_of).collect() }))
     }
 }

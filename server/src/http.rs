@@ -51,7 +51,7 @@ impl FromRef<AppState> for Replica {
     }
 }
 
-pub fn router(replica: Replica, sql: Arc<Engine>, vectors: Arc<VectorIndexes>) -> Router {
+pub fn router(state: AppState) -> Router {
     use crate::collections as c;
     Router::new()
         .route("/v1/sql", post(sql_post))
@@ -74,7 +74,7 @@ pub fn router(replica: Replica, sql: Arc<Engine>, vectors: Arc<VectorIndexes>) -
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/v1/debug/faults", get(get_faults).put(put_faults))
         .route("/metrics", get(metrics_text))
-        .with_state(AppState { replica, sql, vectors })
+        .with_state(state)
 }
 
 /// The JSON body of a route the HTTP API does not have.

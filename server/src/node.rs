@@ -49,9 +49,10 @@ impl Node {
         let sql = Arc::new(Engine::new(Arc::new(crate::sql::StateRead(replica.reader().clone())), vectors.clone()));
 
         let (stop, mut stopped) = watch::channel(false);
-        let router = crate::grpc::routes(replica.clone())
+        let state = crate::http::AppState { replica: replica.clone(), sql: sql.clone(), vectors: vectors.clone() };
+        let router = crate::grpc::routes(state.clone())
             .into_axum_router()
-            .merge(crate::http::router(replica.clone(), sql.clone(), vectors.clone()))
+            .merge(crate::http::router(state))
             .fallback(crate::http::not_found);
         let server = tokio::spawn(async move {
             let shutdown = async move {

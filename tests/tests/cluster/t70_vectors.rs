@@ -28,7 +28,11 @@ fn ids(v: &Value) -> Vec<i64> {
 }
 
 async fn search(c: &TestCluster, node: u64, body: Value) -> Vec<i64> {
-    let (s, v) = c.call(node, "POST", "/v1/collections/docs/search", Some(body)).await;
+    search_in(c, node, "docs", body).await
+}
+
+async fn search_in(c: &TestCluster, node: u64, collection: &str, body: Value) -> Vec<i64> {
+    let (s, v) = c.call(node, "POST", &format!("/v1/collections/{collection}/search"), Some(body)).await;
     assert_eq!(s, 200, "{v}");
     ids(&v)
 }
@@ -219,4 +223,102 @@ async fn collections_sql_and_restarted_nodes_agree() {
     assert_eq!(s, 404, "{v}");
     let (s, v) = c.call(follower, "GET", "/v1/collections", None).await;
     assert_eq!((s, &v["result"]["collections"]), (200, &json!([])), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_vector_api_matches_http() {
+    use quorumdb_server::grpc::pb;
+    use quorumdb_server::grpc::pb::vectors_client::VectorsClient;
+
+    let c = TestCluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let mut g = VectorsClient::connect(format!("http://{}", c.addr(follower))).await.unwrap();
+    g.create_collection(pb::CreateCollectionRequest {
+        name: "g".into(),
+        size: 4,
+        distance: "Cosine".into(),
+        m: 0,
+        ef_construct: 0,
+    })
+    .await
+    .unwrap();
+    let points: Vec<pb::Point> = (0..60u64)
+        .map(|i| pb::Point {
+            id: i,
+            vector: vec![1.0 + (i % 7) as f32, (i % 5) as f32, (i % 3) as f32 + 0.5, i as f32 / 10.0],
+            payload_json: format!("{{\"odd\": {}}}", i % 2 == 1),
+        })
+        .collect();
+    let ack =
+        g.upsert(pb::UpsertRequest { collection: "g".into(), points: points.clone() }).await.unwrap().into_inner();
+    assert_eq!(ack.count, 60);
+    let info = g.get_collection(pb::CollectionRequest { name: "g".into(), read: None }).await.unwrap().into_inner();
+    assert_eq!(
+        (info.size, info.distance.as_str(), info.points_count, info.m, info.ef_construct),
+        (4, "Cosine", 60, 16, 64)
+    );
+    let names = g.list_collections(pb::ListCollectionsRequest { read: None }).await.unwrap().into_inner().names;
+    assert_eq!(names, vec!["g".to_string()]);
+    let p = g.get_point(pb::GetPointRequest { collection: "g".into(), id: 9, read: None }).await.unwrap().into_inner();
+    assert_eq!((p.id, &p.vector, p.payload_json.as_str()), (9, &points[9].vector, r#"{"odd":true}"#));
+
+    let q = vec![2.0, 1.0, 1.0, 0.3];
+    let filter = r#"{"must": [{"key": "odd", "match": {"value": false}}]}"#;
+    let req = pb::SearchRequest {
+        collection: "g".into(),
+        vector: q.clone(),
+        limit: 5,
+        ef: 100,
+        filter_json: filter.into(),
+        with_payload: true,
+        ..Default::default()
+    };
+    let hits = g.search(req.clone()).await.unwrap().into_inner().points;
+    assert_eq!(hits.len(), 5);
+    assert!(hits.iter().all(|h| h.id % 2 == 0 && h.payload_json == r#"{"odd":false}"#));
+    assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "cosine scores are similarities, best first");
+    let http = search_in(
+        &c,
+        leader,
+        "g",
+        json!({"vector": q, "limit": 5, "ef": 100, "filter": serde_json::from_str::<Value>(filter).unwrap()}),
+    )
+    .await;
+    assert_eq!(hits.iter().map(|h| h.id as i64).collect::<Vec<_>>(), http);
+    let exact = g.search(pb::SearchRequest { exact: true, ..req.clone() }).await.unwrap().into_inner().points;
+    assert_eq!(exact.iter().map(|h| h.id).collect::<Vec<_>>(), hits.iter().map(|h| h.id).collect::<Vec<_>>());
+    let batch = g
+        .search_batch(pb::SearchBatchRequest {
+            searches: vec![req.clone(), pb::SearchRequest { limit: 2, ..req.clone() }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.results.iter().map(|r| r.points.len()).collect::<Vec<_>>(), vec![5, 2]);
+
+    let gone =
+        g.delete_points(pb::DeletePointsRequest { collection: "g".into(), ids: vec![hits[0].id, 999] }).await.unwrap();
+    assert_eq!(gone.into_inner().count, 1);
+    let after = g.search(req.clone()).await.unwrap().into_inner().points;
+    assert!(!after.iter().any(|h| h.id == hits[0].id));
+
+    // Errors carry the right codes.
+    let bad_dim = g.search(pb::SearchRequest { vector: vec![1.0], ..req.clone() }).await.unwrap_err();
+    assert_eq!(bad_dim.code(), tonic::Code::InvalidArgument, "{bad_dim}");
+    let missing = g.search(pb::SearchRequest { collection: "nope".into(), ..req.clone() }).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing}");
+    let nan = g
+        .upsert(pb::UpsertRequest {
+            collection: "g".into(),
+            points: vec![pb::Point { id: 100, vector: vec![f32::NAN; 4], payload_json: String::new() }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(nan.code(), tonic::Code::InvalidArgument, "{nan}");
+    let bad_filter = g.search(pb::SearchRequest { filter_json: "{oops".into(), ..req.clone() }).await.unwrap_err();
+    assert_eq!(bad_filter.code(), tonic::Code::InvalidArgument);
+    g.delete_collection(pb::CollectionRequest { name: "g".into(), read: None }).await.unwrap();
+    let err = g.get_collection(pb::CollectionRequest { name: "g".into(), read: None }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
 }
