@@ -243,6 +243,11 @@ impl VectorIndexes {
                 }
             }
         };
+        if let Some(ix) = slot.current()
+            && ix.wants_refresh()
+        {
+            std::thread::spawn(move || ix.refresh());
+        }
         if let Some(points) = compact {
             tracing::info!(
                 table,
@@ -268,6 +273,7 @@ impl VectorIndexes {
                 for (id, v) in &points {
                     fresh.insert(*id, v);
                 }
+                fresh.refresh();
                 let mut state = slot.state.lock().expect("slot lock");
                 let still_ours = me.slot(table, index).is_some_and(|s| s.epoch == slot.epoch);
                 if let (true, SlotState::Building { pending, .. }) = (still_ours, &mut *state) {
@@ -387,6 +393,7 @@ impl VectorIndexes {
                     graph.delete(id);
                 }
             }
+            graph.refresh();
             tracing::info!(
                 table = t,
                 index = i,

@@ -210,6 +210,10 @@ fn main() -> std::io::Result<()> {
         rss_mib() - rss0,
         (base.len() * dim * 4) as f64 / (1024.0 * 1024.0)
     );
+    let rss1 = rss_mib();
+    let t = Instant::now();
+    index.refresh();
+    println!("flat copy for searches: {:.3} s, +{:.0} MiB RSS", t.elapsed().as_secs_f64(), rss_mib() - rss1);
     println!("{:>6} {:>10} {:>14} {:>14}", "ef", "recall@k", "QPS 1 thread", format!("QPS {} threads", threads()));
     for &ef in &a.ef {
         let run = |q: &Vec<f32>| index.search(q, a.k, ef, None).iter().map(|h| h.id).collect::<Vec<u64>>();

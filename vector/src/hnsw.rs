@@ -9,7 +9,8 @@
 //! owner's apply thread inserts. A writer mutex orders inserts against dumps and compaction.
 
 use std::path::Path;
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use hnsw_rs::api::AnnT;
 use hnsw_rs::hnsw::Hnsw;
@@ -18,6 +19,7 @@ use hnsw_rs::prelude::Distance;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, VectorError};
+use crate::flat::FlatGraph;
 use crate::metric::Metric;
 
 /// What an index is: dimension, metric and the graph parameters of `CREATE INDEX ... WITH`.
@@ -137,6 +139,11 @@ pub struct HnswIndex {
     graph: Graph,
     ids: RwLock<Ids>,
     writer: Mutex<()>,
+    /// A flat copy of the graph for fast searches ([`Self::refresh`]), and the points
+    /// inserted since it was made (searched exactly).
+    flat: RwLock<Option<Arc<FlatGraph>>>,
+    delta: RwLock<Vec<(u64, Vec<f32>)>>,
+    refreshing: AtomicBool,
 }
 
 impl std::fmt::Debug for HnswIndex {
@@ -156,7 +163,19 @@ impl HnswIndex {
 
     /// An empty index expecting about `capacity` points.
     pub fn with_capacity(spec: IndexSpec, capacity: usize) -> Self {
-        Self { spec, graph: new_graph(&spec, capacity), ids: RwLock::default(), writer: Mutex::new(()) }
+        Self::from_graph(spec, new_graph(&spec, capacity), Ids::default())
+    }
+
+    fn from_graph(spec: IndexSpec, graph: Graph, ids: Ids) -> Self {
+        Self {
+            spec,
+            graph,
+            ids: RwLock::new(ids),
+            writer: Mutex::new(()),
+            flat: RwLock::default(),
+            delta: RwLock::default(),
+            refreshing: AtomicBool::new(false),
+        }
     }
 
     pub fn spec(&self) -> &IndexSpec {
@@ -207,9 +226,45 @@ impl HnswIndex {
         }
         let v = self.spec.metric.prepare(vector);
         self.graph.insert_slice((&v, id as usize));
-        let mut ids = self.ids.write().expect("ids lock");
-        set_bit(&mut ids.present, id, true);
-        ids.points += 1;
+        {
+            let mut ids = self.ids.write().expect("ids lock");
+            set_bit(&mut ids.present, id, true);
+            ids.points += 1;
+        }
+        if self.flat.read().expect("flat lock").is_some() {
+            self.delta.write().expect("delta lock").push((id, v));
+        }
+    }
+
+    /// Whether the flat copy is missing or enough points were inserted since it was made
+    /// that [`Self::refresh`] pays off.
+    pub fn wants_refresh(&self) -> bool {
+        if self.refreshing.load(Ordering::Relaxed) {
+            return false;
+        }
+        match &*self.flat.read().expect("flat lock") {
+            None => self.points() > 0,
+            Some(f) => self.delta.read().expect("delta lock").len() > (f.len() / 16).max(1024),
+        }
+    }
+
+    /// Makes a new flat copy of the graph for searches. Blocks inserts while it copies
+    /// (about a millisecond per thousand points); returns at once if another refresh runs.
+    pub fn refresh(&self) {
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _w = self.writer.lock().expect("writer lock");
+        let mut points = Vec::with_capacity(self.points());
+        for p in self.graph.get_point_indexation() {
+            let neighbours: Vec<Vec<u64>> =
+                p.get_neighborhood_id().iter().map(|l| l.iter().map(|n| n.d_id as u64).collect()).collect();
+            points.push((p.get_origin_id() as u64, p.get_point_id().0 as usize, p.get_v().to_vec(), neighbours));
+        }
+        let flat = FlatGraph::build(self.spec.metric, self.spec.dim, points).map(Arc::new);
+        *self.flat.write().expect("flat lock") = flat;
+        self.delta.write().expect("delta lock").clear();
+        self.refreshing.store(false, Ordering::Release);
     }
 
     /// Marks a point deleted; searches skip it from now on.
@@ -230,24 +285,41 @@ impl HnswIndex {
         // hnsw_rs needs ef >= 2 with a filter (a filtered result list must keep one point).
         let ef = ef.max(k).max(2);
         let has_dead = self.tombstones() > 0;
+        // The graph may ask about the same point many times; answer each once.
+        let memo: std::cell::RefCell<std::collections::HashMap<u64, bool>> = Default::default();
+        let filter = |id: u64| -> bool {
+            if !has_dead && accept.is_none() {
+                return true;
+            }
+            if let Some(&ok) = memo.borrow().get(&id) {
+                return ok;
+            }
+            let ok = {
+                let ids = self.ids.read().expect("ids lock");
+                !bit(&ids.dead, id)
+            } && accept.is_none_or(|f| f(id));
+            memo.borrow_mut().insert(id, ok);
+            ok
+        };
+        let flat = self.flat.read().expect("flat lock").clone();
+        if let Some(flat) = flat {
+            // The flat copy, plus an exact look at the points inserted since it was made.
+            let mut hits = flat.search(&q, k, ef, &filter);
+            let seen: std::collections::HashSet<u64> = hits.iter().map(|h| h.0).collect();
+            for (id, v) in self.delta.read().expect("delta lock").iter() {
+                if !seen.contains(id) && filter(*id) {
+                    hits.push((*id, self.spec.metric.graph_distance(&q, v)));
+                }
+            }
+            hits.sort_by(|a, b| a.1.total_cmp(&b.1));
+            hits.truncate(k);
+            return hits.into_iter().map(|(id, d)| Hit { id, graph_distance: d }).collect();
+        }
         let hits = if accept.is_none() && !has_dead {
             self.graph.search(&q, k, ef)
         } else {
-            // hnsw_rs may ask about the same point many times; answer each once.
-            let memo: std::cell::RefCell<std::collections::HashMap<u64, bool>> = Default::default();
-            let filter = |id: &usize| -> bool {
-                let id = *id as u64;
-                if let Some(&ok) = memo.borrow().get(&id) {
-                    return ok;
-                }
-                let ok = {
-                    let ids = self.ids.read().expect("ids lock");
-                    !bit(&ids.dead, id)
-                } && accept.is_none_or(|f| f(id));
-                memo.borrow_mut().insert(id, ok);
-                ok
-            };
-            self.graph.search_filter(&q, k, ef, Some(&filter))
+            let f = |id: &usize| filter(*id as u64);
+            self.graph.search_filter(&q, k, ef, Some(&f))
         };
         hits.into_iter().map(|n| Hit { id: n.d_id as u64, graph_distance: n.distance }).collect()
     }
@@ -382,7 +454,7 @@ impl HnswIndex {
                 ids.points, manifest.points
             )));
         }
-        Ok(Some((HnswIndex { spec: *spec, graph, ids: RwLock::new(ids), writer: Mutex::new(()) }, manifest)))
+        Ok(Some((HnswIndex::from_graph(*spec, graph, ids), manifest)))
     }
 
     /// Ids present in the graph (tombstones included), for reconciling a loaded dump.

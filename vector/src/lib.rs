@@ -4,6 +4,7 @@
 //! and keeps it in step with the replicated rows.
 
 pub mod error;
+mod flat;
 pub mod hnsw;
 pub mod kernels;
 pub mod metric;

@@ -59,10 +59,25 @@ fn recall(index: &HnswIndex, data: &[Vec<f32>], queries: &[Vec<f32>], ef: usize,
 fn recall_at_10_is_at_least_095_at_the_default_ef() {
     let data = dataset(20_000, 128, 1);
     let queries = dataset(200, 128, 2);
-    let index = build(&data, Metric::L2);
-    let r = recall(&index, &data, &queries, IndexSpec::DEFAULT_EF_SEARCH, Metric::L2);
-    println!("recall@10 (L2, 20k x 128, ef={}) = {r:.4}", IndexSpec::DEFAULT_EF_SEARCH);
-    assert!(r >= 0.95, "recall@10 {r}");
+    let ef = IndexSpec::DEFAULT_EF_SEARCH;
+    // 15k points, then the flat copy, then 5k more (searched exactly until the next copy).
+    let index = build(&data[..15_000], Metric::L2);
+    let r = recall(&index, &data[..15_000], &queries, ef, Metric::L2);
+    println!("recall@10 (L2, 15k x 128, ef={ef}, hnsw_rs search) = {r:.4}");
+    assert!(r >= 0.95, "hnsw_rs search: recall@10 {r}");
+    index.refresh();
+    assert!(!index.wants_refresh());
+    for (i, v) in data.iter().enumerate().skip(15_000) {
+        index.insert(i as u64, v);
+    }
+    let r = recall(&index, &data, &queries, ef, Metric::L2);
+    println!("recall@10 (L2, 20k x 128, ef={ef}, flat copy of 15k + 5k exact) = {r:.4}");
+    assert!(r >= 0.95, "flat + delta: recall@10 {r}");
+    assert!(index.wants_refresh());
+    index.refresh();
+    let r = recall(&index, &data, &queries, ef, Metric::L2);
+    println!("recall@10 (L2, 20k x 128, ef={ef}, flat copy) = {r:.4}");
+    assert!(r >= 0.95, "flat: recall@10 {r}");
 }
 
 #[test]
@@ -81,7 +96,10 @@ fn cosine_and_inner_product_indexes_find_the_true_neighbours() {
 fn filtered_search_returns_k_hits_that_all_pass_the_filter() {
     let data = dataset(5_000, 32, 5);
     let index = build(&data, Metric::L2);
-    for modulus in [2u64, 10, 50] {
+    for (modulus, flat) in [(2u64, false), (10, false), (50, false), (2, true), (10, true), (50, true)] {
+        if flat {
+            index.refresh();
+        }
         let keep = move |id: u64| id.is_multiple_of(modulus);
         for q in dataset(20, 32, 6) {
             let hits = index.search(&q, 10, 64, Some(&keep));
@@ -110,6 +128,11 @@ fn deleted_points_never_come_back_and_compaction_keeps_the_answers() {
         assert_eq!(got.len(), 10);
         assert!(got.iter().all(|id| id.is_multiple_of(3)));
         assert_eq!(*got, exact(&data, q, 10, Metric::L2, |id| id.is_multiple_of(3)));
+    }
+    index.refresh();
+    for (q, want) in queries.iter().zip(&before) {
+        let got: Vec<u64> = index.search(q, 10, 200, None).iter().map(|h| h.id).collect();
+        assert_eq!(got, *want, "flat copy");
     }
     let compact = index.compacted();
     assert_eq!((compact.points(), compact.tombstones()), (1334, 0));
@@ -165,6 +188,9 @@ fn searches_run_while_points_are_inserted() {
         std::thread::spawn(move || {
             for (i, v) in data.iter().enumerate().skip(1_000) {
                 index.insert(i as u64, v);
+                if i % 1_500 == 0 {
+                    index.refresh();
+                }
             }
         })
     };
