@@ -214,6 +214,16 @@ fn column_json(a: &dyn Array) -> Result<Vec<Value>, ServerError> {
                 });
             }
         }
+        DataType::List(f) if f.data_type() == &DataType::Float32 => {
+            let l = a.as_list::<i32>();
+            for i in 0..n {
+                out.push(if l.is_null(i) {
+                    Value::Null
+                } else {
+                    json!(quorumdb_vector::metric::format(l.value(i).as_primitive::<Float32Type>().values()))
+                });
+            }
+        }
         DataType::FixedSizeList(_, _) | DataType::List(_) => {
             let f = fmt(a, &opts)?;
             for i in 0..n {

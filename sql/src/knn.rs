@@ -11,6 +11,8 @@
 //!   query's `WHERE` predicates to candidates as the graph is explored, so `k` rows that pass
 //!   come back (falling back to an exact scan when too few do). The sort above it then orders
 //!   those `k` rows by exact distance. Without an index the plan stays an exact top-k scan.
+//! - `x::vector` and `x::vector(n)` become calls of the `vector` function (text or arrays to a
+//!   vector, with the dimension checked).
 //! - `SET hnsw.ef_search = N` reaches the search through [`SearchSettings`].
 
 use std::any::Any;
@@ -29,7 +31,7 @@ use datafusion::datasource::{TableProvider, TableType, provider_as_source, sourc
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    TableProviderFilterPushDown, TableScan, Volatility,
+    TableProviderFilterPushDown, TableScan, TypeSignature, Volatility,
 };
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
@@ -60,9 +62,37 @@ impl Default for SearchSettings {
 // ---------------------------------------------------------------------------------------
 // Operators
 
-/// Rewrites `a <-> b`, `a <=> b`, `a <#> b` into distance function calls.
+fn call(name: &str, args: Vec<ast::Expr>) -> ast::Expr {
+    ast::Expr::Function(ast::Function {
+        name: ast::ObjectName::from(vec![ast::Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: ast::FunctionArguments::None,
+        args: ast::FunctionArguments::List(ast::FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args.into_iter().map(|a| ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(a))).collect(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+/// Rewrites `a <-> b`, `a <=> b`, `a <#> b` into distance function calls, and casts to
+/// `vector` / `vector(n)` into calls of the `vector` function.
 pub fn rewrite_operators(stmt: &mut ast::Statement) {
     let _ = visit_expressions_mut(stmt, |e| {
+        if let ast::Expr::Cast { expr, data_type: ast::DataType::Custom(name, mods), .. } = e
+            && name.to_string().eq_ignore_ascii_case("vector")
+        {
+            let mut args = vec![(**expr).clone()];
+            if let Some(dim) = mods.first() {
+                args.push(ast::Expr::value(ast::Value::Number(dim.clone(), false)));
+            }
+            *e = call("vector", args);
+            return ControlFlow::<()>::Continue(());
+        }
         if let ast::Expr::BinaryOp { left, op, right } = e {
             let f = match op {
                 BinaryOperator::Custom(s) if s == "<->" => Some(Metric::L2),
@@ -73,22 +103,7 @@ pub fn rewrite_operators(stmt: &mut ast::Statement) {
                 _ => None,
             };
             if let Some(m) = f {
-                let arg = |x: &ast::Expr| ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x.clone()));
-                let call = ast::Expr::Function(ast::Function {
-                    name: ast::ObjectName::from(vec![ast::Ident::new(m.function())]),
-                    uses_odbc_syntax: false,
-                    parameters: ast::FunctionArguments::None,
-                    args: ast::FunctionArguments::List(ast::FunctionArgumentList {
-                        duplicate_treatment: None,
-                        args: vec![arg(left), arg(right)],
-                        clauses: vec![],
-                    }),
-                    filter: None,
-                    null_treatment: None,
-                    over: None,
-                    within_group: vec![],
-                });
-                *e = call;
+                *e = call(m.function(), vec![(**left).clone(), (**right).clone()]);
             }
         }
         ControlFlow::<()>::Continue(())
@@ -104,6 +119,8 @@ enum FnKind {
     InnerProduct,
     Dims,
     Normalize,
+    /// `vector(x [, dim])`: text or an array as a vector (what `::vector(n)` becomes).
+    Cast,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -124,6 +141,11 @@ pub fn functions() -> Vec<ScalarUDF> {
         ("inner_product", FnKind::InnerProduct, two()),
         ("vector_dims", FnKind::Dims, one()),
         ("l2_normalize", FnKind::Normalize, one()),
+        (
+            "vector",
+            FnKind::Cast,
+            Signature::one_of(vec![TypeSignature::Any(1), TypeSignature::Any(2)], Volatility::Immutable),
+        ),
     ]
     .into_iter()
     .map(|(name, kind, signature)| ScalarUDF::new_from_impl(VectorFn { name, kind, signature }))
@@ -242,6 +264,7 @@ impl ScalarUDFImpl for VectorFn {
         Ok(match self.kind {
             FnKind::Distance(_) | FnKind::InnerProduct => DataType::Float64,
             FnKind::Dims => DataType::Int32,
+            FnKind::Cast => DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
             FnKind::Normalize => match args.first() {
                 Some(t @ DataType::FixedSizeList(_, _)) => t.clone(),
                 _ => DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
@@ -250,7 +273,9 @@ impl ScalarUDFImpl for VectorFn {
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
         let n = args.number_rows;
-        let vs: Vec<Vectors> = args.args.iter().map(Vectors::from_arg).collect::<datafusion::error::Result<_>>()?;
+        let vector_args = if self.kind == FnKind::Cast { 1 } else { args.args.len() };
+        let vs: Vec<Vectors> =
+            args.args.iter().take(vector_args).map(Vectors::from_arg).collect::<datafusion::error::Result<_>>()?;
         let out: ArrayRef = match self.kind {
             FnKind::Distance(_) | FnKind::InnerProduct => {
                 let mut out = Vec::with_capacity(n);
@@ -270,6 +295,30 @@ impl ScalarUDFImpl for VectorFn {
             }
             FnKind::Dims => {
                 Arc::new(Int32Array::from((0..n).map(|i| vs[0].get(i).map(|v| v.len() as i32)).collect::<Vec<_>>()))
+            }
+            FnKind::Cast => {
+                let dim = match args.args.get(1) {
+                    None => None,
+                    Some(ColumnarValue::Scalar(s)) => Some(
+                        s.to_string()
+                            .parse::<usize>()
+                            .map_err(|_| df_err(SqlError::InvalidParameter(format!("bad vector dimension {s}"))))?,
+                    ),
+                    Some(_) => {
+                        return Err(df_err(SqlError::InvalidParameter(
+                            "the vector dimension must be a constant".into(),
+                        )));
+                    }
+                };
+                let mut lists = Vec::with_capacity(n);
+                for i in 0..n {
+                    let v = vs[0].get(i);
+                    if let (Some(v), Some(d)) = (v, dim) {
+                        quorumdb_vector::metric::validate(v, Some(d)).map_err(df_err)?;
+                    }
+                    lists.push(v.map(|v| v.iter().map(|x| Some(*x)).collect::<Vec<_>>()));
+                }
+                Arc::new(datafusion::arrow::array::ListArray::from_iter_primitive::<Float32Type, _, _>(lists))
             }
             FnKind::Normalize => {
                 let rows: Vec<Value> = (0..n)
@@ -348,7 +397,7 @@ impl VectorSearchRule {
     /// Follows the single-input chain under a sort to its table scan, resolving the sort key
     /// through projections and collecting filters. `None` if anything else is in the way.
     fn candidate(sort_expr: &Expr, fetch: usize, input: &LogicalPlan) -> Option<(Candidate, TableScan)> {
-        let mut key = sort_expr.clone();
+        let mut key = sort_expr.clone().unalias_nested().data;
         let mut predicates = Vec::new();
         let mut node = input;
         loop {
@@ -366,7 +415,7 @@ impl VectorSearchRule {
                 }
                 LogicalPlan::SubqueryAlias(a) => node = a.input.as_ref(),
                 LogicalPlan::TableScan(ts) => {
-                    let (column, metric, query) = distance_call(&key)?;
+                    let (column, metric, query) = distance_call(&key.unalias_nested().data)?;
                     predicates.extend(ts.filters.iter().cloned());
                     let c = Candidate { column, metric, query, k: fetch, predicates };
                     return Some((c, ts.clone()));
