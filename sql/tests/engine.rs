@@ -158,3 +158,84 @@ async fn stale_plans_are_rejected_and_replanned() {
     let out = db.rows("SELECT id, n FROM c ORDER BY id").await;
     assert!(out.contains("| 1  | 100 |") && out.contains("| 2  | 100 |"), "no lost update: {out}");
 }
+
+/// Ids of a one-column result, in order.
+async fn ids(db: &Db, sql: &str) -> Vec<i64> {
+    match db.ok(sql).await.pop() {
+        Some(StatementResult::Rows { batches, .. }) => batches
+            .iter()
+            .flat_map(|b| {
+                let a = b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap().clone();
+                (0..a.len()).map(move |i| a.value(i))
+            })
+            .collect(),
+        other => panic!("{sql}: no rows: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hnsw_index_tracks_writes_compacts_and_answers_like_exact_search() {
+    let db = Db::new();
+    db.ok("CREATE TABLE v (id BIGINT PRIMARY KEY, k INT, e VECTOR(8))").await;
+    let vec_of = |i: i64| {
+        let v: Vec<String> = (0..8u64)
+            .map(|d| {
+                let mut h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ d.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                h ^= h >> 31;
+                h = h.wrapping_mul(0x94D0_49BB_1331_11EB);
+                h ^= h >> 29;
+                format!("{}", (h % 10_000) as f32 / 1000.0)
+            })
+            .collect();
+        format!("[{}]", v.join(","))
+    };
+    let mut values = Vec::new();
+    for i in 0..3_000i64 {
+        values.push(format!("({i}, {}, '{}')", i % 10, vec_of(i)));
+    }
+    for chunk in values.chunks(500) {
+        db.ok(&format!("INSERT INTO v VALUES {}", chunk.join(", "))).await;
+    }
+    db.ok("CREATE INDEX v_e ON v USING hnsw (e vector_l2_ops)").await;
+    let vectors = db.state.vectors();
+    let catalog = db.engine.catalog().unwrap();
+    let (table, index) = (catalog.tables["v"].id, catalog.tables["v"].indexes[0].id);
+    let wait = |want_points: usize| {
+        let vectors = vectors.clone();
+        async move {
+            for _ in 0..600 {
+                if vectors.stats(table, index).is_some_and(|(points, _)| points == want_points) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("the graph never reached {want_points} points: {:?}", vectors.stats(table, index));
+        }
+    };
+    wait(3_000).await;
+    let q = vec_of(12_345);
+    let nearest = format!("SET hnsw.ef_search = 400; SELECT id FROM v ORDER BY e <-> '{q}' LIMIT 10");
+    let exact = format!("SELECT id FROM v ORDER BY e <-> '{q}', id LIMIT 10");
+    assert_eq!(ids(&db, &nearest).await, ids(&db, &exact).await);
+    // Filtered: every row returned passes, and matches the exact filtered answer.
+    let filtered = format!("SET hnsw.ef_search = 400; SELECT id FROM v WHERE k = 3 ORDER BY e <-> '{q}' LIMIT 10");
+    let got = ids(&db, &filtered).await;
+    assert_eq!(got, ids(&db, &format!("SELECT id FROM v WHERE k = 3 ORDER BY e <-> '{q}', id LIMIT 10")).await);
+    assert!(got.iter().all(|id| id % 10 == 3));
+
+    // Deleting most rows leaves tombstones; once they outnumber the live points the graph is
+    // rebuilt without them, and the answers stay exact.
+    db.ok("DELETE FROM v WHERE id >= 1000").await;
+    wait(1_000).await;
+    assert_eq!(vectors.stats(table, index), Some((1_000, 1_000)));
+    // An update is a new point plus a tombstone.
+    db.ok("UPDATE v SET e = e WHERE id = 0").await;
+    assert_eq!(vectors.stats(table, index), Some((1_001, 1_000)));
+    assert_eq!(ids(&db, &nearest).await, ids(&db, &exact).await);
+    assert!(ids(&db, &nearest).await.iter().all(|id| *id < 1000));
+
+    // Dropping the index forgets the graph; the query is exact again.
+    db.ok("DROP INDEX v_e").await;
+    assert!(vectors.stats(table, index).is_none());
+    assert_eq!(ids(&db, &nearest).await, ids(&db, &exact).await);
+}
