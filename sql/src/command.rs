@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{Catalog, IndexDef, TableDef};
 use crate::codec;
 use crate::error::{Rejection, Result, SqlError};
-use crate::store::KvTxn;
+use crate::store::{KvTxn, try_scan};
 use crate::types::Value;
 use crate::vectors::{Change, VectorIndexes, VectorOp, spec_of};
 
@@ -401,22 +401,16 @@ fn build_vector_index(def: &TableDef, index: &IndexDef, txn: &mut dyn KvTxn) -> 
     let rows = RowDecoder::new(def);
     let column = index.columns[0];
     let mut found = Vec::new();
-    let mut err = None;
-    txn.scan(&prefix, &codec::prefix_end(&prefix), &mut |k, v| match rows.decode(v) {
-        Ok(mut row) => {
+    try_scan(
+        |f| txn.scan(&prefix, &codec::prefix_end(&prefix), f),
+        |k, v| {
+            let mut row = rows.decode(v)?;
             if let Value::Vector(vec) = std::mem::replace(&mut row[column], Value::Null) {
                 found.push((k[prefix.len()..].to_vec(), vec));
             }
-            true
-        }
-        Err(e) => {
-            err = Some(e);
-            false
-        }
-    })?;
-    if let Some(e) = err {
-        return Err(e);
-    }
+            Ok(true)
+        },
+    )?;
     txn.put(&codec::vector_generation_key(def.id, index.id), &txn.log_index().to_be_bytes());
     let mut points = Vec::with_capacity(found.len());
     for (key, vec) in found {
@@ -440,24 +434,14 @@ fn next_row_id(def: &TableDef, txn: &mut dyn KvTxn) -> Result<Vec<u8>> {
 fn build_index(def: &TableDef, index: &IndexDef, txn: &mut dyn KvTxn) -> Result<()> {
     let prefix = codec::rows_prefix(def.id);
     let mut entries = Vec::new();
-    let mut err = None;
     let rows = RowDecoder::new(def);
-    txn.scan(&prefix, &codec::prefix_end(&prefix), &mut |k, v| match rows
-        .decode(v)
-        .and_then(|row| def.index_entry(index, &row, &k[prefix.len()..]))
-    {
-        Ok(e) => {
-            entries.push(e);
-            true
-        }
-        Err(e) => {
-            err = Some(e);
-            false
-        }
-    })?;
-    if let Some(e) = err {
-        return Err(e);
-    }
+    try_scan(
+        |f| txn.scan(&prefix, &codec::prefix_end(&prefix), f),
+        |k, v| {
+            entries.push(def.index_entry(index, &rows.decode(v)?, &k[prefix.len()..])?);
+            Ok(true)
+        },
+    )?;
     let mut seen = BTreeSet::new();
     for (k, v) in entries {
         if !v.is_empty() && !seen.insert(k.clone()) {

@@ -28,3 +28,20 @@ pub trait KvTxn {
     /// the command is rejected. Keeps vector indexes in step with the rows.
     fn on_commit(&mut self, f: Box<dyn FnOnce() + Send>);
 }
+
+/// Runs a scan (`scan` is handed the per-pair callback) with a fallible callback: stops at the
+/// first error and returns it.
+pub fn try_scan(
+    scan: impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()>,
+    mut f: impl FnMut(&[u8], &[u8]) -> crate::Result<bool>,
+) -> crate::Result<()> {
+    let mut err = None;
+    scan(&mut |k, v| match f(k, v) {
+        Ok(go_on) => go_on,
+        Err(e) => {
+            err = Some(e);
+            false
+        }
+    })?;
+    err.map_or(Ok(()), Err)
+}

@@ -23,7 +23,7 @@ use quorumdb_vector::{HnswIndex, IndexSpec, Metric, TopK};
 use crate::catalog::{Catalog, IndexDef, IndexKind, TableDef};
 use crate::codec;
 use crate::error::{Result, SqlError};
-use crate::store::KvRead;
+use crate::store::{KvRead, try_scan};
 use crate::types::Value;
 
 /// Dump a graph again after this many inserts (a restart then replays only the rest).
@@ -347,17 +347,13 @@ impl VectorIndexes {
         // The points the state says exist.
         let mut live: Vec<(u64, Vec<u8>)> = Vec::new();
         let (start, end) = codec::vector_points_range(t, i);
-        let mut bad = None;
-        read.scan(&start, &end, &mut |k, v| {
-            match codec::decode_u64(&k[start.len()..]) {
-                Ok(id) => live.push((id, v.to_vec())),
-                Err(e) => bad = Some(e),
-            }
-            bad.is_none()
-        })?;
-        if let Some(e) = bad {
-            return Err(e);
-        }
+        try_scan(
+            |f| read.scan(&start, &end, f),
+            |k, v| {
+                live.push((codec::decode_u64(&k[start.len()..])?, v.to_vec()));
+                Ok(true)
+            },
+        )?;
         let vector_of = |row_key: &[u8]| -> Result<Option<Vec<f32>>> {
             let Some(bytes) = read.get(&codec::row_key(t, row_key))? else { return Ok(None) };
             let row = codec::decode_row(&bytes, &def.types(), &def.added_defaults())?;
@@ -540,37 +536,27 @@ pub fn exact_search(
     let defaults = def.added_defaults();
     let prefix = codec::rows_prefix(def.id);
     let mut top = TopK::new(k);
-    let mut err = None;
-    read.scan(&prefix, &codec::prefix_end(&prefix), &mut |key, bytes| {
-        let step = (|| -> Result<()> {
+    try_scan(
+        |f| read.scan(&prefix, &codec::prefix_end(&prefix), f),
+        |key, bytes| {
             let row = codec::decode_row(bytes, &types, &defaults)?;
-            let Value::Vector(v) = &row[column] else { return Ok(()) };
+            let Value::Vector(v) = &row[column] else { return Ok(true) };
             if v.len() != query.len() {
-                return Ok(());
+                return Ok(true);
             }
             let d = metric.distance(query, v);
             if d >= top.bound() || d.is_nan() {
-                return Ok(());
+                return Ok(true);
             }
             if let Some(p) = pred
                 && !p(&row)?
             {
-                return Ok(());
+                return Ok(true);
             }
             top.push(d, (key[prefix.len()..].to_vec(), row));
-            Ok(())
-        })();
-        match step {
-            Ok(()) => true,
-            Err(e) => {
-                err = Some(e);
-                false
-            }
-        }
-    })?;
-    if let Some(e) = err {
-        return Err(e);
-    }
+            Ok(true)
+        },
+    )?;
     Ok(top.into_sorted().into_iter().map(|(distance, (key, row))| Found { key, row, distance }).collect())
 }
 
