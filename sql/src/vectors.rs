@@ -420,11 +420,6 @@ impl VectorIndexes {
         Ok(())
     }
 
-    /// Whether the index's graph is ready (not being built for the first time).
-    pub fn ready(&self, table: u32, index: u32) -> bool {
-        self.slot(table, index).is_some_and(|s| s.current().is_some())
-    }
-
     /// Statistics of one index: (points in the graph, live points); `None` while building.
     pub fn stats(&self, table: u32, index: u32) -> Option<(usize, usize)> {
         let ix = self.slot(table, index)?.current()?;

@@ -3,7 +3,8 @@
 //!
 //! Ids are chosen by the owner (the SQL crate allocates them deterministically at apply, one
 //! per row version), never reused within one index. A deleted id stays in the graph as a
-//! tombstone that searches skip; [`HnswIndex::compacted`] builds a graph without them.
+//! tombstone that searches skip; the owner rebuilds a graph without them from
+//! [`HnswIndex::for_each_live`] when they pile up.
 //!
 //! Concurrency: inserts take `&self` (hnsw_rs locks per node), so searches run while the
 //! owner's apply thread inserts. A writer mutex orders inserts against dumps and compaction.
@@ -332,39 +333,6 @@ impl HnswIndex {
             if !bit(&ids.dead, id) {
                 f(id, p.get_v());
             }
-        }
-    }
-
-    /// A new index holding only the live points (tombstones dropped). Inserts and deletes
-    /// that happen meanwhile are carried over before it is returned: the caller swaps it in
-    /// while holding whatever keeps new inserts away from this index.
-    pub fn compacted(&self) -> HnswIndex {
-        let mut points: Vec<(u64, Vec<f32>)> = Vec::with_capacity(self.live());
-        self.for_each_live(&mut |id, v| points.push((id, v.to_vec())));
-        points.sort_by_key(|(id, _)| *id);
-        let fresh = HnswIndex::with_capacity(self.spec, points.len());
-        fresh.insert_prepared(&points);
-        // Catch up with what changed while building.
-        let _w = self.writer.lock().expect("writer lock");
-        let mut extra = Vec::new();
-        self.for_each_live(&mut |id, v| {
-            if !fresh.contains(id) {
-                extra.push((id, v.to_vec()));
-            }
-        });
-        fresh.insert_prepared(&extra);
-        for (id, _) in &points {
-            if !self.contains(*id) {
-                fresh.delete(*id);
-            }
-        }
-        fresh
-    }
-
-    fn insert_prepared(&self, points: &[(u64, Vec<f32>)]) {
-        // Prepared vectors are already normalised; normalising again is a no-op for cosine.
-        for (id, v) in points {
-            self.insert(*id, v);
         }
     }
 
