@@ -23,7 +23,12 @@ pub struct MemoryState {
 
 impl MemoryState {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { data: RwLock::default(), index: Mutex::new(0), app: SqlApp::new(VectorIndexes::new(None)) })
+        Self::with_vectors(VectorIndexes::new(None))
+    }
+
+    /// A state whose commands maintain `vectors` (e.g. one that dumps its graphs to a dir).
+    pub fn with_vectors(vectors: Arc<VectorIndexes>) -> Arc<Self> {
+        Arc::new(Self { data: RwLock::default(), index: Mutex::new(0), app: SqlApp::new(vectors) })
     }
 
     /// The vector indexes this state's commands maintain.
