@@ -352,6 +352,9 @@ impl ScalarUDFImpl for VectorFn {
 // ---------------------------------------------------------------------------------------
 // The optimizer rule
 
+/// The largest `LIMIT` answered through the index.
+const MAX_INDEX_K: usize = 10_000;
+
 /// Replaces the scan under `ORDER BY distance(col, const) LIMIT k` with an HNSW search.
 #[derive(Debug, Default)]
 pub struct VectorSearchRule;
@@ -428,7 +431,8 @@ impl VectorSearchRule {
     fn rewrite_sort(plan: LogicalPlan) -> datafusion::error::Result<Transformed<LogicalPlan>> {
         let LogicalPlan::Sort(sort) = &plan else { return Ok(Transformed::no(plan)) };
         let (Some(fetch), [first]) = (sort.fetch, sort.expr.as_slice()) else { return Ok(Transformed::no(plan)) };
-        if !first.asc || fetch == 0 {
+        // A huge k is a sort of most of the table: the exact top-k scan does that better.
+        if !first.asc || fetch == 0 || fetch > MAX_INDEX_K {
             return Ok(Transformed::no(plan));
         }
         let Some((cand, scan)) = Self::candidate(&first.expr, fetch, &sort.input) else {
