@@ -241,6 +241,8 @@ pub async fn delete(State(s): State<AppState>, Path(name): Path<String>) -> ApiR
 }
 
 pub(crate) async fn drop_collection(s: &AppState, name: &str) -> ApiResult<()> {
+    // The collection may have been created through another node a moment ago.
+    s.replica.read_barrier(Consistency::Linearizable).await?;
     collection(s, name)?;
     run_sql(s, &format!("DROP TABLE {}", quoted(name)), &[]).await?;
     Ok(())
@@ -288,6 +290,8 @@ pub async fn upsert(State(s): State<AppState>, Path(name): Path<String>, body: B
 
 /// Upserts points (all validated before anything is written; one atomic command).
 pub(crate) async fn upsert_points(s: &AppState, name: &str, req: Upsert) -> ApiResult<usize> {
+    // The collection may have been created through another node a moment ago.
+    s.replica.read_barrier(Consistency::Linearizable).await?;
     let c = collection(s, name)?;
     if req.points.is_empty() || req.points.len() > MAX_BATCH {
         return Err(bad(format!("an upsert carries 1..{MAX_BATCH} points, not {}", req.points.len())));
@@ -332,6 +336,8 @@ pub async fn delete_points(State(s): State<AppState>, Path(name): Path<String>, 
 
 /// Deletes points by id; returns how many existed.
 pub(crate) async fn remove_points(s: &AppState, name: &str, ids: &[i64]) -> ApiResult<u64> {
+    // The collection may have been created through another node a moment ago.
+    s.replica.read_barrier(Consistency::Linearizable).await?;
     collection(s, name)?;
     if ids.is_empty() || ids.len() > MAX_BATCH {
         return Err(bad(format!("a delete carries 1..{MAX_BATCH} point ids, not {}", ids.len())));

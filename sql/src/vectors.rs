@@ -270,9 +270,7 @@ impl VectorIndexes {
             .spawn(move || {
                 let started = std::time::Instant::now();
                 let fresh = HnswIndex::with_capacity(slot.spec, points.len());
-                for (id, v) in &points {
-                    fresh.insert(*id, v);
-                }
+                fresh.insert_parallel(&points);
                 fresh.refresh();
                 let mut state = slot.state.lock().expect("slot lock");
                 let still_ours = me.slot(table, index).is_some_and(|s| s.epoch == slot.epoch);

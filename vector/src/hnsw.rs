@@ -237,6 +237,32 @@ impl HnswIndex {
         }
     }
 
+    /// Adds many new points at once, on all cores (hnsw_rs's rayon insert): for building a
+    /// graph from existing rows. Same preconditions as [`Self::insert`]; the ids must be new.
+    /// The graph differs from a sequential build's (order of insertion), not its quality.
+    pub fn insert_parallel(&self, points: &[(u64, Vec<f32>)]) {
+        let _w = self.writer.lock().expect("writer lock");
+        let prepared: Vec<(u64, Vec<f32>)> = points
+            .iter()
+            .map(|(id, v)| {
+                assert_eq!(v.len(), self.spec.dim, "vector dimension checked before insert");
+                (*id, self.spec.metric.prepare(v))
+            })
+            .collect();
+        let slices: Vec<(&[f32], usize)> = prepared.iter().map(|(id, v)| (v.as_slice(), *id as usize)).collect();
+        self.graph.parallel_insert_slice(&slices);
+        let mut ids = self.ids.write().expect("ids lock");
+        for (id, _) in &prepared {
+            if !set_bit(&mut ids.present, *id, true) {
+                ids.points += 1;
+            }
+        }
+        drop(ids);
+        if self.flat.read().expect("flat lock").is_some() {
+            self.delta.write().expect("delta lock").extend(prepared);
+        }
+    }
+
     /// Whether the flat copy is missing or enough points were inserted since it was made
     /// that [`Self::refresh`] pays off.
     pub fn wants_refresh(&self) -> bool {

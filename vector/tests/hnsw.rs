@@ -81,6 +81,21 @@ fn recall_at_10_is_at_least_095_at_the_default_ef() {
 }
 
 #[test]
+fn a_parallel_build_is_as_good() {
+    let data = dataset(10_000, 64, 12);
+    let queries = dataset(100, 64, 13);
+    let index = HnswIndex::with_capacity(IndexSpec::new(64, Metric::L2), data.len());
+    let points: Vec<(u64, Vec<f32>)> = data.iter().enumerate().map(|(i, v)| (i as u64, v.clone())).collect();
+    index.insert_parallel(&points);
+    assert_eq!(index.points(), 10_000);
+    let r = recall(&index, &data, &queries, IndexSpec::DEFAULT_EF_SEARCH, Metric::L2);
+    assert!(r >= 0.95, "recall@10 {r}");
+    index.refresh();
+    let r = recall(&index, &data, &queries, IndexSpec::DEFAULT_EF_SEARCH, Metric::L2);
+    assert!(r >= 0.95, "flat: recall@10 {r}");
+}
+
+#[test]
 fn cosine_and_inner_product_indexes_find_the_true_neighbours() {
     let data = dataset(3_000, 32, 3);
     let queries = dataset(50, 32, 4);
