@@ -103,6 +103,13 @@ fn collection(state: &AppState, name: &str) -> ApiResult<Collection> {
     else {
         return Err(missing());
     };
+    // Only tables shaped like a collection: a BIGINT primary key `id` and a JSON payload.
+    if def.primary_key != [id]
+        || def.columns[id].ty != quorumdb_sql::types::ColumnType::Int64
+        || def.columns[payload].ty != quorumdb_sql::types::ColumnType::Json
+    {
+        return Err(missing());
+    }
     let index = def.indexes.iter().find(|ix| ix.columns == [vector] && !ix.is_btree()).ok_or_else(missing)?;
     let spec = quorumdb_sql::vectors::spec_of(def, index).ok_or_else(missing)?;
     Ok(Collection { def: def.clone(), index: index.clone(), spec, id, vector, payload })
@@ -388,7 +395,8 @@ pub async fn get_point(
 pub(crate) async fn read_point(s: &AppState, name: &str, id: i64, level: Consistency) -> ApiResult<Value> {
     s.replica.read_barrier(level).await?;
     let c = collection(s, name)?;
-    let key = c.def.key_of(&pk_row(&c, id))?.expect("collections have a primary key");
+    let key =
+        c.def.key_of(&pk_row(&c, id))?.ok_or_else(|| ServerError::NotFound(format!("collection {name} not found")))?;
     let read = crate::sql::StateRead(s.replica.reader().clone());
     let bytes = quorumdb_sql::KvRead::get(&read, &quorumdb_sql::codec::row_key(c.def.id, &key))?
         .ok_or_else(|| ServerError::NotFound(format!("point {id} not found in {name}")))?;

@@ -186,6 +186,22 @@ async fn collections_sql_and_restarted_nodes_agree() {
         assert_eq!(s, want, "{method} {path} {body}: {v}");
         assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     }
+    // A table that merely looks like a collection (text ids) is not one.
+    let (s, v) = c
+        .sql(
+            leader,
+            "CREATE TABLE fake (id TEXT PRIMARY KEY, vector VECTOR(4), payload JSON); \
+             CREATE INDEX fake_v ON fake USING hnsw (vector)",
+            "linearizable",
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(c.call(follower, "GET", "/v1/collections/fake/points/1", None).await.0, 404);
+    assert_eq!(
+        c.call(follower, "POST", "/v1/collections/fake/search", Some(json!({"vector": [1, 2, 3, 4]}))).await.0,
+        404
+    );
+    assert_eq!(c.sql(leader, "DROP TABLE fake", "linearizable").await.0, 200);
     let r = c
         .http
         .post(format!("http://{}/v1/collections/docs/search", c.addr(leader)))
