@@ -204,6 +204,13 @@ impl VectorIndexes {
         }
     }
 
+    /// Publishes an index's size as Prometheus gauges.
+    fn gauges(table: u32, index: u32, ix: &HnswIndex) {
+        let labels = [("table", table.to_string()), ("index", index.to_string())];
+        metrics::gauge!("quorumdb_hnsw_points", &labels).set(ix.points() as f64);
+        metrics::gauge!("quorumdb_hnsw_tombstones", &labels).set(ix.tombstones() as f64);
+    }
+
     fn change(self: &Arc<Self>, table: u32, index: u32, slot: &Arc<Slot>, changes: Vec<Change>) {
         let mut inserts = 0;
         let compact = {
@@ -243,10 +250,11 @@ impl VectorIndexes {
                 }
             }
         };
-        if let Some(ix) = slot.current()
-            && ix.wants_refresh()
-        {
-            std::thread::spawn(move || ix.refresh());
+        if let Some(ix) = slot.current() {
+            Self::gauges(table, index, &ix);
+            if ix.wants_refresh() {
+                std::thread::spawn(move || ix.refresh());
+            }
         }
         if let Some(points) = compact {
             tracing::info!(
@@ -281,6 +289,7 @@ impl VectorIndexes {
                             Change::Delete(id) => fresh.delete(id),
                         }
                     }
+                    Self::gauges(table, index, &fresh);
                     *state = SlotState::Ready(Arc::new(fresh));
                     metrics::histogram!("quorumdb_hnsw_build_seconds").record(started.elapsed().as_secs_f64());
                     tracing::info!(

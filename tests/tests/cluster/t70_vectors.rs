@@ -118,6 +118,10 @@ async fn collections_sql_and_restarted_nodes_agree() {
     for node in 1..=3 {
         check(&c, node, "running", &queries, &exact, &filter).await;
     }
+    let metrics = c.http.get(format!("http://{}/metrics", c.addr(leader))).send().await.unwrap().text().await.unwrap();
+    for m in ["quorumdb_hnsw_points", "quorumdb_hnsw_tombstones", "quorumdb_vector_searches_total"] {
+        assert!(metrics.contains(m), "{m} missing from /metrics");
+    }
     // Filtered results all pass the filter; a very selective filter still gets its rows.
     let (s, v) = c
         .call(
