@@ -382,3 +382,47 @@ async fn a_new_node_gets_the_vectors_by_snapshot_and_rebuilds_its_index() {
         assert!(!got.iter().any(|id| [3, 4, 5].contains(id)));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fvecs_loader_loads_and_reports_rejected_batches() {
+    use quorumdb_examples::vectors::{LoadOptions, load_fvecs};
+    let c = TestCluster::start(3).await;
+    let leader = c.wait_leader().await;
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    // 300 vectors; number 150 has the wrong dimension, so its batch (100..200) is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let (fvecs, payloads) = (dir.path().join("v.fvecs"), dir.path().join("p.jsonl"));
+    let mut bytes = Vec::new();
+    let mut lines = String::new();
+    for i in 0..300u64 {
+        let v = if i == 150 { point(i)[..DIM - 1].to_vec() } else { point(i) };
+        bytes.extend((v.len() as u32).to_le_bytes());
+        for x in v {
+            bytes.extend(x.to_le_bytes());
+        }
+        lines.push_str(&format!("{{\"n\": {i}}}\n"));
+    }
+    std::fs::write(&fvecs, bytes).unwrap();
+    std::fs::write(&payloads, lines).unwrap();
+    let target = c.addr(follower);
+    let opts = LoadOptions {
+        target: &target,
+        collection: "loaded",
+        create: Some("Euclid"),
+        batch: 100,
+        first_id: 0,
+        limit: None,
+        payloads: Some(&payloads),
+        progress: false,
+    };
+    let r = load_fvecs(&fvecs, &opts).await.unwrap();
+    assert_eq!((r.loaded, r.rejected), (200, 100), "{r:?}");
+    assert_eq!(r.errors.len(), 1);
+    assert_eq!(r.errors[0].0, 100);
+    assert!(r.errors[0].1.contains("expected 16 dimensions"), "{:?}", r.errors);
+    let (s, v) = c.call(leader, "GET", "/v1/collections/loaded", None).await;
+    assert_eq!((s, &v["result"]["points_count"]), (200, &json!(200)), "{v}");
+    let (s, v) = c.call(leader, "GET", "/v1/collections/loaded/points/250", None).await;
+    assert_eq!((s, &v["result"]["payload"]), (200, &json!({"n": 250})), "{v}");
+    assert_eq!(c.call(leader, "GET", "/v1/collections/loaded/points/150", None).await.0, 404);
+}
