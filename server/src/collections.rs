@@ -400,7 +400,7 @@ pub(crate) async fn read_point(s: &AppState, name: &str, id: i64, level: Consist
     let read = crate::sql::StateRead(s.replica.reader().clone());
     let bytes = quorumdb_sql::KvRead::get(&read, &quorumdb_sql::codec::row_key(c.def.id, &key))?
         .ok_or_else(|| ServerError::NotFound(format!("point {id} not found in {name}")))?;
-    let row = quorumdb_sql::codec::decode_row(&bytes, &c.def.types(), &c.def.added_defaults())?;
+    let row = quorumdb_sql::catalog::RowDecoder::new(&c.def).decode(&bytes)?;
     Ok(point_json(&c, &row, true, true))
 }
 

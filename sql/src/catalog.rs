@@ -136,6 +136,25 @@ impl TableDef {
     }
 }
 
+/// Decodes stored rows of one table, with its column types and added-column defaults
+/// computed once (not per row).
+#[derive(Debug, Clone)]
+pub struct RowDecoder {
+    types: Vec<ColumnType>,
+    defaults: Vec<Value>,
+}
+
+impl RowDecoder {
+    pub fn new(def: &TableDef) -> Self {
+        Self { types: def.types(), defaults: def.added_defaults() }
+    }
+
+    /// The full physical row (dropped columns included).
+    pub fn decode(&self, bytes: &[u8]) -> Result<Vec<Value>> {
+        codec::decode_row(bytes, &self.types, &self.defaults)
+    }
+}
+
 /// All tables, by name.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Catalog {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{Catalog, IndexDef, TableDef};
+use crate::catalog::{Catalog, IndexDef, RowDecoder, TableDef};
 use crate::codec;
 use crate::error::{Rejection, Result, SqlError};
 use crate::store::{KvTxn, try_scan};
@@ -277,21 +277,6 @@ fn apply_command(cmd: &SqlCommand, txn: &mut dyn KvTxn, vops: &mut Vec<VectorOp>
 
 fn table_by_id(catalog: &Catalog, id: u32) -> Result<&TableDef> {
     catalog.by_id(id).ok_or_else(|| SqlError::UnknownTable(format!("table id {id}")))
-}
-
-/// Decodes rows of one table (column types and defaults computed once).
-struct RowDecoder {
-    types: Vec<crate::types::ColumnType>,
-    defaults: Vec<Value>,
-}
-
-impl RowDecoder {
-    fn new(def: &TableDef) -> Self {
-        Self { types: def.types(), defaults: def.added_defaults() }
-    }
-    fn decode(&self, bytes: &[u8]) -> Result<Vec<Value>> {
-        codec::decode_row(bytes, &self.types, &self.defaults)
-    }
 }
 
 fn unique_violation(index: &IndexDef) -> SqlError {

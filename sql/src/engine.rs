@@ -15,7 +15,7 @@ use datafusion::sql::sqlparser::ast::{self, Expr, SelectItem, SetExpr, Statement
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, RowDecoder};
 use crate::codec;
 use crate::command::{self, SqlCommand};
 use crate::error::{Result, SqlError};
@@ -390,10 +390,11 @@ impl Engine {
                 _ => return Ok(None),
             }
         }
+        let decoder = RowDecoder::new(def);
         let mut rows = Vec::new();
         for k in &keys {
             if let Some(bytes) = self.read.get(&codec::row_key(def.id, k))? {
-                rows.push(codec::decode_row(&bytes, &def.types(), &def.added_defaults())?);
+                rows.push(decoder.decode(&bytes)?);
             }
         }
         let fields: Vec<_> = cols

@@ -28,7 +28,7 @@ use datafusion::sql::sqlparser::ast::{
     visit_relations,
 };
 
-use crate::catalog::{Catalog, ColumnDef, HASH_COLUMN, IndexDef, IndexKind, KEY_COLUMN, TableDef};
+use crate::catalog::{Catalog, ColumnDef, HASH_COLUMN, IndexDef, IndexKind, KEY_COLUMN, RowDecoder, TableDef};
 use crate::codec;
 use crate::command::{RowGuard, RowOp, SqlCommand, Step, table_version};
 use crate::error::{Result, SqlError};
@@ -758,6 +758,7 @@ impl<'a> Planner<'a> {
             Some(other) => return Err(SqlError::Unsupported(format!("{other}"))),
         };
         let mut updates: Vec<Conflict> = Vec::new();
+        let decoder = RowDecoder::new(&def);
         for row in rows {
             let key = def.key_of(&row)?;
             if let Some(k) = &key {
@@ -784,7 +785,7 @@ impl<'a> Planner<'a> {
                         guards.push(RowGuard { key: k.clone(), hash: Some(codec::row_hash(&old)) });
                     }
                     (Some(old), Some(OnConflictAction::DoUpdate(_))) => {
-                        let old_row = codec::decode_row(&old, &def.types(), &def.added_defaults())?;
+                        let old_row = decoder.decode(&old)?;
                         updates.push(Conflict { key: k.clone(), old_bytes: old, old_row, proposed: row });
                     }
                     (None, _) => {

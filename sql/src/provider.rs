@@ -23,7 +23,7 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 
-use crate::catalog::{Catalog, IndexDef, TableDef};
+use crate::catalog::{Catalog, IndexDef, RowDecoder, TableDef};
 use crate::codec;
 use crate::error::SqlError;
 use crate::store::SharedRead;
@@ -643,6 +643,7 @@ struct Batcher<'a> {
     tx: &'a Sender,
     /// Per projected column: its physical position, or `None` for the hidden key/hash.
     physical: Vec<Option<usize>>,
+    decoder: RowDecoder,
     rows: Vec<(Vec<u8>, Vec<u8>)>,
     sent: usize,
     closed: bool,
@@ -682,14 +683,11 @@ impl Batcher<'_> {
 
     fn build(&self, rows: &[(Vec<u8>, Vec<u8>)]) -> Result<RecordBatch, SqlError> {
         let def = &self.p.def;
-        let types = def.types();
-        let defaults = def.added_defaults();
-        let decoded: Vec<Vec<Value>> =
-            rows.iter().map(|(_, r)| codec::decode_row(r, &types, &defaults)).collect::<Result<_, _>>()?;
+        let decoded: Vec<Vec<Value>> = rows.iter().map(|(_, r)| self.decoder.decode(r)).collect::<Result<_, _>>()?;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.physical.len());
         for (out_i, phys) in self.physical.iter().enumerate() {
             match phys {
-                Some(c) => columns.push(build_array(&types[*c], decoded.iter().map(|r| &r[*c]))?),
+                Some(c) => columns.push(build_array(&def.columns[*c].ty, decoded.iter().map(|r| &r[*c]))?),
                 None if self.p.schema.field(out_i).name() == crate::catalog::KEY_COLUMN => {
                     let mut b = BinaryBuilder::new();
                     for (k, _) in rows {
@@ -716,7 +714,16 @@ impl Producer {
         let visible: Vec<usize> = self.def.visible().collect();
         let physical =
             self.projection.iter().map(|&i| if i < visible.len() { Some(visible[i]) } else { None }).collect();
-        let mut b = Batcher { p: self, tx, physical, rows: Vec::new(), sent: 0, closed: false, error: None };
+        let mut b = Batcher {
+            p: self,
+            tx,
+            physical,
+            decoder: RowDecoder::new(&self.def),
+            rows: Vec::new(),
+            sent: 0,
+            closed: false,
+            error: None,
+        };
         if self.limit == Some(0) {
             return Ok(());
         }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use quorumdb_vector::{HnswIndex, IndexSpec, Metric, TopK};
 
-use crate::catalog::{Catalog, IndexDef, IndexKind, TableDef};
+use crate::catalog::{Catalog, IndexDef, IndexKind, RowDecoder, TableDef};
 use crate::codec;
 use crate::error::{Result, SqlError};
 use crate::store::{KvRead, try_scan};
@@ -361,9 +361,10 @@ impl VectorIndexes {
                 Ok(true)
             },
         )?;
+        let rows = RowDecoder::new(def);
         let vector_of = |row_key: &[u8]| -> Result<Option<Vec<f32>>> {
             let Some(bytes) = read.get(&codec::row_key(t, row_key))? else { return Ok(None) };
-            let row = codec::decode_row(&bytes, &def.types(), &def.added_defaults())?;
+            let row = rows.decode(&bytes)?;
             Ok(match &row[ix.columns[0]] {
                 Value::Vector(v) => Some(v.clone()),
                 _ => None,
@@ -456,8 +457,7 @@ impl VectorIndexes {
             let rows = exact_search(read, def, column, spec.metric, query, k, pred)?;
             return Ok((rows, SearchPath::ExactIndexBuilding));
         };
-        let types = def.types();
-        let defaults = def.added_defaults();
+        let rows = RowDecoder::new(def);
         // Each candidate is resolved (point → row) and filtered at most once.
         let resolved: RefCell<HashMap<u64, Option<KeyedRow>>> = RefCell::default();
         let failure: RefCell<Option<SqlError>> = RefCell::default();
@@ -466,7 +466,7 @@ impl VectorIndexes {
         let resolve = |id: u64| -> Result<Option<KeyedRow>> {
             let Some(key) = read.get(&codec::vector_point_key(def.id, ix.id, id))? else { return Ok(None) };
             let Some(bytes) = read.get(&codec::row_key(def.id, &key))? else { return Ok(None) };
-            Ok(Some((key, codec::decode_row(&bytes, &types, &defaults)?)))
+            Ok(Some((key, rows.decode(&bytes)?)))
         };
         let accept = |id: u64| -> bool {
             let found = match resolve(id) {
@@ -534,14 +534,13 @@ pub fn exact_search(
     k: usize,
     pred: Option<RowPredicate<'_>>,
 ) -> Result<Vec<Found>> {
-    let types = def.types();
-    let defaults = def.added_defaults();
+    let rows = RowDecoder::new(def);
     let prefix = codec::rows_prefix(def.id);
     let mut top = TopK::new(k);
     try_scan(
         |f| read.scan(&prefix, &codec::prefix_end(&prefix), f),
         |key, bytes| {
-            let row = codec::decode_row(bytes, &types, &defaults)?;
+            let row = rows.decode(bytes)?;
             let Value::Vector(v) = &row[column] else { return Ok(true) };
             if v.len() != query.len() {
                 return Ok(true);
