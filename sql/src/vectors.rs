@@ -175,20 +175,7 @@ impl VectorIndexes {
                     if let Some(d) = self.dump_dir(table, index) {
                         let _ = std::fs::remove_dir_all(d);
                     }
-                    let slot = if points.is_empty() {
-                        self.new_slot(spec, generation, SlotState::Ready(Arc::new(HnswIndex::new(spec))), next)
-                    } else {
-                        self.new_slot(
-                            spec,
-                            generation,
-                            SlotState::Building { current: None, pending: Vec::new() },
-                            next,
-                        )
-                    };
-                    self.slots.write().expect("slots lock").insert((table, index), slot.clone());
-                    if !points.is_empty() {
-                        self.build_in_background(table, index, slot, points);
-                    }
+                    self.install(table, index, spec, generation, next, points);
                 }
                 VectorOp::Changes { table, index, changes } => {
                     let Some(slot) = self.slot(table, index) else { continue };
@@ -415,17 +402,31 @@ impl VectorIndexes {
                 points.push((*id, v));
             }
         }
+        self.install(t, i, spec, generation, next, points);
+        Ok(())
+    }
+
+    /// A new slot for an index with these points: ready at once when empty, else built in
+    /// the background (searches exact meanwhile).
+    fn install(
+        self: &Arc<Self>,
+        table: u32,
+        index: u32,
+        spec: IndexSpec,
+        generation: u64,
+        next: u64,
+        points: Vec<(u64, Vec<f32>)>,
+    ) {
         let state = if points.is_empty() {
             SlotState::Ready(Arc::new(HnswIndex::new(spec)))
         } else {
             SlotState::Building { current: None, pending: Vec::new() }
         };
         let slot = self.new_slot(spec, generation, state, next);
-        self.slots.write().expect("slots lock").insert((t, i), slot.clone());
+        self.slots.write().expect("slots lock").insert((table, index), slot.clone());
         if !points.is_empty() {
-            self.build_in_background(t, i, slot, points);
+            self.build_in_background(table, index, slot, points);
         }
-        Ok(())
     }
 
     /// Statistics of one index: (points in the graph, live points); `None` while building.
