@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float32Array, Float64Array, Int32Array, RecordBatch};
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -187,44 +186,7 @@ impl Vectors {
     }
 
     fn rows(a: &ArrayRef) -> datafusion::error::Result<Vec<Option<Vec<f32>>>> {
-        let n = a.len();
-        match a.data_type() {
-            DataType::Null => Ok(vec![None; n]),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                let s = cast(a, &DataType::Utf8)?;
-                let s = s.as_string::<i32>();
-                (0..n)
-                    .map(|i| {
-                        if s.is_null(i) {
-                            Ok(None)
-                        } else {
-                            quorumdb_vector::metric::parse(s.value(i), None).map(Some).map_err(df_err)
-                        }
-                    })
-                    .collect()
-            }
-            DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
-                let target = DataType::List(Arc::new(Field::new("item", DataType::Float32, true)));
-                let l = cast(a, &target)?;
-                let l = l.as_list::<i32>();
-                (0..n)
-                    .map(|i| {
-                        if l.is_null(i) {
-                            return Ok(None);
-                        }
-                        let item = l.value(i);
-                        let f = item.as_primitive::<Float32Type>();
-                        if f.null_count() > 0 {
-                            return Err(df_err(SqlError::DataException("vectors cannot contain NULL".into())));
-                        }
-                        let v = f.values().to_vec();
-                        quorumdb_vector::metric::validate(&v, None).map_err(df_err)?;
-                        Ok(Some(v))
-                    })
-                    .collect()
-            }
-            other => Err(df_err(SqlError::Query(format!("expected a vector, not {other}")))),
-        }
+        crate::values::vectors_of(a, None, "function argument").map_err(df_err)
     }
 
     fn get(&self, i: usize) -> Option<&[f32]> {

@@ -39,13 +39,48 @@ pub fn coerce_texts(texts: &[Option<String>], ty: &ColumnType, column: &str) -> 
     coerce_array(&array, ty, column)
 }
 
-fn vector_from_text(s: &str, dim: u32) -> Result<Value> {
-    Ok(Value::Vector(quorumdb_vector::metric::parse(s, Some(dim as usize))?))
-}
-
-fn check_vector(v: Vec<f32>, dim: u32) -> Result<Value> {
-    quorumdb_vector::metric::validate(&v, Some(dim as usize))?;
-    Ok(Value::Vector(v))
+/// The vectors in a column of pgvector text (`'[1,2]'`), float lists or NULLs, each checked
+/// (finite, and of dimension `dim` when given); `what` names the column or argument in errors.
+pub fn vectors_of(array: &ArrayRef, dim: Option<usize>, what: &str) -> Result<Vec<Option<Vec<f32>>>> {
+    let n = array.len();
+    match array.data_type() {
+        DataType::Null => Ok(vec![None; n]),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let s = cast_with_options(array, &DataType::Utf8, &CastOptions::default())?;
+            let s = s.as_string::<i32>();
+            (0..n)
+                .map(|i| {
+                    if s.is_null(i) {
+                        return Ok(None);
+                    }
+                    Ok(Some(quorumdb_vector::metric::parse(s.value(i), dim)?))
+                })
+                .collect()
+        }
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
+            let target =
+                DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new("item", DataType::Float32, true)));
+            let l = cast_with_options(array, &target, &CastOptions { safe: false, ..Default::default() })
+                .map_err(|e| SqlError::InvalidValue(format!("invalid input for type vector ({what}): {e}")))?;
+            let l = l.as_list::<i32>();
+            (0..n)
+                .map(|i| {
+                    if l.is_null(i) {
+                        return Ok(None);
+                    }
+                    let item = l.value(i);
+                    let f = item.as_primitive::<Float32Type>();
+                    if f.null_count() > 0 {
+                        return Err(SqlError::InvalidValue("vectors cannot contain NULL".into()));
+                    }
+                    let v = f.values().to_vec();
+                    quorumdb_vector::metric::validate(&v, dim)?;
+                    Ok(Some(v))
+                })
+                .collect()
+        }
+        other => Err(SqlError::InvalidValue(format!("cannot use a {other} value as a vector ({what})"))),
+    }
 }
 
 fn cast_error(e: datafusion::arrow::error::ArrowError, ty: &ColumnType, column: &str) -> SqlError {
@@ -100,47 +135,10 @@ pub fn coerce_array(array: &ArrayRef, ty: &ColumnType, column: &str) -> Result<V
             }
             Ok(out)
         }
-        ColumnType::Vector { dim } => {
-            let mut out = Vec::with_capacity(n);
-            match array.data_type() {
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                    let s = cast_with_options(array, &DataType::Utf8, &CastOptions::default())?;
-                    let s = s.as_string::<i32>();
-                    for i in 0..n {
-                        out.push(if s.is_null(i) { Value::Null } else { vector_from_text(s.value(i), *dim)? });
-                    }
-                }
-                DataType::Null => out.resize(n, Value::Null),
-                DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
-                    let target = DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new(
-                        "item",
-                        DataType::Float32,
-                        true,
-                    )));
-                    let l = cast_with_options(array, &target, &CastOptions { safe: false, ..Default::default() })
-                        .map_err(|e| cast_error(e, ty, column))?;
-                    let l = l.as_list::<i32>();
-                    for i in 0..n {
-                        if l.is_null(i) {
-                            out.push(Value::Null);
-                            continue;
-                        }
-                        let item = l.value(i);
-                        let f = item.as_primitive::<Float32Type>();
-                        if f.null_count() > 0 {
-                            return Err(SqlError::InvalidValue("vectors cannot contain NULL".into()));
-                        }
-                        out.push(check_vector(f.values().to_vec(), *dim)?);
-                    }
-                }
-                other => {
-                    return Err(SqlError::InvalidValue(format!(
-                        "cannot store a {other} value in vector column {column}"
-                    )));
-                }
-            }
-            Ok(out)
-        }
+        ColumnType::Vector { dim } => Ok(vectors_of(array, Some(*dim as usize), &format!("column {column}"))?
+            .into_iter()
+            .map(|v| v.map_or(Value::Null, Value::Vector))
+            .collect()),
         _ => {
             let opts = CastOptions { safe: false, format_options: FormatOptions::default() };
             let cast = cast_with_options(array, &ty.arrow(), &opts).map_err(|e| cast_error(e, ty, column))?;
