@@ -22,7 +22,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use quorumdb_replication::Consistency;
-use quorumdb_sql::catalog::{IndexDef, TableDef};
+use quorumdb_sql::catalog::{Catalog, IndexDef, TableDef};
 use quorumdb_sql::types::Value as SqlValue;
 use quorumdb_sql::vectors::Found;
 use quorumdb_vector::{IndexSpec, Metric};
@@ -95,8 +95,12 @@ struct Collection {
 }
 
 fn collection(state: &AppState, name: &str) -> ApiResult<Collection> {
-    check_name(name)?;
     let catalog = state.sql.catalog()?;
+    collection_in(&catalog, name)
+}
+
+fn collection_in(catalog: &Catalog, name: &str) -> ApiResult<Collection> {
+    check_name(name)?;
     let missing = || ServerError::NotFound(format!("collection {name} not found"));
     let def = catalog.tables.get(name).ok_or_else(missing)?;
     let (Some(id), Some(vector), Some(payload)) = (def.column("id"), def.column("vector"), def.column("payload"))
@@ -138,7 +142,7 @@ pub async fn list(State(s): State<AppState>, Query(p): Query<ReadParams>) -> Api
 pub(crate) async fn list_names(s: &AppState, level: Consistency) -> ApiResult<Vec<String>> {
     s.replica.read_barrier(level).await?;
     let catalog = s.sql.catalog()?;
-    Ok(catalog.tables.keys().filter(|n| collection(s, n).is_ok()).cloned().collect())
+    Ok(catalog.tables.keys().filter(|n| collection_in(&catalog, n).is_ok()).cloned().collect())
 }
 
 #[derive(Deserialize)]
@@ -228,7 +232,9 @@ pub(crate) async fn collection_info(s: &AppState, name: &str, level: Consistency
     s.replica.read_barrier(level).await?;
     let c = collection(s, name)?;
     let stats = s.vectors.stats(c.def.id, c.index.id);
-    let count = run_sql(s, &format!("SELECT count(*) FROM {}", quoted(name)), &[]).await?;
+    // Counted on the state the barrier above caught up with (at the caller's level).
+    let parsed = s.sql.parse(&format!("SELECT count(*) FROM {}", quoted(name)), &[])?;
+    let count = s.sql.execute(parsed, &crate::sql::ReplicaBackend(&s.replica)).await?;
     let points = match count.first() {
         Some(quorumdb_sql::StatementResult::Rows { batches, .. }) => batches
             .first()
