@@ -1,3 +1,11 @@
 //! Library parts of the example clients: loaders callable from their binaries and from tests.
 
 pub mod vectors;
+
+use std::time::Duration;
+
+/// The `p` quantile (0..=1) of latencies sorted ascending, in milliseconds (0 when empty).
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}

@@ -8,7 +8,7 @@
 //! cargo run --release -p quorumdb-vector --example vector_bench -- --base b.fvecs --query q.fvecs [--truth gt.ivecs]
 //! ```
 //! `--write DIR` saves the data as `.fvecs`/`.ivecs` so another library can be run on it
-//! (`scripts/hnswlib_bench.py`).
+//! (`scripts/peer_bench.py hnswlib|faiss DIR`).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use quorumdb_examples::percentile_ms;
 
 #[derive(Parser)]
 struct Args {
@@ -55,17 +56,14 @@ async fn main() -> anyhow::Result<()> {
         errors += e;
     }
     all.sort();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
-    };
     println!(
         "{{\"clients\": {}, \"writes\": {}, \"errors\": {errors}, \"writes_per_s\": {:.0}, \"p50_ms\": {:.2}, \"p90_ms\": {:.2}, \"p99_ms\": {:.2}}}",
         a.clients,
         all.len(),
         all.len() as f64 / a.seconds as f64,
-        pct(0.5).as_secs_f64() * 1e3,
-        pct(0.9).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3
+        percentile_ms(&all, 0.5),
+        percentile_ms(&all, 0.9),
+        percentile_ms(&all, 0.99)
     );
     Ok(())
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use quorumdb_examples::percentile_ms;
 use quorumdb_sql::Engine;
 use quorumdb_sql::memory::MemoryState;
 
@@ -50,14 +51,11 @@ enum Mode {
 
 fn report(name: &str, mut lat: Vec<Duration>, elapsed: Duration) {
     lat.sort();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or_default()
-    };
     println!(
         "{name:<40} {:>9.0} ops/s   p50 {:>8.3} ms   p99 {:>8.3} ms   (n={})",
         lat.len() as f64 / elapsed.as_secs_f64(),
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
+        percentile_ms(&lat, 0.50),
+        percentile_ms(&lat, 0.99),
         lat.len()
     );
 }
