@@ -52,10 +52,7 @@ fn write_response(r: KvResponse) -> Result<pb::WriteResponse, Status> {
 impl Kv for KvService {
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let req = req.into_inner();
-        let read = req.read.unwrap_or_default();
-        let level = if read.consistency.is_empty() { None } else { Some(read.consistency.as_str()) };
-        let staleness = (read.max_staleness_ms > 0).then_some(read.max_staleness_ms);
-        let level = kv::consistency(level, staleness).map_err(to_status)?;
+        let level = read_level(req.read)?;
         let (value, info) = kv::get(&self.0, &req.key, level).await.map_err(to_status)?;
         Ok(Response::new(pb::GetResponse {
             found: value.is_some(),
@@ -133,6 +130,11 @@ fn point_of(v: &serde_json::Value) -> pb::Point {
             .unwrap_or_default(),
         payload_json: json_text(&v["payload"]),
     }
+}
+
+/// A stale search's bound (the batch's read options are its first search's, as over HTTP).
+fn max_staleness(r: &pb::SearchRequest) -> Option<u64> {
+    r.read.as_ref().map(|o| o.max_staleness_ms).filter(|ms| *ms > 0)
 }
 
 fn search_of(r: pb::SearchRequest) -> Result<coll::SearchRequest, Status> {
@@ -254,7 +256,9 @@ impl Vectors for VectorService {
     async fn search(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
         let r = req.into_inner();
         let name = r.collection.clone();
-        let out = coll::search_collection(&self.0, &name, vec![search_of(r)?], None, None).await.map_err(to_status)?;
+        let staleness = max_staleness(&r);
+        let out =
+            coll::search_collection(&self.0, &name, vec![search_of(r)?], None, staleness).await.map_err(to_status)?;
         Ok(Response::new(results_of(&out[0])))
     }
 
@@ -269,8 +273,9 @@ impl Vectors for VectorService {
         if r.searches.iter().any(|s| s.collection != name) {
             return Err(Status::invalid_argument("every search of a batch must be on the same collection"));
         }
+        let staleness = max_staleness(&r.searches[0]);
         let searches = r.searches.into_iter().map(search_of).collect::<Result<Vec<_>, Status>>()?;
-        let out = coll::search_collection(&self.0, &name, searches, None, None).await.map_err(to_status)?;
+        let out = coll::search_collection(&self.0, &name, searches, None, staleness).await.map_err(to_status)?;
         Ok(Response::new(pb::SearchBatchResponse { results: out.iter().map(results_of).collect() }))
     }
 }

@@ -323,6 +323,20 @@ async fn grpc_vector_api_matches_http() {
     let after = g.search(req.clone()).await.unwrap().into_inner().points;
     assert!(!after.iter().any(|h| h.id == hits[0].id));
 
+    // A stale search honours its staleness bound (a follower cut off from the leader).
+    let stale = |ms: u64| pb::SearchRequest {
+        read: Some(pb::ReadOptions { consistency: "stale".into(), max_staleness_ms: ms }),
+        ..req.clone()
+    };
+    c.node(follower)
+        .replica
+        .set_faults(quorumdb_replication::network::FaultRules { isolated: true, ..Default::default() });
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let too_old = g.search(stale(300)).await.unwrap_err();
+    assert_eq!(too_old.code(), tonic::Code::Unavailable, "{too_old}");
+    assert_eq!(g.search(stale(0)).await.unwrap().into_inner().points.len(), 5);
+    c.node(follower).replica.faults().clear();
+
     // Errors carry the right codes.
     let bad_dim = g.search(pb::SearchRequest { vector: vec![1.0], ..req.clone() }).await.unwrap_err();
     assert_eq!(bad_dim.code(), tonic::Code::InvalidArgument, "{bad_dim}");
