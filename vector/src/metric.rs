@@ -37,15 +37,6 @@ impl Metric {
         }
     }
 
-    /// The SQL operator ordering by this metric.
-    pub fn operator(self) -> &'static str {
-        match self {
-            Self::L2 => "<->",
-            Self::Cosine => "<=>",
-            Self::InnerProduct => "<#>",
-        }
-    }
-
     /// The SQL function computing this metric's distance.
     pub fn function(self) -> &'static str {
         match self {
