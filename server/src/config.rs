@@ -41,6 +41,15 @@ pub struct StartArgs {
     /// Build a snapshot after this many log entries.
     #[arg(long, env = "QUORUMDB_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
+    /// Address for PostgreSQL clients (psql, drivers); `off` disables it. Default 127.0.0.1:5433.
+    #[arg(long, env = "QUORUMDB_PG_LISTEN")]
+    pub pg_listen: Option<String>,
+    /// Address for Redis (RESP) clients of the KV table; `off` disables it. Default 127.0.0.1:6380.
+    #[arg(long, env = "QUORUMDB_REDIS_LISTEN")]
+    pub redis_listen: Option<String>,
+    /// Password PostgreSQL and Redis clients must give (any user name); none: no authentication.
+    #[arg(long, env = "QUORUMDB_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
 }
 
 /// The config file's shape (same names as the flags, with underscores).
@@ -56,6 +65,9 @@ struct FileConfig {
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
     snapshot_every: Option<u64>,
+    pg_listen: Option<String>,
+    redis_listen: Option<String>,
+    password: Option<String>,
 }
 
 /// A node's resolved configuration.
@@ -71,6 +83,21 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     pub election_timeout_ms: u64,
     pub snapshot_every: u64,
+    /// PostgreSQL wire protocol listen address (`None`: not served).
+    pub pg_listen: Option<String>,
+    /// RESP (Redis protocol) listen address (`None`: not served).
+    pub redis_listen: Option<String>,
+    /// The password pgwire and RESP clients must give, if any.
+    pub password: Option<String>,
+}
+
+/// `off` (or an empty value) turns a listener off.
+fn listener_setting(value: Option<String>, default: &str) -> Option<String> {
+    match value {
+        None => Some(default.to_string()),
+        Some(v) if v.is_empty() || v.eq_ignore_ascii_case("off") => None,
+        Some(v) => Some(v),
+    }
 }
 
 impl NodeConfig {
@@ -86,6 +113,9 @@ impl NodeConfig {
             heartbeat_ms: 100,
             election_timeout_ms: 500,
             snapshot_every: 50_000,
+            pg_listen: None,
+            redis_listen: None,
+            password: None,
         }
     }
 
@@ -111,6 +141,9 @@ impl NodeConfig {
         c.heartbeat_ms = args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(c.heartbeat_ms);
         c.election_timeout_ms = args.election_timeout_ms.or(file.election_timeout_ms).unwrap_or(c.election_timeout_ms);
         c.snapshot_every = args.snapshot_every.or(file.snapshot_every).unwrap_or(c.snapshot_every);
+        c.pg_listen = listener_setting(args.pg_listen.or(file.pg_listen), "127.0.0.1:5433");
+        c.redis_listen = listener_setting(args.redis_listen.or(file.redis_listen), "127.0.0.1:6380");
+        c.password = args.password.or(file.password).filter(|p| !p.is_empty());
         if c.election_timeout_ms < 3 * c.heartbeat_ms {
             return Err(ServerError::BadRequest("the election timeout must be at least 3 heartbeats".into()));
         }

@@ -18,6 +18,12 @@ pub struct DemoArgs {
     /// Node N listens on 127.0.0.1:(base_port + N - 1).
     #[arg(long, default_value_t = 7001)]
     pub base_port: u16,
+    /// Node N serves PostgreSQL clients on 127.0.0.1:(pg_port + N - 1).
+    #[arg(long, default_value_t = 5433)]
+    pub pg_port: u16,
+    /// Node N serves Redis clients on 127.0.0.1:(redis_port + N - 1).
+    #[arg(long, default_value_t = 6380)]
+    pub redis_port: u16,
     /// Start, load the sample data, check it on every node, and exit (for scripts and CI).
     #[arg(long)]
     pub check: bool,
@@ -40,7 +46,7 @@ struct DemoNode {
     child: Child,
 }
 
-fn node_args(id: u64, dir: &std::path::Path, addr: &str, seed: &str) -> Vec<String> {
+fn node_args(id: u64, dir: &std::path::Path, addr: &str, seed: &str, args: &DemoArgs) -> Vec<String> {
     let mut a = vec![
         "start".into(),
         "--id".into(),
@@ -49,6 +55,10 @@ fn node_args(id: u64, dir: &std::path::Path, addr: &str, seed: &str) -> Vec<Stri
         dir.join(format!("node{id}")).display().to_string(),
         "--listen".into(),
         addr.into(),
+        "--pg-listen".into(),
+        format!("127.0.0.1:{}", args.pg_port + id as u16 - 1),
+        "--redis-listen".into(),
+        format!("127.0.0.1:{}", args.redis_port + id as u16 - 1),
     ];
     if id == 1 {
         a.push("--init".into());
@@ -63,8 +73,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = args.dir.canonicalize()?;
     let addrs: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", args.base_port + i)).collect();
-    for a in &addrs {
-        if std::net::TcpListener::bind(a).is_err() {
+    let others =
+        (0..3).flat_map(|i| [format!("127.0.0.1:{}", args.pg_port + i), format!("127.0.0.1:{}", args.redis_port + i)]);
+    for a in addrs.iter().cloned().chain(others) {
+        if std::net::TcpListener::bind(&a).is_err() {
             bail!("{a} is in use; stop what uses it or pick other ports with --base-port");
         }
     }
@@ -73,7 +85,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let id = i as u64 + 1;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("node{id}.log")))?;
         let child = Command::new(&exe)
-            .args(node_args(id, &dir, addr, &addrs[0]))
+            .args(node_args(id, &dir, addr, &addrs[0], &args))
             .stdout(log.try_clone()?)
             .stderr(log)
             .stdin(Stdio::null())

@@ -43,6 +43,17 @@ pub struct AppState {
     pub replica: Replica,
     pub sql: Arc<Engine>,
     pub vectors: Arc<VectorIndexes>,
+    pub surfaces: Arc<Surfaces>,
+}
+
+/// This node's other client surfaces, reported by `/v1/status` so clients (the shell) can find
+/// them from the node's main address.
+#[derive(Debug, Default)]
+pub struct Surfaces {
+    pub pg_addr: Option<std::net::SocketAddr>,
+    pub redis_addr: Option<std::net::SocketAddr>,
+    /// The password pgwire and RESP clients must give, if configured.
+    pub password: Option<String>,
 }
 
 impl FromRef<AppState> for Replica {
@@ -84,8 +95,12 @@ pub async fn not_found(req: Request) -> ServerError {
 
 type ApiResult<T> = Result<T, ServerError>;
 
-async fn status(State(r): State<Replica>) -> ApiResult<Json<NodeStatus>> {
-    Ok(Json(r.status()?))
+async fn status(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+    let status: NodeStatus = s.replica.status()?;
+    let mut v = serde_json::to_value(status).map_err(|e| ServerError::BadRequest(e.to_string()))?;
+    v["pg_addr"] = json!(s.surfaces.pg_addr.map(|a| a.to_string()));
+    v["redis_addr"] = json!(s.surfaces.redis_addr.map(|a| a.to_string()));
+    Ok(Json(v))
 }
 
 async fn init(State(r): State<Replica>) -> ApiResult<Json<Value>> {

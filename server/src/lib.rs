@@ -14,6 +14,8 @@ pub mod grpc;
 pub mod http;
 pub mod kv;
 pub mod node;
+pub mod pg;
+pub mod resp;
 pub mod sql;
 pub mod telemetry;
 

@@ -21,8 +21,13 @@ pub struct Node {
     pub vectors: Arc<VectorIndexes>,
     /// The address the node actually listens on (resolves a port 0).
     pub addr: SocketAddr,
+    /// Where PostgreSQL and Redis clients connect, if served.
+    pub pg_addr: Option<SocketAddr>,
+    pub redis_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
+    /// The pgwire and RESP accept loops.
+    listeners: Vec<JoinHandle<()>>,
     joiner: Option<JoinHandle<()>>,
 }
 
@@ -35,6 +40,10 @@ impl Node {
             .await
             .map_err(|e| ServerError::BadRequest(format!("cannot listen on {}: {e}", config.listen)))?;
         let addr = listener.local_addr()?;
+        let pg_listener = bind_optional(config.pg_listen.as_deref(), "PostgreSQL").await?;
+        let redis_listener = bind_optional(config.redis_listen.as_deref(), "Redis").await?;
+        let pg_addr = pg_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        let redis_addr = redis_listener.as_ref().map(|l| l.local_addr()).transpose()?;
         let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
         let mut rc = ReplicaConfig::new(config.id, advertise.clone(), config.data_dir.clone());
         rc.heartbeat_ms = config.heartbeat_ms;
@@ -49,7 +58,21 @@ impl Node {
         let sql = Arc::new(Engine::new(Arc::new(crate::sql::StateRead(replica.reader().clone())), vectors.clone()));
 
         let (stop, mut stopped) = watch::channel(false);
-        let state = crate::http::AppState { replica: replica.clone(), sql: sql.clone(), vectors: vectors.clone() };
+        let state = crate::http::AppState {
+            replica: replica.clone(),
+            sql: sql.clone(),
+            vectors: vectors.clone(),
+            surfaces: Arc::new(crate::http::Surfaces { pg_addr, redis_addr, password: config.password.clone() }),
+        };
+        let mut listeners = Vec::new();
+        if let Some(l) = pg_listener {
+            listeners.push(tokio::spawn(crate::pg::serve(l, state.clone(), stopped.clone())));
+            tracing::info!(addr = %pg_addr.expect("bound"), "serving PostgreSQL clients");
+        }
+        if let Some(l) = redis_listener {
+            listeners.push(tokio::spawn(crate::resp::serve(l, state.clone(), stopped.clone())));
+            tracing::info!(addr = %redis_addr.expect("bound"), "serving Redis clients");
+        }
         let router = crate::grpc::routes(state.clone())
             .into_axum_router()
             .merge(crate::http::router(state))
@@ -71,7 +94,7 @@ impl Node {
             let (id, me) = (config.id, advertise.clone());
             tokio::spawn(join_until_done(seed, id, me))
         });
-        Ok(Self { replica, sql, vectors, addr, stop, server, joiner })
+        Ok(Self { replica, sql, vectors, addr, pg_addr, redis_addr, stop, server, listeners, joiner })
     }
 
     /// Stops serving and shuts Raft down; the data stays for a restart.
@@ -80,6 +103,9 @@ impl Node {
             j.abort();
         }
         let _ = self.stop.send(true);
+        for l in &self.listeners {
+            l.abort();
+        }
         // Let in-flight requests finish, but do not wait forever for idle keep-alive clients.
         let _ = tokio::time::timeout(Duration::from_secs(2), self.server).await;
         self.replica.shutdown().await;
@@ -87,6 +113,14 @@ impl Node {
         let vectors = self.vectors.clone();
         let _ = tokio::task::spawn_blocking(move || vectors.dump_all()).await;
     }
+}
+
+async fn bind_optional(addr: Option<&str>, what: &str) -> Result<Option<tokio::net::TcpListener>, ServerError> {
+    let Some(addr) = addr else { return Ok(None) };
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServerError::BadRequest(format!("cannot listen for {what} clients on {addr}: {e}")))?;
+    Ok(Some(l))
 }
 
 /// Asks `seed` (any member) to add us, until it answers yes. Joining is idempotent, so a

@@ -73,9 +73,13 @@ impl TestCluster {
         cfg.snapshot_every = self.snapshot_every;
         cfg.init = seed.is_none();
         cfg.join = seed;
+        cfg.pg_listen = Some("127.0.0.1:0".into());
+        cfg.redis_listen = Some("127.0.0.1:0".into());
         let node = Node::start(cfg.clone()).await.expect("node starts");
-        // Keep the port for restarts.
+        // Keep the ports for restarts.
         cfg.listen = node.addr.to_string();
+        cfg.pg_listen = node.pg_addr.map(|a| a.to_string());
+        cfg.redis_listen = node.redis_addr.map(|a| a.to_string());
         cfg.init = false;
         self.configs.insert(id, cfg);
         self.nodes.insert(id, node);
@@ -101,6 +105,16 @@ impl TestCluster {
 
     pub fn addr(&self, id: u64) -> String {
         self.configs[&id].listen.clone()
+    }
+
+    /// Node `id`'s PostgreSQL wire protocol address.
+    pub fn pg_addr(&self, id: u64) -> String {
+        self.configs[&id].pg_listen.clone().expect("pgwire is served")
+    }
+
+    /// Node `id`'s RESP (Redis protocol) address.
+    pub fn redis_addr(&self, id: u64) -> String {
+        self.configs[&id].redis_listen.clone().expect("RESP is served")
     }
 
     pub fn node(&self, id: u64) -> &Node {

@@ -73,6 +73,10 @@ async fn sigkill_leader_process_mid_load() {
                 "50".into(),
                 "--election-timeout-ms".into(),
                 "300".into(),
+                "--pg-listen".into(),
+                "127.0.0.1:0".into(),
+                "--redis-listen".into(),
+                "127.0.0.1:0".into(),
             ];
             if id == 1 {
                 args.push("--init".into());
