@@ -244,7 +244,8 @@ impl Engine {
         if let Some((name, None)) = session_setting(stmt)
             && name == "hnsw.ef_search"
         {
-            let field = datafusion::arrow::datatypes::Field::new(name, datafusion::arrow::datatypes::DataType::Utf8, false);
+            let field =
+                datafusion::arrow::datatypes::Field::new(name, datafusion::arrow::datatypes::DataType::Utf8, false);
             return Ok(Description {
                 params: vec![],
                 columns: Some(Arc::new(datafusion::arrow::datatypes::Schema::new(vec![field]))),
@@ -385,10 +386,8 @@ impl Engine {
         }
         if let Some(reported) = reported {
             for (i, (now, then)) in results.iter().zip(reported).enumerate() {
-                if let (
-                    StatementResult::Done { rows_affected: a, tag },
-                    StatementResult::Done { rows_affected: b, .. },
-                ) = (now, then)
+                if let (StatementResult::Done { rows_affected: a, tag }, StatementResult::Done { rows_affected: b, .. }) =
+                    (now, then)
                     && a != b
                 {
                     return Err(SqlError::TransactionChanged(format!(

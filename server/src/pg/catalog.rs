@@ -28,7 +28,8 @@ fn table_oid(t: &TableDef) -> u64 {
 
 /// A text result: `columns` names and rows of optional cells (None = NULL).
 fn rows(columns: &[&str], data: Vec<Vec<Option<String>>>) -> StatementResult {
-    let schema = Arc::new(Schema::new(columns.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect::<Vec<_>>()));
+    let schema =
+        Arc::new(Schema::new(columns.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect::<Vec<_>>()));
     let arrays: Vec<ArrayRef> = (0..columns.len())
         .map(|i| Arc::new(data.iter().map(|r| r[i].clone()).collect::<StringArray>()) as ArrayRef)
         .collect();

@@ -32,7 +32,9 @@ use pgwire::api::auth::{
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{
+    DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag,
+};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
@@ -223,7 +225,8 @@ struct Block {
 type SessionRef = Arc<Mutex<PgSession>>;
 
 fn session_of<C: ClientInfo>(client: &C) -> SessionRef {
-    let s: Arc<SessionRef> = client.session_extensions().get_or_insert_with(|| Arc::new(Mutex::new(PgSession::default())));
+    let s: Arc<SessionRef> =
+        client.session_extensions().get_or_insert_with(|| Arc::new(Mutex::new(PgSession::default())));
     (*s).clone()
 }
 
@@ -273,12 +276,12 @@ fn our_setting(s: &Statement) -> Option<(String, Option<String>)> {
             ("client_encoding".to_string(), Some(charset_name.to_string()))
         }
         Statement::ShowVariable { variable } => {
-            (variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join(" "), None)
+            (variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join("."), None)
         }
         _ => return None,
     };
     let name = match name.as_str() {
-        "time zone" => "timezone".to_string(),
+        "time zone" | "time.zone" => "timezone".to_string(),
         _ => name,
     };
     (name != "hnsw.ef_search").then_some((name, value))
@@ -304,8 +307,8 @@ fn show(name: &str, value: String) -> StatementResult {
     use datafusion::arrow::array::{RecordBatch, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]));
-    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))])
-        .expect("one text column");
+    let batch =
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))]).expect("one text column");
     StatementResult::Rows { schema, batches: vec![batch], tag: "SHOW".into() }
 }
 

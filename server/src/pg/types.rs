@@ -7,9 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
-    Schema, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, Schema,
+    TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use datafusion::arrow::temporal_conversions::{
     date32_to_datetime, timestamp_ms_to_datetime, timestamp_ns_to_datetime, timestamp_s_to_datetime,
@@ -71,7 +71,8 @@ pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>, out: &mut
         let mut result = Ok(());
         for (col, array) in batch.columns().iter().enumerate() {
             let f = &fields[col];
-            result = encode_cell(&mut enc, array.as_ref(), row, f.datatype(), f.format(), &opts, formatters[col].as_ref());
+            result =
+                encode_cell(&mut enc, array.as_ref(), row, f.datatype(), f.format(), &opts, formatters[col].as_ref());
             if result.is_err() {
                 break;
             }
@@ -118,14 +119,19 @@ fn encode_cell(
         DataType::Binary => put!(a.as_binary::<i32>().value(i)),
         DataType::LargeBinary => put!(a.as_binary::<i64>().value(i)),
         DataType::Date32 => {
-            let d = date32_to_datetime(a.as_primitive::<Date32Type>().value(i)).ok_or_else(|| encode_error("bad date"))?;
+            let d =
+                date32_to_datetime(a.as_primitive::<Date32Type>().value(i)).ok_or_else(|| encode_error("bad date"))?;
             put!(d.date())
         }
         DataType::Timestamp(unit, tz) => {
             let t = match unit {
                 TimeUnit::Second => timestamp_s_to_datetime(a.as_primitive::<TimestampSecondType>().value(i)),
-                TimeUnit::Millisecond => timestamp_ms_to_datetime(a.as_primitive::<TimestampMillisecondType>().value(i)),
-                TimeUnit::Microsecond => timestamp_us_to_datetime(a.as_primitive::<TimestampMicrosecondType>().value(i)),
+                TimeUnit::Millisecond => {
+                    timestamp_ms_to_datetime(a.as_primitive::<TimestampMillisecondType>().value(i))
+                }
+                TimeUnit::Microsecond => {
+                    timestamp_us_to_datetime(a.as_primitive::<TimestampMicrosecondType>().value(i))
+                }
                 TimeUnit::Nanosecond => timestamp_ns_to_datetime(a.as_primitive::<TimestampNanosecondType>().value(i)),
             }
             .ok_or_else(|| encode_error("timestamp out of range"))?;
@@ -201,7 +207,11 @@ pub fn decode_params(params: &[Option<Bytes>], format: &Format, types: &[Type]) 
             continue;
         };
         let ty = types.get(i).cloned().unwrap_or(Type::TEXT);
-        out.push(if format.is_binary(i) { binary_param(raw, &ty).map_err(|e| bad_param(i, e))? } else { text_param(raw, &ty).map_err(|e| bad_param(i, e))? });
+        out.push(if format.is_binary(i) {
+            binary_param(raw, &ty).map_err(|e| bad_param(i, e))?
+        } else {
+            text_param(raw, &ty).map_err(|e| bad_param(i, e))?
+        });
     }
     Ok(out)
 }
@@ -254,9 +264,9 @@ fn binary_param(raw: &[u8], ty: &Type) -> Result<Value, String> {
         }
         Type::DATE => json!(get::<chrono::NaiveDate>(ty, raw)?.to_string()),
         Type::TIMESTAMP => json!(get::<chrono::NaiveDateTime>(ty, raw)?.format("%Y-%m-%d %H:%M:%S%.f").to_string()),
-        Type::TIMESTAMPTZ => json!(
-            get::<chrono::DateTime<chrono::Utc>>(ty, raw)?.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string()
-        ),
+        Type::TIMESTAMPTZ => {
+            json!(get::<chrono::DateTime<chrono::Utc>>(ty, raw)?.naive_utc().format("%Y-%m-%d %H:%M:%S%.f").to_string())
+        }
         Type::NUMERIC => json!(get::<rust_decimal::Decimal>(ty, raw)?.to_string()),
         Type::JSON | Type::JSONB => json!(get::<serde_json::Value>(ty, raw)?.to_string()),
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => json!(get::<String>(ty, raw)?),
