@@ -600,11 +600,15 @@ fn show_description(name: &str) -> Description {
 impl QueryParser for Parser {
     type Statement = Prepared;
 
-    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    async fn parse_sql<C>(&self, client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
         let parsed = self.state.sql.prepare(sql).map_err(sql_error)?;
+        // Describe against a catalog that includes what this client already saw acknowledged
+        // (a table created through another node a moment ago).
+        let level = session_of(client).lock().await.consistency;
+        self.state.replica.read_barrier(level).await.map_err(|e| to_pg(&e.into()))?;
         if parsed.statements.len() > 1 {
             return Err(user_error("42601", "cannot insert multiple commands into a prepared statement"));
         }
