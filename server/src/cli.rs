@@ -1,4 +1,5 @@
-//! The command line: `quorumdb start` runs one node, `quorumdb demo` a local 3-node cluster.
+//! The command line: `quorumdb start` runs one node, `quorumdb demo` a local 3-node cluster,
+//! `quorumdb load` loads a file into a running cluster.
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ enum Command {
     Start(StartArgs),
     /// Run a local 3-node cluster with sample data until Ctrl-C.
     Demo(DemoArgs),
+    /// Load a CSV, Parquet, JSON-lines or vector (.fvecs/.npy) file into a running cluster.
+    Load(quorumdb_examples::load_command::LoadArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -37,6 +40,11 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Start(args) => start(args).await,
             Command::Demo(args) => crate::demo::run(args).await,
+            Command::Load(args) => match quorumdb_examples::load_command::run(args).await {
+                Ok(true) => Ok(()),
+                Ok(false) => anyhow::bail!("some rows were rejected"),
+                Err(e) => Err(e),
+            },
         }
     });
     match result {

@@ -40,6 +40,10 @@ const PLANETS: [(&str, &str); 8] = [
     ("neptune", r#"{"order":8,"moons":16,"radius_km":24622}"#),
 ];
 
+/// The sample dataset the demo loads (made up by `scripts/gen_cities.py`).
+const CITIES_CSV: &str = include_str!("../../examples/data/cities.csv");
+const CITIES_ROWS: u64 = 300;
+
 struct DemoNode {
     id: u64,
     addr: String,
@@ -173,8 +177,24 @@ async fn demo_body(
         .send()
         .await?
         .error_for_status()?;
+    // A table loaded from the sample CSV by the loader (`quorumdb load`'s library), again
+    // through the follower; dropped first so the demo can restart on its dir.
+    sql(via.addr.clone(), "DROP TABLE IF EXISTS cities").await?;
+    let csv = dir.join("cities.csv");
+    std::fs::write(&csv, CITIES_CSV).with_context(|| format!("writing {}", csv.display()))?;
+    let mut load = quorumdb_examples::load::TableLoadOptions::new(&via.addr, "cities");
+    load.primary_key = Some("id".into());
+    let report = quorumdb_examples::load::load_table(&csv, &load).await?;
+    anyhow::ensure!(
+        report.rejected.is_empty() && report.loaded == CITIES_ROWS,
+        "loading the sample cities: {} loaded, rejected {:?}",
+        report.loaded,
+        report.rejected
+    );
     // Every node answers a linearizable read with the new data.
     for n in nodes {
+        let v = sql(n.addr.clone(), "SELECT count(*) FROM cities").await?;
+        anyhow::ensure!(v["results"][0]["rows"][0][0] == CITIES_ROWS, "node {} has cities {v}", n.id);
         let v = sql(n.addr.clone(), SAMPLE_CHECK).await?;
         anyhow::ensure!(v["results"][0]["rows"][0][0] == 9, "node {} returned {v}", n.id);
         let v =
@@ -191,7 +211,7 @@ async fn demo_body(
         anyhow::ensure!(v["result"][0]["payload"]["name"] == "orange", "node {} returned {v}", n.id);
     }
     println!(
-        "\nQuorumDB demo cluster is up: leader is node {leader}; 108 sample keys, the planets/moons tables and a colors vector collection loaded through node {}.\n",
+        "\nQuorumDB demo cluster is up: leader is node {leader}; 108 sample keys, the planets/moons tables, {CITIES_ROWS} cities loaded from CSV and a colors vector collection loaded through node {}.\n",
         via.id
     );
     for n in nodes {
@@ -218,6 +238,7 @@ async fn demo_body(
         "  curl -s http://{a}/v1/collections/colors/search -d '{{\"vector\": [200, 30, 60], \"limit\": 3, \"filter\": {{\"must\": [{{\"key\": \"warm\", \"match\": {{\"value\": true}}}}]}}}}'"
     );
     println!("  curl -s -X PUT --data-binary 'hello' http://{a}/v1/kv/greeting");
+    println!("  quorumdb load --node {a} --table cities2 --primary-key id {}", dir.join("cities.csv").display());
     println!("  curl -s 'http://{}/v1/kv/greeting?consistency=stale'", nodes[2].addr);
     println!("  curl -s 'http://{a}/v1/kv?prefix=planet/'");
     println!("  curl -s -X POST -d '{{\"to\": 2}}' http://{a}/v1/cluster/transfer-leader");

@@ -143,6 +143,11 @@ impl IntoResponse for ServerError {
         if let Self::CasFailed { current } = &self {
             error["current"] = current.as_ref().map(|c| String::from_utf8_lossy(c).into_owned()).into();
         }
+        if let Self::Sql(e) = &self
+            && let Some(row) = e.row()
+        {
+            error["row"] = row.into();
+        }
         (self.http_status(), Json(serde_json::json!({ "error": error }))).into_response()
     }
 }

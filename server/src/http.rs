@@ -10,6 +10,10 @@
 //! - `POST /v1/sql?consistency=…`: SQL, body `{"sql": "...", "params": [...]}`; several
 //!   `;`-separated statements are one atomic batch. Answers `{"results": [...]}`, each result
 //!   `{"columns", "rows", "tag"}` or `{"rows_affected", "tag"}`; errors carry the SQLSTATE.
+//! - `POST /v1/tables/{table}/rows`: a bulk load ([`crate::bulk`]); the body is an Arrow IPC
+//!   stream (`application/vnd.apache.arrow.stream`) or JSON lines (`application/x-ndjson`),
+//!   at most 16 MiB, inserted as one atomic command with INSERT's checks. Answers
+//!   `{"rows_affected": n}`; an error one row caused also says which (`"row"`, from 0).
 //! - `/v1/collections/...`: the Qdrant-style vector API ([`crate::collections`]).
 //! - `GET /metrics`: Prometheus.
 //!
@@ -66,6 +70,10 @@ pub fn router(state: AppState) -> Router {
     use crate::collections as c;
     Router::new()
         .route("/v1/sql", post(sql_post))
+        .route(
+            "/v1/tables/{table}/rows",
+            post(crate::bulk::insert_rows).layer(axum::extract::DefaultBodyLimit::max(crate::bulk::MAX_BODY)),
+        )
         .route("/v1/collections", get(c::list))
         .route("/v1/collections/{name}", get(c::get).put(c::create).delete(c::delete))
         .route("/v1/collections/{name}/points", axum::routing::put(c::upsert))

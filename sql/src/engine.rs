@@ -297,25 +297,38 @@ impl Engine {
             }
             return Ok(out);
         }
-        let mut delay = Duration::from_millis(1);
-        for attempt in 0..MAX_ATTEMPTS {
-            // Only freshness is at stake here (guards keep a stale plan from applying), so a
-            // barrier that cannot be confirmed — the leader just died — is not fatal: the
-            // proposal itself waits for a new leader.
-            if let Err(e) = backend.catch_up(attempt > 0).await {
-                tracing::debug!(error = %e, "could not catch up before planning a write; planning on local state");
-            }
+        let mut retry = Retry::default();
+        loop {
+            retry.catch_up(backend).await;
             match self.execute_once(&parsed.statements, Some(backend), session, None).await {
-                Err(SqlError::SerializationFailure(why)) => {
-                    tracing::debug!(attempt, %why, "write batch conflicted; planning again");
-                    metrics::counter!("quorumdb_sql_conflicts_total").increment(1);
-                    tokio::time::sleep(delay + Duration::from_micros(rand_jitter())).await;
-                    delay = (delay * 2).min(Duration::from_millis(50));
-                }
+                Err(SqlError::SerializationFailure(why)) => retry.backoff(&why).await?,
                 other => return other,
             }
         }
-        Err(SqlError::SerializationFailure(format!("still conflicting after {MAX_ATTEMPTS} attempts")))
+    }
+
+    /// Inserts the rows of `batches` into `table` as one atomic command (a bulk load): the
+    /// batches' columns are matched to the table's by name, and every row is coerced and
+    /// checked as `INSERT` would (see [`Planner::insert_batches`]). Returns the rows inserted;
+    /// an error caused by one row says which ([`SqlError::row`], counted from 0).
+    pub async fn insert_batches(&self, table: &str, batches: &[RecordBatch], backend: &dyn Backend) -> Result<u64> {
+        let mut retry = Retry::default();
+        loop {
+            retry.catch_up(backend).await;
+            let mut planner =
+                Planner::new(&self.state, Some((&self.query_ctx, &self.dml_ctx)), self.read.clone(), self.catalog()?);
+            let outcome = match planner.insert_batches(table, batches).await {
+                Ok(n) => match planner.finish() {
+                    Some(cmd) => self.propose(&cmd, backend).await.map(|_| n),
+                    None => Ok(n),
+                },
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Err(SqlError::SerializationFailure(why)) => retry.backoff(&why).await?,
+                other => return other,
+            }
+        }
     }
 
     /// What `parsed` would return if run now, planned against the applied state; nothing is
@@ -335,22 +348,14 @@ impl Engine {
         session: &mut Session,
         reported: &[StatementResult],
     ) -> Result<Vec<StatementResult>> {
-        let mut delay = Duration::from_millis(1);
-        for attempt in 0..MAX_ATTEMPTS {
-            if let Err(e) = backend.catch_up(attempt > 0).await {
-                tracing::debug!(error = %e, "could not catch up before committing; planning on local state");
-            }
+        let mut retry = Retry::default();
+        loop {
+            retry.catch_up(backend).await;
             match self.execute_once(&parsed.statements, Some(backend), session, Some(reported)).await {
-                Err(SqlError::SerializationFailure(why)) => {
-                    tracing::debug!(attempt, %why, "transaction block conflicted; planning again");
-                    metrics::counter!("quorumdb_sql_conflicts_total").increment(1);
-                    tokio::time::sleep(delay + Duration::from_micros(rand_jitter())).await;
-                    delay = (delay * 2).min(Duration::from_millis(50));
-                }
+                Err(SqlError::SerializationFailure(why)) => retry.backoff(&why).await?,
                 other => return other,
             }
         }
-        Err(SqlError::SerializationFailure(format!("still conflicting after {MAX_ATTEMPTS} attempts")))
     }
 
     /// Plans `statements` as one batch and, with a backend, proposes it. With `reported`, each
@@ -559,6 +564,36 @@ fn only_key_equalities(e: &Expr) -> bool {
             (is_col(left) && is_lit(right)) || (is_lit(left) && is_col(right))
         }
         _ => false,
+    }
+}
+
+/// The retry loop of a write (plan, then propose) that conflicted with a concurrent one.
+#[derive(Default)]
+struct Retry {
+    attempt: usize,
+}
+
+impl Retry {
+    /// Brings the local state up to date before (re)planning. Only freshness is at stake here
+    /// (guards keep a stale plan from applying), so a barrier that cannot be confirmed — the
+    /// leader just died — is not fatal: the proposal itself waits for a new leader.
+    async fn catch_up(&self, backend: &dyn Backend) {
+        if let Err(e) = backend.catch_up(self.attempt > 0).await {
+            tracing::debug!(error = %e, "could not catch up before planning a write; planning on local state");
+        }
+    }
+
+    /// Waits (growing backoff, jittered) before the next attempt; fails after the last one.
+    async fn backoff(&mut self, why: &str) -> Result<()> {
+        tracing::debug!(attempt = self.attempt, %why, "write conflicted; planning again");
+        metrics::counter!("quorumdb_sql_conflicts_total").increment(1);
+        self.attempt += 1;
+        if self.attempt >= MAX_ATTEMPTS {
+            return Err(SqlError::SerializationFailure(format!("still conflicting after {MAX_ATTEMPTS} attempts")));
+        }
+        let delay = (Duration::from_millis(1) * (1 << self.attempt.min(7)) / 2).min(Duration::from_millis(50));
+        tokio::time::sleep(delay + Duration::from_micros(rand_jitter())).await;
+        Ok(())
     }
 }
 

@@ -66,6 +66,9 @@ pub enum SqlError {
     DataException(String),
     #[error("{0}")]
     InvalidParameter(String),
+    /// An error caused by one row of a multi-row write (a bulk load): its position, from 0.
+    #[error("row {row}: {source}")]
+    AtRow { row: usize, source: Box<SqlError> },
     /// Apply rejected the command (on every node) with this SQLSTATE.
     #[error("{message}")]
     Rejected { code: &'static str, message: String },
@@ -102,12 +105,42 @@ impl SqlError {
             Self::DataException(_) => "22000",
             Self::InvalidParameter(_) => "22023",
             Self::Rejected { code, .. } => code,
+            Self::AtRow { source, .. } => source.sqlstate(),
         }
     }
 
     /// Whether retrying the same request may succeed.
     pub fn retryable(&self) -> bool {
-        matches!(self, Self::SerializationFailure(_))
+        match self {
+            Self::AtRow { source, .. } => source.retryable(),
+            e => matches!(e, Self::SerializationFailure(_)),
+        }
+    }
+
+    /// This error, blamed on row `row` (when known).
+    pub fn at_row(self, row: Option<usize>) -> Self {
+        match (row, self) {
+            (Some(row), e) if !matches!(e, Self::AtRow { .. } | Self::SerializationFailure(_)) => {
+                Self::AtRow { row, source: Box::new(e) }
+            }
+            (_, e) => e,
+        }
+    }
+
+    /// The row a multi-row write's error blames, if any.
+    pub fn row(&self) -> Option<usize> {
+        match self {
+            Self::AtRow { row, .. } => Some(*row),
+            _ => None,
+        }
+    }
+
+    /// This error without the blamed row (SQL statements report the error alone).
+    pub fn without_row(self) -> Self {
+        match self {
+            Self::AtRow { source, .. } => *source,
+            e => e,
+        }
     }
 
     /// Rebuilds the error an apply rejected a command with.

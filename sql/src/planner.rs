@@ -714,6 +714,60 @@ impl<'a> Planner<'a> {
             return Err(SqlError::Unsupported("INSERT without VALUES or SELECT".into()));
         };
         let partial = self.insert_source(&def, &targets, *source).await?;
+        self.insert_rows(&def, &targets, partial, ins.on.as_ref(), ins.returning.as_deref())
+            .await
+            .map_err(SqlError::without_row)
+    }
+
+    /// A bulk load: the rows of `batches` (columns matched to the table's by name; columns
+    /// not given take their defaults) inserted exactly as `INSERT INTO table (cols) VALUES …`
+    /// would — same coercions, checks and errors, which carry the failing row's position
+    /// (counted from 0 across the batches) when one row is to blame.
+    pub async fn insert_batches(&mut self, table: &str, batches: &[RecordBatch]) -> Result<u64> {
+        let def = self.catalog.table(table)?.clone();
+        let Some(first) = batches.first() else { return Ok(0) };
+        let schema = first.schema();
+        let mut targets = Vec::with_capacity(schema.fields().len());
+        for f in schema.fields() {
+            let i = def.column_or_err(f.name())?;
+            if targets.contains(&i) {
+                return Err(SqlError::DuplicateColumn(f.name().clone()));
+            }
+            targets.push(i);
+        }
+        let mut partial = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+        let mut offset = 0;
+        for b in batches {
+            if b.schema().fields() != schema.fields() {
+                return Err(SqlError::InvalidValue("every batch of a load must have the same columns".into()));
+            }
+            let mut cols = Vec::with_capacity(targets.len());
+            for (j, &c) in targets.iter().enumerate() {
+                let col = &def.columns[c];
+                cols.push(coerce_array(b.column(j), &col.ty, &col.name).map_err(|e| {
+                    let row = failing_row(b.column(j), &col.ty, &col.name);
+                    e.at_row(row.map(|r| r + offset))
+                })?);
+            }
+            partial.extend(transpose(cols, b.num_rows()));
+            offset += b.num_rows();
+        }
+        match self.insert_rows(&def, &targets, partial, None, None).await? {
+            StatementResult::Done { rows_affected, .. } => Ok(rows_affected),
+            StatementResult::Rows { .. } => Err(SqlError::Internal("a load returned rows".into())),
+        }
+    }
+
+    /// Inserts rows given as values of the `targets` columns (the rest take their defaults):
+    /// the part of INSERT after its source was evaluated. A row-level error names the row.
+    async fn insert_rows(
+        &mut self,
+        def: &TableDef,
+        targets: &[usize],
+        partial: Vec<Vec<Value>>,
+        on: Option<&OnInsert>,
+        returning_items: Option<&[SelectItem]>,
+    ) -> Result<StatementResult> {
         // Defaults for the columns not given, evaluated once per statement.
         let mut defaults: Vec<Value> = Vec::with_capacity(def.columns.len());
         for (i, c) in def.columns.iter().enumerate() {
@@ -723,12 +777,12 @@ impl<'a> Planner<'a> {
             });
         }
         let mut rows: Vec<Vec<Value>> = Vec::with_capacity(partial.len());
-        for p in partial {
+        for (i, p) in partial.into_iter().enumerate() {
             let mut row = defaults.clone();
-            for (j, &c) in targets.iter().enumerate() {
-                row[c] = p[j].clone();
+            for (v, &c) in p.into_iter().zip(targets) {
+                row[c] = v;
             }
-            Self::check_row(&def, &row)?;
+            Self::check_row(def, &row).map_err(|e| e.at_row(Some(i)))?;
             rows.push(row);
         }
 
@@ -737,7 +791,7 @@ impl<'a> Planner<'a> {
         let mut ops = Vec::new();
         let mut final_rows = Vec::new();
         let mut seen = BTreeSet::new();
-        let conflict_action = match &ins.on {
+        let conflict_action = match on {
             None => None,
             Some(OnInsert::OnConflict(oc)) => {
                 if let Some(ConflictTarget::Columns(cols)) = &oc.conflict_target {
@@ -758,9 +812,9 @@ impl<'a> Planner<'a> {
             Some(other) => return Err(SqlError::Unsupported(format!("{other}"))),
         };
         let mut updates: Vec<Conflict> = Vec::new();
-        let decoder = RowDecoder::new(&def);
-        for row in rows {
-            let key = def.key_of(&row)?;
+        let decoder = RowDecoder::new(def);
+        for (i, row) in rows.into_iter().enumerate() {
+            let key = def.key_of(&row).map_err(|e| e.at_row(Some(i)))?;
             if let Some(k) = &key {
                 if !seen.insert(k.clone()) {
                     if conflict_action.is_some() {
@@ -771,7 +825,8 @@ impl<'a> Planner<'a> {
                     return Err(SqlError::UniqueViolation(format!(
                         "duplicate key value violates unique constraint \"{}\"",
                         def.pkey_name()
-                    )));
+                    ))
+                    .at_row(Some(i)));
                 }
                 let existing = view.get(&codec::row_key(def.id, k))?;
                 match (existing, conflict_action) {
@@ -779,7 +834,8 @@ impl<'a> Planner<'a> {
                         return Err(SqlError::UniqueViolation(format!(
                             "duplicate key value violates unique constraint \"{}\"",
                             def.pkey_name()
-                        )));
+                        ))
+                        .at_row(Some(i)));
                     }
                     (Some(old), Some(OnConflictAction::DoNothing)) => {
                         guards.push(RowGuard { key: k.clone(), hash: Some(codec::row_hash(&old)) });
@@ -804,11 +860,11 @@ impl<'a> Planner<'a> {
         if let Some(OnConflictAction::DoUpdate(du)) = conflict_action
             && !updates.is_empty()
         {
-            let new_rows = self.on_conflict_update(&def, du, &updates).await?;
+            let new_rows = self.on_conflict_update(def, du, &updates).await?;
             for (Conflict { key, old_bytes, .. }, new_row) in updates.iter().zip(new_rows) {
                 guards.push(RowGuard { key: key.clone(), hash: Some(codec::row_hash(old_bytes)) });
                 let Some(new_row) = new_row else { continue };
-                Self::check_row(&def, &new_row)?;
+                Self::check_row(def, &new_row)?;
                 if def.key_of(&new_row)?.as_deref() != Some(key.as_slice()) {
                     return Err(SqlError::Unsupported("ON CONFLICT DO UPDATE changing the primary key".into()));
                 }
@@ -817,8 +873,8 @@ impl<'a> Planner<'a> {
             }
         }
         let n = final_rows.len() as u64;
-        let returning = self.returning(&def, ins.returning.as_deref(), &final_rows, &format!("INSERT 0 {n}")).await?;
-        self.record(&def, guards, ops);
+        let returning = self.returning(def, returning_items, &final_rows, &format!("INSERT 0 {n}")).await?;
+        self.record(def, guards, ops);
         Ok(returning.unwrap_or(StatementResult::Done { tag: format!("INSERT 0 {n}"), rows_affected: n }))
     }
 
@@ -1082,6 +1138,12 @@ fn check_arity(given: usize, targets: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The first row of `array` that does not convert to `ty` (the error path of a bulk load,
+/// which converts whole columns at once).
+fn failing_row(array: &ArrayRef, ty: &ColumnType, column: &str) -> Option<usize> {
+    (0..array.len()).find(|&i| coerce_array(&array.slice(i, 1), ty, column).is_err())
 }
 
 fn parse_expr(sql: &str) -> Result<Expr> {

@@ -1,4 +1,5 @@
-//! Loads an `.fvecs` file into a vector collection of a running cluster.
+//! Loads an `.fvecs` or `.npy` file into a vector collection of a running cluster (for a
+//! table's `VECTOR` column, use the `load` bin or `quorumdb load --table T --column C`).
 //!
 //! `cargo run -p quorumdb-examples --bin vector_load -- --target 127.0.0.1:7001 --collection sift --create Euclid --fvecs sift_base.fvecs`
 //! Prints vectors/s at the end and every rejected batch with the server's reason.
@@ -6,7 +7,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use quorumdb_examples::vectors::{LoadOptions, load_fvecs};
+use quorumdb_examples::vectors::{LoadOptions, load_vectors};
 
 #[derive(Parser)]
 struct Args {
@@ -14,8 +15,12 @@ struct Args {
     target: String,
     #[arg(long)]
     collection: String,
+    /// The vectors: `.fvecs`, or `.npy` (2-D little-endian float32).
+    #[arg(long, alias = "fvecs")]
+    vectors: PathBuf,
+    /// Point ids, one integer per line or a 1-D integer `.npy` (default: count up from --first-id).
     #[arg(long)]
-    fvecs: PathBuf,
+    ids: Option<PathBuf>,
     /// Create the collection with this distance (Cosine, Euclid, Dot) if it does not exist.
     #[arg(long)]
     create: Option<String>,
@@ -41,9 +46,10 @@ async fn main() -> anyhow::Result<()> {
         first_id: a.first_id,
         limit: a.limit,
         payloads: a.payloads.as_deref(),
+        ids: a.ids.as_deref(),
         progress: true,
     };
-    let r = load_fvecs(&a.fvecs, &opts).await?;
+    let r = load_vectors(&a.vectors, &opts).await?;
     println!(
         "loaded {} vectors in {:.1} s ({:.0} vectors/s); rejected {}",
         r.loaded,

@@ -1,0 +1,75 @@
+//! Bulk loads over HTTP: `POST /v1/tables/{table}/rows` decodes its body — an Arrow IPC
+//! stream (`application/vnd.apache.arrow.stream`) or JSON lines (`application/x-ndjson`,
+//! one object per line) — into record batches and hands them to
+//! [`quorumdb_sql::Engine::insert_batches`]: one request is one atomic replicated command,
+//! checked exactly like `INSERT`. Answers `{"rows_affected": n}`; an error caused by one row
+//! carries its position in the body (`"row"`, from 0) next to the SQLSTATE.
+//!
+//! This module only decodes and delegates: it never plans or checks rows itself.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::json::ReaderBuilder;
+use datafusion::arrow::json::reader::infer_json_schema;
+use serde_json::{Value, json};
+
+use crate::error::ServerError;
+use crate::http::AppState;
+use crate::sql::ReplicaBackend;
+
+/// The largest body accepted: one request is one Raft entry, and entries travel in batches
+/// under the transport's 256 MiB message limit.
+pub const MAX_BODY: usize = 16 << 20;
+
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+pub async fn insert_rows(
+    State(s): State<AppState>,
+    Path(table): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ServerError> {
+    let body = body.map_err(|e| {
+        ServerError::BadRequest(format!(
+            "{e} (a load request may carry at most {} MiB: send smaller batches)",
+            MAX_BODY >> 20
+        ))
+    })?;
+    let ctype = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let batches = match ctype.split(';').next().unwrap_or("").trim() {
+        ARROW_STREAM => arrow_stream(&body)?,
+        "application/x-ndjson" | "application/jsonl" | "application/json-lines" => json_lines(&body)?,
+        other => {
+            return Err(ServerError::BadRequest(format!(
+                "unsupported content-type {other:?}: send {ARROW_STREAM} or application/x-ndjson"
+            )));
+        }
+    };
+    metrics::counter!("quorumdb_bulk_rows_total").increment(batches.iter().map(|b| b.num_rows() as u64).sum());
+    let n = s.sql.insert_batches(&table, &batches, &ReplicaBackend(&s.replica)).await?;
+    Ok(Json(json!({ "rows_affected": n })))
+}
+
+fn arrow_stream(body: &[u8]) -> Result<Vec<RecordBatch>, ServerError> {
+    let bad =
+        |e: datafusion::arrow::error::ArrowError| ServerError::BadRequest(format!("invalid Arrow IPC stream: {e}"));
+    let reader = StreamReader::try_new(Cursor::new(body), None).map_err(bad)?;
+    reader.collect::<Result<Vec<_>, _>>().map_err(bad)
+}
+
+/// JSON lines, with the columns and their Arrow types inferred from the objects (the engine
+/// coerces them to the table's types).
+fn json_lines(body: &[u8]) -> Result<Vec<RecordBatch>, ServerError> {
+    let bad = |e: datafusion::arrow::error::ArrowError| ServerError::BadRequest(format!("invalid JSON lines: {e}"));
+    let (schema, _) = infer_json_schema(Cursor::new(body), None).map_err(bad)?;
+    let reader = ReaderBuilder::new(Arc::new(schema)).with_batch_size(8192).build(Cursor::new(body)).map_err(bad)?;
+    reader.collect::<Result<Vec<_>, _>>().map_err(bad)
+}
