@@ -32,7 +32,7 @@
 //!   the leader proposes when it sees keys due.
 
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
+pub use serde_bytes::ByteBuf;
 
 use crate::state_machine::{Application, StateReader, StateTxn, StateView};
 use crate::types::Command;
