@@ -154,7 +154,7 @@ pub fn to_resp(e: &ServerError) -> String {
     let prefix = if e.retryable() { "TRYAGAIN" } else { "ERR" };
     let message = match e {
         // A deterministic rejection from the state machine reads as Redis words it.
-        ServerError::BadRequest(m) => m.clone(),
+        ServerError::BadRequest(m) | ServerError::Replication(ReplicationError::Invalid(m)) => m.clone(),
         other => format!("{}: {other}", other.code()),
     };
     format!("{prefix} {message}").replace(['\r', '\n'], " ")

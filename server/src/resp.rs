@@ -12,7 +12,8 @@
 //!   waiting for Raft on one never holds up another.
 //! - **Consistency.** Reads are linearizable by default. One read barrier covers every read of
 //!   a connection that was already received when the barrier was taken and that no write of
-//!   the connection precedes, so a pipeline of `GET`s costs one quorum round, not one each.
+//!   the connection precedes, so a pipeline of `GET`s costs one quorum round, not one each;
+//!   and concurrent connections share barriers ([`barrier`]).
 //!   `QUORUMDB.CONSISTENCY lease|stale [max_staleness_ms]|linearizable` changes the level for
 //!   the connection.
 //! - **Bad input.** A request that breaks the protocol, or goes over [`parse::Limits`], gets one
@@ -20,6 +21,7 @@
 //!   than a request actually sent, and never panics on it.
 //! - **Shutdown.** Dropping the accept loop (the node stops) aborts every connection task.
 
+mod barrier;
 pub mod commands;
 pub mod glob;
 pub mod parse;

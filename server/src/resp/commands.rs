@@ -23,6 +23,7 @@ use quorumdb_replication::kv::{self as kvstate, ByteBuf, Condition, Expiry, KvCo
 use quorumdb_replication::{Consistency, StateReader};
 
 use super::Reply;
+use super::barrier::ReadBarriers;
 use super::glob::Glob;
 use crate::error::{ServerError, to_resp};
 use crate::http::AppState;
@@ -40,6 +41,8 @@ const REDIS_VERSION: &str = "7.0.0";
 pub struct Shared {
     pub state: AppState,
     pub connected: AtomicUsize,
+    linearizable: ReadBarriers,
+    lease: ReadBarriers,
     next_client: AtomicU64,
     cursors: Mutex<Cursors>,
     started: Instant,
@@ -51,7 +54,10 @@ impl Shared {
         // Cursor numbers start at this node's clock, so one from before a restart is unknown
         // rather than silently pointing elsewhere.
         let first = kvstate::now_ms().saturating_mul(1_000).max(1);
+        let replica = state.replica.clone();
         Self {
+            linearizable: ReadBarriers::new(replica.clone(), Consistency::Linearizable),
+            lease: ReadBarriers::new(replica, Consistency::Lease),
             state,
             connected: AtomicUsize::new(0),
             next_client: AtomicU64::new(1),
@@ -267,7 +273,7 @@ impl Session {
                 }
             }
             "MSET" => {
-                if n < 3 || n % 2 == 0 {
+                if n < 3 || n.is_multiple_of(2) {
                     return Err(wrong_args(cmd));
                 }
                 let pairs =
@@ -398,8 +404,13 @@ impl Session {
     /// Waits until the local state may serve a read at this connection's level.
     async fn read_ready(&mut self) -> Result<(), ServerError> {
         if !self.barrier_valid {
-            metrics::counter!("quorumdb_resp_read_barriers_total").increment(1);
-            self.shared.state.replica.read_barrier(self.level).await?;
+            match self.level {
+                Consistency::Linearizable => self.shared.linearizable.wait().await?,
+                Consistency::Lease => self.shared.lease.wait().await?,
+                stale @ Consistency::Stale { .. } => {
+                    self.shared.state.replica.read_barrier(stale).await?;
+                }
+            }
             self.barrier_valid = true;
         }
         Ok(())

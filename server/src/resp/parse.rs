@@ -8,6 +8,9 @@
 
 use crate::error::ProtocolError;
 
+/// A command's arguments, the name first.
+pub type Args = Vec<Vec<u8>>;
+
 /// How large a request may be.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -33,7 +36,7 @@ const MAX_HEADER: usize = 32;
 /// An array whose elements are still arriving.
 struct Partial {
     remaining: usize,
-    args: Vec<Vec<u8>>,
+    args: Args,
     bytes: usize,
 }
 
@@ -75,7 +78,7 @@ impl Parser {
     /// Takes the next complete command off the front of `buf[*pos..]`, advancing `*pos` past
     /// what it consumed. `Ok(None)`: more bytes are needed. An error means the stream cannot
     /// be resynchronised: answer it and close the connection.
-    pub fn next(&mut self, buf: &[u8], pos: &mut usize) -> Result<Option<Vec<Vec<u8>>>, ProtocolError> {
+    pub fn next(&mut self, buf: &[u8], pos: &mut usize) -> Result<Option<Args>, ProtocolError> {
         loop {
             if self.partial.is_none() {
                 let rest = &buf[*pos..];
@@ -140,7 +143,7 @@ impl Parser {
     }
 
     /// An inline command: `(bytes used, arguments)`, `None` if its line is incomplete.
-    fn inline(&self, rest: &[u8]) -> Result<Option<(usize, Vec<Vec<u8>>)>, ProtocolError> {
+    fn inline(&self, rest: &[u8]) -> Result<Option<(usize, Args)>, ProtocolError> {
         let Some(nl) = memchr(b'\n', &rest[..rest.len().min(self.limits.max_inline + 1)]) else {
             if rest.len() > self.limits.max_inline {
                 return Err(ProtocolError::TooLarge("inline request"));
@@ -154,7 +157,7 @@ impl Parser {
 
 /// Splits an inline command line into arguments: separated by spaces, `"..."` with the escapes
 /// `\n \r \t \b \a \\ \" \xHH`, and `'...'` with `\'`.
-pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+pub fn split_inline(line: &[u8]) -> Result<Args, ProtocolError> {
     let unbalanced = || ProtocolError::Malformed("unbalanced quotes in request".into());
     let mut args = Vec::new();
     let mut i = 0;
