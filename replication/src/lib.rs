@@ -26,5 +26,5 @@ pub mod types;
 pub use error::ReplicationError;
 pub use replica::{Consistency, Member, NodeStatus, ReadInfo, Replica, ReplicaConfig};
 pub use router::{Router, tagged};
-pub use state_machine::{Application, CommitHook, StateReader, StateTxn};
+pub use state_machine::{Application, CommitHook, StateReader, StateTxn, StateView};
 pub use types::{Command, CommandResult, NodeId, TypeConfig};

@@ -234,6 +234,13 @@ impl StateReader {
         Ok(())
     }
 
+    /// Runs `f` with a view of the state at one point in time (a RocksDB snapshot), so several
+    /// reads agree with each other even while commands are applied.
+    pub fn view<R>(&self, f: impl FnOnce(&StateView<'_>) -> R) -> R {
+        let cf = self.db.cf_handle(CF_DATA).expect("data cf");
+        f(&StateView { snap: self.db.snapshot(), cf })
+    }
+
     /// The last applied log id and the running checksum of applied commands, read together.
     pub fn applied(&self) -> std::io::Result<(Option<LogId>, u64)> {
         let snap = self.db.snapshot();
@@ -261,6 +268,34 @@ impl StateReader {
             h.write(&v);
         }
         Ok(h.0)
+    }
+}
+
+/// The applied state at one point in time (see [`StateReader::view`]).
+pub struct StateView<'a> {
+    snap: rocksdb::SnapshotWithThreadMode<'a, DB>,
+    cf: &'a rocksdb::ColumnFamily,
+}
+
+impl StateView<'_> {
+    pub fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+        self.snap.get_cf(self.cf, key).map_err(storage_err)
+    }
+
+    /// Calls `f` for each pair in `start..end` in key order; stops when `f` returns `false`.
+    pub fn scan_range(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()> {
+        if start >= end {
+            return Ok(());
+        }
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_upper_bound(end.to_vec());
+        for item in self.snap.iterator_cf_opt(self.cf, ro, IteratorMode::From(start, Direction::Forward)) {
+            let (k, v) = item.map_err(storage_err)?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 

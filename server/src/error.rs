@@ -1,5 +1,5 @@
 //! Server errors, and their mapping to each protocol — HTTP here, gRPC in [`to_status`],
-//! PostgreSQL in [`to_pg`] — in exactly one place each.
+//! PostgreSQL in [`to_pg`], RESP in [`to_resp`] — in exactly one place each.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -173,4 +173,27 @@ pub fn to_status(e: ServerError) -> tonic::Status {
         _ => Code::Internal,
     };
     tonic::Status::new(code, format!("{}: {e}", e.code()))
+}
+
+/// A Redis client broke the protocol; the connection is answered once and closed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    #[error("Protocol error: {0}")]
+    Malformed(String),
+    #[error("Protocol error: {0} over the limit")]
+    TooLarge(&'static str),
+}
+
+/// The RESP error line for an error, without the leading `-` and the CRLF: `TRYAGAIN ...` when
+/// the same command may succeed if retried (no leader yet, a read not confirmed), else
+/// `ERR ...`. Line breaks in messages become spaces so the reply stays one line.
+pub fn to_resp(e: &ServerError) -> String {
+    let prefix = if e.retryable() { "TRYAGAIN" } else { "ERR" };
+    let message = match e {
+        // A deterministic rejection from the state machine reads as Redis words it.
+        ServerError::BadRequest(m) | ServerError::Replication(ReplicationError::Invalid(m)) => m.clone(),
+        other => format!("{}: {other}", other.code()),
+    };
+    format!("{prefix} {message}").replace(['\r', '\n'], " ")
 }

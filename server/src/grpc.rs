@@ -44,7 +44,7 @@ fn write_response(r: KvResponse) -> Result<pb::WriteResponse, Status> {
             had_previous: previous.is_some(),
             previous: previous.map(|p| p.into_vec()).unwrap_or_default(),
         }),
-        KvResponse::CasFailed { .. } => Err(Status::internal("unexpected compare-and-set result")),
+        other => Err(Status::internal(format!("unexpected KV response {other:?}"))),
     }
 }
 
@@ -63,18 +63,18 @@ impl Kv for KvService {
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::WriteResponse>, Status> {
         let req = req.into_inner();
-        let r = kv::write(&self.0, KvCommand::Set { key: req.key, value: req.value }).await.map_err(to_status)?;
+        let r = kv::write(&self.0, KvCommand::set(req.key, req.value)).await.map_err(to_status)?;
         Ok(Response::new(write_response(r)?))
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        let r = kv::write(&self.0, KvCommand::Delete { key: req.into_inner().key }).await.map_err(to_status)?;
+        let r = kv::write(&self.0, KvCommand::delete(req.into_inner().key)).await.map_err(to_status)?;
         Ok(Response::new(write_response(r)?))
     }
 
     async fn compare_and_set(&self, req: Request<pb::CasRequest>) -> Result<Response<pb::CasResponse>, Status> {
         let req = req.into_inner();
-        let cmd = KvCommand::CompareAndSet { key: req.key, expected: req.expected.map(Into::into), value: req.value };
+        let cmd = KvCommand::compare_and_set(req.key, req.expected, req.value);
         let resp = match kv::write(&self.0, cmd).await.map_err(to_status)? {
             KvResponse::Done { .. } => pb::CasResponse { succeeded: true, has_current: false, current: vec![] },
             KvResponse::CasFailed { current } => pb::CasResponse {
@@ -82,6 +82,7 @@ impl Kv for KvService {
                 has_current: current.is_some(),
                 current: current.map(|c| c.into_vec()).unwrap_or_default(),
             },
+            other => return Err(Status::internal(format!("unexpected KV response {other:?}"))),
         };
         Ok(Response::new(resp))
     }

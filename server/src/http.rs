@@ -248,6 +248,7 @@ fn done_json(resp: KvResponse) -> ApiResult<Json<Value>> {
             Ok(Json(json!({"ok": true, "previous": previous.map(|p| String::from_utf8_lossy(&p).into_owned())})))
         }
         KvResponse::CasFailed { current } => Err(ServerError::CasFailed { current: current.map(|c| c.into_vec()) }),
+        other => Err(ServerError::BadRequest(format!("unexpected KV response {other:?}"))),
     }
 }
 
@@ -261,15 +262,15 @@ async fn kv_put(
     let value = body.to_vec();
     let cmd = match (p.expect, p.absent.unwrap_or(false)) {
         (Some(_), true) => return Err(ServerError::BadRequest("use either expect or absent, not both".into())),
-        (Some(e), false) => KvCommand::CompareAndSet { key, expected: Some(e.into_bytes().into()), value },
-        (None, true) => KvCommand::CompareAndSet { key, expected: None, value },
-        (None, false) => KvCommand::Set { key, value },
+        (Some(e), false) => KvCommand::compare_and_set(key, Some(e.into_bytes()), value),
+        (None, true) => KvCommand::compare_and_set(key, None, value),
+        (None, false) => KvCommand::set(key, value),
     };
     done_json(kv::write(&r, cmd).await?)
 }
 
 async fn kv_delete(State(r): State<Replica>, Path(key): Path<String>) -> ApiResult<Json<Value>> {
-    done_json(kv::write(&r, KvCommand::Delete { key: key.into_bytes() }).await?)
+    done_json(kv::write(&r, KvCommand::delete(key.into_bytes())).await?)
 }
 
 #[derive(Deserialize)]
@@ -286,7 +287,7 @@ async fn list(State(r): State<Replica>, Query(p): Query<ListParams>) -> ApiResul
     let limit = p.limit.unwrap_or(100).min(10_000);
     let prefix = p.prefix.unwrap_or_default();
     let start = p.start.unwrap_or_default();
-    let rows = kvstate::scan(r.reader(), prefix.as_bytes(), start.as_bytes(), limit)?;
+    let rows = kvstate::scan(r.reader(), prefix.as_bytes(), start.as_bytes(), limit, kvstate::now_ms())?;
     let items: Vec<Value> = rows
         .into_iter()
         .map(|(k, v)| json!({"key": String::from_utf8_lossy(&k), "value": String::from_utf8_lossy(&v)}))

@@ -1,5 +1,7 @@
-//! KV operations shared by the HTTP and gRPC surfaces: validation, proposing through the
-//! replica, decoding the replicated result, and reads at a consistency level.
+//! KV operations shared by the HTTP, gRPC and RESP surfaces: validation, proposing through the
+//! replica, decoding the replicated result, reads at a consistency level (a key whose expiry
+//! passed on this node's clock reads as absent, on every surface), and the leader's purge of
+//! expired keys.
 
 use quorumdb_replication::kv::{self, KvCommand, KvResponse, MAX_KEY_LEN};
 use quorumdb_replication::{CommandResult, Consistency, ReadInfo, Replica, ReplicationError};
@@ -18,7 +20,9 @@ fn check_key(key: &[u8]) -> Result<(), ServerError> {
 
 /// Proposes a KV command and returns its replicated response.
 pub async fn write(replica: &Replica, cmd: KvCommand) -> Result<KvResponse, ServerError> {
-    check_key(cmd.key())?;
+    for key in cmd.keys() {
+        check_key(key)?;
+    }
     metrics::counter!("quorumdb_kv_writes_total").increment(1);
     match replica.write(cmd.encode()).await? {
         CommandResult::Applied(bytes) => KvResponse::decode(&bytes).map_err(|e| ReplicationError::Codec(e).into()),
@@ -35,7 +39,44 @@ pub async fn get(
     check_key(key)?;
     metrics::counter!("quorumdb_kv_reads_total").increment(1);
     let info = replica.read_barrier(level).await?;
-    Ok((kv::get(replica.reader(), key)?, info))
+    Ok((kv::get(replica.reader(), key, kv::now_ms())?, info))
+}
+
+/// How often the leader looks for expired keys to purge.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// Most keys one purge command removes, so it stays a small log entry.
+const PURGE_LIMIT: u32 = 1_000;
+
+/// While this node leads, proposes [`KvCommand::PurgeExpired`] whenever a stored key's expiry
+/// has passed, so expired keys do not pile up. Reads never depend on it: they hide expired
+/// keys themselves. Runs until `stop` turns true.
+pub async fn purge_expired(replica: Replica, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(PURGE_EVERY) => {}
+        }
+        if replica.metrics().state != openraft::ServerState::Leader {
+            continue;
+        }
+        let now = kv::now_ms();
+        match kv::next_expiry(replica.reader()) {
+            Ok(Some(at)) if at <= now => {}
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the KV expiry index");
+                continue;
+            }
+        }
+        match write(&replica, KvCommand::PurgeExpired { now_ms: now, limit: PURGE_LIMIT }).await {
+            Ok(KvResponse::Count { n }) => {
+                metrics::counter!("quorumdb_kv_expired_purged_total").increment(n);
+                tracing::debug!(n, "purged expired keys");
+            }
+            Ok(other) => tracing::warn!(?other, "unexpected answer to a purge"),
+            Err(e) => tracing::debug!(error = %e, "purging expired keys failed; will retry"),
+        }
+    }
 }
 
 /// Parses a consistency level and optional staleness bound from request parameters.

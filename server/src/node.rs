@@ -69,6 +69,7 @@ impl Node {
             listeners.push(tokio::spawn(crate::pg::serve(l, state.clone(), stopped.clone())));
             tracing::info!(addr = %pg_addr.expect("bound"), "serving PostgreSQL clients");
         }
+        listeners.push(tokio::spawn(crate::kv::purge_expired(replica.clone(), stopped.clone())));
         if let Some(l) = redis_listener {
             listeners.push(tokio::spawn(crate::resp::serve(l, state.clone(), stopped.clone())));
             tracing::info!(addr = %redis_addr.expect("bound"), "serving Redis clients");

@@ -15,5 +15,6 @@ mod t50_processes;
 mod t60_sql;
 mod t61_sql_determinism;
 mod t70_vectors;
+mod t80_resp;
 mod t82_load;
 mod t86_pgwire;
