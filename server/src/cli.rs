@@ -1,4 +1,5 @@
-//! The command line: `quorumdb start` runs one node, `quorumdb demo` a local 3-node cluster.
+//! The command line: `quorumdb start` runs one node, `quorumdb demo` a local 3-node cluster,
+//! `quorumdb shell` the interactive SQL client ([`crate::shell`]).
 
 use std::process::ExitCode;
 
@@ -21,10 +22,18 @@ enum Command {
     Start(StartArgs),
     /// Run a local 3-node cluster with sample data until Ctrl-C.
     Demo(DemoArgs),
+    /// An interactive SQL shell connected to a node (psql-like; `.help` lists its commands).
+    #[command(disable_help_flag = true)]
+    Shell(crate::shell::ShellArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        // The shell is a client: its own runtime, no server logging on its output.
+        Command::Shell(args) => return crate::shell::main(args),
+        c => c,
+    };
     crate::telemetry::init_logging();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -34,9 +43,10 @@ pub fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
-        match cli.command {
+        match command {
             Command::Start(args) => start(args).await,
             Command::Demo(args) => crate::demo::run(args).await,
+            Command::Shell(_) => unreachable!("the shell runs above"),
         }
     });
     match result {
