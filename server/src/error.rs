@@ -1,5 +1,5 @@
-//! Server errors, and their mapping to each protocol — HTTP here, gRPC in [`to_status`] —
-//! in exactly one place each.
+//! Server errors, and their mapping to each protocol — HTTP here, gRPC in [`to_status`],
+//! PostgreSQL in [`to_pg`] — in exactly one place each.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -58,6 +58,30 @@ impl ServerError {
             Self::Forward(_) => "unreachable",
             Self::Io(_) => "internal",
             Self::Sql(e) => sql_replication(e).map_or_else(|| e.sqlstate(), Self::replication_code),
+        }
+    }
+
+    /// The SQLSTATE PostgreSQL clients see for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        let replication = |e: &ReplicationError| match e {
+            // "cannot connect now": drivers treat class 57 as transient.
+            ReplicationError::NoLeader
+            | ReplicationError::Unreachable { .. }
+            | ReplicationError::ReadNotConfirmed(_)
+            | ReplicationError::Fatal(_) => "57P03",
+            ReplicationError::OutcomeUnknown(_) => "40003",
+            ReplicationError::Membership(_) => "55000",
+            ReplicationError::Invalid(_) => "22023",
+            _ => "XX000",
+        };
+        match self {
+            Self::Replication(e) => replication(e),
+            Self::Sql(e) => sql_replication(e).map_or_else(|| e.sqlstate(), replication),
+            Self::BadRequest(_) => "22023",
+            Self::NotFound(_) => "42704",
+            Self::CasFailed { .. } => "40001",
+            Self::Forward(_) => "57P03",
+            Self::Io(_) => "58030",
         }
     }
 
@@ -121,6 +145,15 @@ impl IntoResponse for ServerError {
         }
         (self.http_status(), Json(serde_json::json!({ "error": error }))).into_response()
     }
+}
+
+/// The PostgreSQL error response for an error.
+pub fn to_pg(e: &ServerError) -> pgwire::error::PgWireError {
+    pgwire::error::PgWireError::UserError(Box::new(pgwire::error::ErrorInfo::new(
+        "ERROR".to_owned(),
+        e.sqlstate().to_owned(),
+        e.to_string(),
+    )))
 }
 
 /// The gRPC status for an error.

@@ -49,6 +49,40 @@ pub struct Parsed {
     pub read_only: bool,
 }
 
+impl Parsed {
+    /// A copy with `$n` placeholders replaced by `params` (a prepared statement's execution).
+    pub fn bind(&self, params: &[serde_json::Value]) -> Result<Parsed> {
+        let mut statements = self.statements.clone();
+        bind(&mut statements, params)?;
+        Ok(Parsed { statements, read_only: self.read_only })
+    }
+
+    /// How many `$n` parameters the statements use (the highest `n`).
+    pub fn parameter_count(&self) -> usize {
+        let mut n = 0;
+        for s in &self.statements {
+            let _ = datafusion::sql::sqlparser::ast::visit_expressions(s, |e| {
+                if let Expr::Value(v) = e
+                    && let ast::Value::Placeholder(p) = &v.value
+                {
+                    n = n.max(p.trim_start_matches('$').parse().unwrap_or(0));
+                }
+                ControlFlow::<()>::Continue(())
+            });
+        }
+        n
+    }
+}
+
+/// What a prepared statement takes and returns, known without running it.
+#[derive(Debug, Clone)]
+pub struct Description {
+    /// The type of each `$n` parameter, where it can be inferred.
+    pub params: Vec<Option<datafusion::arrow::datatypes::DataType>>,
+    /// The columns it returns; `None` for statements that return no rows.
+    pub columns: Option<datafusion::arrow::datatypes::SchemaRef>,
+}
+
 /// Settings of one session (a pgwire connection, or one HTTP request), changed with `SET`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Session {
@@ -88,7 +122,8 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-fn is_read_only(s: &Statement) -> bool {
+/// True for statements that only read (and transaction control).
+pub fn is_read_only(s: &Statement) -> bool {
     matches!(
         s,
         Statement::Query(_)
@@ -181,16 +216,63 @@ impl Engine {
     }
 
     pub fn parse(&self, sql: &str, params: &[serde_json::Value]) -> Result<Parsed> {
+        let mut parsed = self.prepare(sql)?;
+        bind(&mut parsed.statements, params)?;
+        Ok(parsed)
+    }
+
+    /// Parses a request whose `$n` placeholders are bound later ([`Parsed::bind`]).
+    pub fn prepare(&self, sql: &str) -> Result<Parsed> {
         let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)?;
         if statements.is_empty() {
             return Err(SqlError::Syntax("empty query".into()));
         }
-        bind(&mut statements, params)?;
         for s in statements.iter_mut() {
             knn::rewrite_operators(s);
         }
         let read_only = statements.iter().all(is_read_only);
         Ok(Parsed { statements, read_only })
+    }
+
+    /// The parameter types and result columns of a one-statement request, from DataFusion's
+    /// plan of it. Writes return no rows; their parameter types come from the target columns
+    /// (an `ON CONFLICT` clause is left out for this, DataFusion does not plan it).
+    pub async fn describe(&self, parsed: &Parsed) -> Result<Description> {
+        let count = parsed.parameter_count();
+        let unknown = || Description { params: vec![None; count], columns: None };
+        let [stmt] = parsed.statements.as_slice() else { return Ok(unknown()) };
+        if let Some((name, None)) = session_setting(stmt)
+            && name == "hnsw.ef_search"
+        {
+            let field =
+                datafusion::arrow::datatypes::Field::new(name, datafusion::arrow::datatypes::DataType::Utf8, false);
+            return Ok(Description {
+                params: vec![],
+                columns: Some(Arc::new(datafusion::arrow::datatypes::Schema::new(vec![field]))),
+            });
+        }
+        let returns_rows = matches!(stmt, Statement::Query(_) | Statement::Explain { .. });
+        let mut stmt = stmt.clone();
+        if let Statement::Insert(ins) = &mut stmt {
+            ins.on = None;
+        }
+        if !returns_rows && !matches!(stmt, Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_)) {
+            return Ok(unknown());
+        }
+        let plan = match self
+            .query_ctx
+            .state()
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(stmt)))
+            .await
+        {
+            Ok(plan) => plan,
+            Err(e) if returns_rows => return Err(e.into()),
+            Err(_) => return Ok(unknown()),
+        };
+        let types = plan.get_parameter_types().unwrap_or_default();
+        let params = (1..=count).map(|i| types.get(&format!("${i}")).cloned().flatten()).collect();
+        let columns = returns_rows.then(|| Arc::new(plan.schema().as_arrow().clone()));
+        Ok(Description { params, columns })
     }
 
     /// Runs a parsed request in a fresh session: reads directly, writes as one atomic command.
@@ -223,7 +305,7 @@ impl Engine {
             if let Err(e) = backend.catch_up(attempt > 0).await {
                 tracing::debug!(error = %e, "could not catch up before planning a write; planning on local state");
             }
-            match self.execute_once(&parsed.statements, backend, session).await {
+            match self.execute_once(&parsed.statements, Some(backend), session, None).await {
                 Err(SqlError::SerializationFailure(why)) => {
                     tracing::debug!(attempt, %why, "write batch conflicted; planning again");
                     metrics::counter!("quorumdb_sql_conflicts_total").increment(1);
@@ -236,11 +318,49 @@ impl Engine {
         Err(SqlError::SerializationFailure(format!("still conflicting after {MAX_ATTEMPTS} attempts")))
     }
 
+    /// What `parsed` would return if run now, planned against the applied state; nothing is
+    /// proposed. A session's open transaction block answers each statement this way.
+    pub async fn dry_run(&self, parsed: &Parsed, session: &mut Session) -> Result<Vec<StatementResult>> {
+        self.execute_once(&parsed.statements, None, session, None).await
+    }
+
+    /// Commits a transaction block whose statements were answered by [`Engine::dry_run`]
+    /// (`reported`): planned again against the latest state (retried on conflicts like any
+    /// write) and proposed only if every write still affects as many rows as it reported —
+    /// otherwise nothing is applied and the error is 40001, for the client to retry.
+    pub async fn commit(
+        &self,
+        parsed: Parsed,
+        backend: &dyn Backend,
+        session: &mut Session,
+        reported: &[StatementResult],
+    ) -> Result<Vec<StatementResult>> {
+        let mut delay = Duration::from_millis(1);
+        for attempt in 0..MAX_ATTEMPTS {
+            if let Err(e) = backend.catch_up(attempt > 0).await {
+                tracing::debug!(error = %e, "could not catch up before committing; planning on local state");
+            }
+            match self.execute_once(&parsed.statements, Some(backend), session, Some(reported)).await {
+                Err(SqlError::SerializationFailure(why)) => {
+                    tracing::debug!(attempt, %why, "transaction block conflicted; planning again");
+                    metrics::counter!("quorumdb_sql_conflicts_total").increment(1);
+                    tokio::time::sleep(delay + Duration::from_micros(rand_jitter())).await;
+                    delay = (delay * 2).min(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+        Err(SqlError::SerializationFailure(format!("still conflicting after {MAX_ATTEMPTS} attempts")))
+    }
+
+    /// Plans `statements` as one batch and, with a backend, proposes it. With `reported`, each
+    /// write must affect as many rows as reported there.
     async fn execute_once(
         &self,
         statements: &[Statement],
-        backend: &dyn Backend,
+        backend: Option<&dyn Backend>,
         session: &mut Session,
+        reported: Option<&[StatementResult]>,
     ) -> Result<Vec<StatementResult>> {
         let mut planner =
             Planner::new(&self.state, Some((&self.query_ctx, &self.dml_ctx)), self.read.clone(), self.catalog()?);
@@ -264,6 +384,20 @@ impl Engine {
         if rolled_back {
             return Ok(results);
         }
+        if let Some(reported) = reported {
+            for (i, (now, then)) in results.iter().zip(reported).enumerate() {
+                if let (StatementResult::Done { rows_affected: a, tag }, StatementResult::Done { rows_affected: b, .. }) =
+                    (now, then)
+                    && a != b
+                {
+                    return Err(SqlError::TransactionChanged(format!(
+                        "statement {} ({tag}) now affects {a} rows, not the {b} reported",
+                        i + 1
+                    )));
+                }
+            }
+        }
+        let Some(backend) = backend else { return Ok(results) };
         if let Some(cmd) = planner.finish() {
             self.propose(&cmd, backend).await?;
         }

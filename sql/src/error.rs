@@ -39,11 +39,17 @@ pub enum SqlError {
     StringTooLong(u64),
     #[error("{0}")]
     NumericOutOfRange(String),
+    #[error("division by zero")]
+    DivisionByZero,
     #[error("there is no parameter ${0}")]
     UndefinedParameter(usize),
     /// Another write changed what this statement read; it was retried and still conflicted.
     #[error("could not serialize access due to concurrent update: {0}")]
     SerializationFailure(String),
+    /// At COMMIT, a transaction block's writes planned again would change other rows than the
+    /// client was told; nothing was applied.
+    #[error("could not serialize access: {0}; the transaction was rolled back")]
+    TransactionChanged(String),
     /// A query failed in DataFusion (planning or execution).
     #[error("{0}")]
     Query(String),
@@ -87,7 +93,8 @@ impl SqlError {
             Self::StringTooLong(_) => "22001",
             Self::NumericOutOfRange(_) => "22003",
             Self::UndefinedParameter(_) => "42P02",
-            Self::SerializationFailure(_) => "40001",
+            Self::DivisionByZero => "22012",
+            Self::SerializationFailure(_) | Self::TransactionChanged(_) => "40001",
             Self::Query(_) => "42000",
             Self::Storage(_) => "58030",
             Self::Backend(_) => "08006",
@@ -160,14 +167,17 @@ impl From<DataFusionError> for SqlError {
             other => {
                 // DataFusion reports these as planning errors; PostgreSQL has codes for them.
                 let m = other.to_string();
-                if m.contains("table '") && m.contains("not found") {
-                    Self::UnknownTable(m)
+                if let Some(rest) = m.split("table '").nth(1)
+                    && m.contains("not found")
+                {
+                    let full = rest.split('\'').next().unwrap_or(rest);
+                    Self::UnknownTable(full.strip_prefix("quorumdb.public.").unwrap_or(full).to_string())
                 } else if m.contains("No field named") || m.contains("Schema error") {
                     Self::UnknownColumn(m)
                 } else if m.contains("Cannot cast string") || m.contains("Cast error") {
                     Self::InvalidValue(m)
                 } else if m.contains("Divide by zero") {
-                    Self::NumericOutOfRange(m)
+                    Self::DivisionByZero
                 } else {
                     Self::Query(m)
                 }
@@ -186,7 +196,8 @@ impl From<datafusion::arrow::error::ArrowError> for SqlError {
     fn from(e: datafusion::arrow::error::ArrowError) -> Self {
         use datafusion::arrow::error::ArrowError as A;
         match e {
-            A::DivideByZero | A::ArithmeticOverflow(_) => Self::NumericOutOfRange(e.to_string()),
+            A::DivideByZero => Self::DivisionByZero,
+            A::ArithmeticOverflow(_) => Self::NumericOutOfRange(e.to_string()),
             A::ExternalError(inner) => match inner.downcast::<DataFusionError>() {
                 Ok(df) => Self::from(*df),
                 Err(other) => Self::Query(other.to_string()),

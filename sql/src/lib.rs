@@ -24,7 +24,7 @@ pub mod values;
 pub mod vectors;
 
 pub use command::{SqlApp, TAG};
-pub use engine::{Backend, Engine, Parsed, Session};
+pub use engine::{Backend, Description, Engine, Parsed, Session};
 pub use error::{Result, SqlError};
 pub use planner::StatementResult;
 pub use store::{KvRead, KvTxn, SharedRead};

@@ -1,6 +1,6 @@
 //! Cluster tests, one binary, numbered by kind (as openraft's):
 //! t0x storage, t1x basic replication, t2x failures and recovery, t3x membership and
-//! leadership, t4x network faults, t5x separate processes, t6x SQL, t7x vectors.
+//! leadership, t4x network faults, t5x separate processes, t6x SQL, t7x vectors, t8x client protocols.
 
 mod t05_storage_suite;
 mod t10_election;
@@ -15,3 +15,4 @@ mod t50_processes;
 mod t60_sql;
 mod t61_sql_determinism;
 mod t70_vectors;
+mod t86_pgwire;
