@@ -19,7 +19,8 @@
 //!
 //! Submodules: [`split`] (statement boundaries), [`format`] (table/csv/json/line output),
 //! [`command`] (dot-command parsing), [`complete`] (rustyline completion), [`admin`] (HTTP
-//! status and admin calls), [`connection`] (the wire connection and failover). The parsing
+//! status and admin calls), [`schema`] (catalog queries, `CREATE TABLE` text), [`connection`]
+//! (the wire connection and failover). The parsing
 //! and rendering are pure functions, unit-tested in their modules.
 
 pub mod admin;
@@ -27,6 +28,7 @@ pub mod command;
 pub mod complete;
 pub mod connection;
 pub mod format;
+pub mod schema;
 pub mod split;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -44,6 +46,7 @@ use self::command::DotCommand;
 use self::complete::ShellHelper;
 use self::connection::{Login, Reply, Session};
 use self::format::{Mode, ResultSet};
+use self::schema::{ColumnDef, IndexDef};
 use self::split::{Open, Piece};
 use crate::error::ShellError;
 
@@ -191,40 +194,6 @@ fn prompt(node: Option<u64>, open: Open) -> String {
     }
 }
 
-/// `CREATE TABLE` text for `.schema`, from `(table, column, type, nullable)` rows in table
-/// and column order.
-pub fn schema_text(rows: &[(String, String, String, bool)]) -> String {
-    let mut out = String::new();
-    let mut i = 0;
-    while i < rows.len() {
-        let table = &rows[i].0;
-        out.push_str(&format!("CREATE TABLE {} (\n", quote_ident(table)));
-        let cols: Vec<String> = rows[i..]
-            .iter()
-            .take_while(|r| &r.0 == table)
-            .map(|(_, c, ty, nullable)| {
-                format!("    {} {}{}", quote_ident(c), ty, if *nullable { "" } else { " NOT NULL" })
-            })
-            .collect();
-        i += cols.len();
-        out.push_str(&cols.join(",\n"));
-        out.push_str("\n);\n");
-    }
-    out
-}
-
-/// An identifier as SQL must spell it: bare if lower-case letters, digits and `_`, else quoted.
-pub fn quote_ident(name: &str) -> String {
-    let bare = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if bare { name.to_string() } else { format!("\"{}\"", name.replace('"', "\"\"")) }
-}
-
-/// A string as a SQL literal.
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 impl Shell {
     fn report(&mut self, source: Option<&Source>, e: &ShellError) {
         self.failed = true;
@@ -321,11 +290,7 @@ impl Shell {
     }
 
     fn table_names(&mut self, rt: &tokio::runtime::Runtime) -> Result<ResultSet, ShellError> {
-        let rs = self.query(
-            rt,
-            "SELECT table_name AS name FROM information_schema.tables \
-             WHERE table_schema NOT IN ('information_schema', 'pg_catalog') ORDER BY table_name",
-        )?;
+        let rs = self.query(rt, schema::TABLES_SQL)?;
         if let Ok(mut t) = self.tables.lock() {
             *t = rs.rows.iter().filter_map(|r| r.first().cloned().flatten()).collect();
         }
@@ -339,27 +304,44 @@ impl Shell {
     }
 
     fn schema(&mut self, rt: &tokio::runtime::Runtime, table: Option<&str>) -> Result<String, ShellError> {
-        let filter = table.map(|t| format!(" AND table_name = {}", quote_literal(t))).unwrap_or_default();
-        let rs = self.query(
-            rt,
-            &format!(
-                "SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns \
-                 WHERE table_schema NOT IN ('information_schema', 'pg_catalog'){filter} \
-                 ORDER BY table_name, ordinal_position"
-            ),
-        )?;
-        let rows: Vec<(String, String, String, bool)> = rs
-            .rows
-            .into_iter()
-            .map(|r| {
-                let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
-                (get(0), get(1), get(2), !get(3).eq_ignore_ascii_case("NO"))
-            })
-            .collect();
-        if let (true, Some(t)) = (rows.is_empty(), table) {
-            return Err(ShellError::Usage(format!("no table named {t:?}")));
+        let names: Vec<String> = match table {
+            Some(t) => vec![t.to_string()],
+            None => {
+                let rs = self.table_names(rt)?;
+                rs.rows.into_iter().filter_map(|r| r.into_iter().next().flatten()).collect()
+            }
+        };
+        let mut out = String::new();
+        for name in names {
+            let found = self.query(rt, &schema::lookup_sql(&name))?;
+            let Some(oid) = found.rows.first().and_then(|r| r.first().cloned().flatten()) else {
+                return Err(ShellError::Usage(format!("no table named {name:?}")));
+            };
+            let cell = |r: &[Option<String>], i: usize| r.get(i).cloned().flatten();
+            let columns: Vec<ColumnDef> = self
+                .query(rt, &schema::columns_sql(&oid))?
+                .rows
+                .iter()
+                .map(|r| ColumnDef {
+                    name: cell(r, 0).unwrap_or_default(),
+                    ty: cell(r, 1).unwrap_or_default(),
+                    default: cell(r, 2),
+                    not_null: schema::is_true(cell(r, 3).as_deref()),
+                })
+                .collect();
+            let indexes: Vec<IndexDef> = self
+                .query(rt, &schema::indexes_sql(&oid))?
+                .rows
+                .iter()
+                .map(|r| IndexDef {
+                    primary: schema::is_true(cell(r, 1).as_deref()),
+                    definition: cell(r, 5),
+                    constraint: cell(r, 6),
+                })
+                .collect();
+            out.push_str(&schema::create_table_text(&name, &columns, &indexes));
         }
-        Ok(schema_text(&rows))
+        Ok(out)
     }
 
     fn nodes(&mut self, rt: &tokio::runtime::Runtime) -> Result<ResultSet, ShellError> {
@@ -426,9 +408,9 @@ impl Shell {
                 self.timer = on;
                 Ok(self.interactive.then(|| format!("Timer is {}.\n", if on { "on" } else { "off" })))
             }
-            DotCommand::Consistency(level) => {
-                rt.block_on(self.session.execute(&format!("SET consistency = {}", quote_literal(&level)))).map(|_| None)
-            }
+            DotCommand::Consistency(level) => rt
+                .block_on(self.session.execute(&format!("SET consistency = {}", schema::quote_literal(&level))))
+                .map(|_| None),
             DotCommand::ShowConsistency => return self.run_sql(rt, "SHOW consistency", source),
             DotCommand::Tables => self
                 .table_names(rt)
@@ -615,32 +597,5 @@ mod tests {
         assert_eq!(prompt(Some(2), Open::Statement), "quorumdb@2-> ");
         assert_eq!(prompt(None, Open::Quote), "quorumdb'> ");
         assert_eq!(prompt(Some(1), Open::Dollar), "quorumdb@1$> ");
-    }
-
-    #[test]
-    fn identifiers_are_quoted_when_needed() {
-        assert_eq!(quote_ident("users"), "users");
-        assert_eq!(quote_ident("_t1"), "_t1");
-        assert_eq!(quote_ident("Users"), "\"Users\"");
-        assert_eq!(quote_ident("a b"), "\"a b\"");
-        assert_eq!(quote_ident("1x"), "\"1x\"");
-        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
-        assert_eq!(quote_literal("it's"), "'it''s'");
-    }
-
-    #[test]
-    fn schema_text_groups_columns_by_table() {
-        let row = |t: &str, c: &str, ty: &str, n: bool| (t.to_string(), c.to_string(), ty.to_string(), n);
-        let rows = vec![
-            row("items", "id", "bigint", false),
-            row("items", "Name", "text", true),
-            row("users", "id", "integer", false),
-        ];
-        assert_eq!(
-            schema_text(&rows),
-            "CREATE TABLE items (\n    id bigint NOT NULL,\n    \"Name\" text\n);\n\
-             CREATE TABLE users (\n    id integer NOT NULL\n);\n"
-        );
-        assert_eq!(schema_text(&[]), "");
     }
 }
