@@ -1,5 +1,6 @@
 //! The command line: `quorumdb start` runs one node, `quorumdb demo` a local 3-node cluster,
-//! `quorumdb load` loads a file into a running cluster.
+//! `quorumdb load` loads a file into a running cluster, `quorumdb shell` is the interactive SQL
+//! client ([`crate::shell`]).
 
 use std::process::ExitCode;
 
@@ -26,10 +27,18 @@ enum Command {
     Demo(DemoArgs),
     /// Load a CSV, Parquet, JSON-lines or vector (.fvecs/.npy) file into a running cluster.
     Load(quorumdb_examples::load_command::LoadArgs),
+    /// An interactive SQL shell connected to a node (psql-like; `.help` lists its commands).
+    #[command(disable_help_flag = true)]
+    Shell(crate::shell::ShellArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        // The shell is a client: its own runtime, no server logging on its output.
+        Command::Shell(args) => return crate::shell::main(args),
+        c => c,
+    };
     crate::telemetry::init_logging();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -39,7 +48,7 @@ pub fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
-        match cli.command {
+        match command {
             Command::Start(args) => start(args).await,
             Command::Demo(args) => crate::demo::run(args).await,
             Command::Load(args) => match quorumdb_examples::load_command::run(args).await {
@@ -47,6 +56,7 @@ pub fn main() -> ExitCode {
                 Ok(false) => anyhow::bail!("some rows were rejected"),
                 Err(e) => Err(e),
             },
+            Command::Shell(_) => unreachable!("the shell runs above"),
         }
     });
     match result {

@@ -17,6 +17,7 @@ pub mod kv;
 pub mod node;
 pub mod pg;
 pub mod resp;
+pub mod shell;
 pub mod sql;
 pub mod telemetry;
 
