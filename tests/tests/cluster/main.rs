@@ -15,4 +15,5 @@ mod t50_processes;
 mod t60_sql;
 mod t61_sql_determinism;
 mod t70_vectors;
+mod t84_shell;
 mod t86_pgwire;
