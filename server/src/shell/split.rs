@@ -42,15 +42,15 @@ pub struct Split {
     /// Line (1-based, relative to the input) where `rest` starts.
     pub rest_line: usize,
     pub open: Open,
+    /// The SQL in `rest` (comments before it dropped) and its line.
+    rest_sql: Option<(String, usize)>,
 }
 
 impl Split {
     /// The unfinished tail as a statement, if it holds any SQL (used at end of input, where a
     /// final statement without `;` still runs, as in psql).
     pub fn rest_statement(&self) -> Option<Piece> {
-        let text = self.rest.trim();
-        (self.open != Open::Nothing && !text.is_empty())
-            .then(|| Piece::Sql { text: text.to_string(), line: self.rest_line })
+        self.rest_sql.as_ref().map(|(text, line)| Piece::Sql { text: text.clone(), line: *line })
     }
 }
 
@@ -88,6 +88,7 @@ pub fn split(input: &str) -> Split {
     let mut line = 1; // current line
     let mut start_line = 1;
     let mut has_sql = false; // the current piece holds something besides blanks and comments
+    let (mut sql_start, mut sql_line) = (0, 1); // where that something starts
     let mut open = Open::Nothing;
     let mut i = 0;
     let text = |a: usize, b: usize| chars[a..b].iter().collect::<String>();
@@ -103,6 +104,12 @@ pub fn split(input: &str) -> Split {
             start = i;
             start_line = line;
             continue;
+        }
+        let comment = (c == '-' && next == Some('-')) || (c == '/' && next == Some('*'));
+        if !has_sql && !c.is_whitespace() && !comment && c != ';' {
+            has_sql = true;
+            sql_start = i;
+            sql_line = line;
         }
         match c {
             '\n' => {
@@ -135,7 +142,6 @@ pub fn split(input: &str) -> Split {
                 }
             }
             '\'' => {
-                has_sql = true;
                 // E'…' strings take backslash escapes.
                 let escapes = i > 0 && matches!(chars[i - 1], 'e' | 'E') && (i < 2 || !is_ident_char(chars[i - 2]));
                 open = Open::Quote;
@@ -161,7 +167,6 @@ pub fn split(input: &str) -> Split {
                 i = i.min(chars.len());
             }
             '"' => {
-                has_sql = true;
                 open = Open::Identifier;
                 i += 1;
                 while i < chars.len() {
@@ -178,43 +183,34 @@ pub fn split(input: &str) -> Split {
                     i += 1;
                 }
             }
-            '$' => {
-                has_sql = true;
-                match dollar_tag(&chars, i) {
-                    Some(tag) => {
-                        let tag: Vec<char> = tag.chars().collect();
-                        open = Open::Dollar;
-                        i += tag.len();
-                        while i < chars.len() {
-                            if chars[i..].starts_with(&tag) {
-                                i += tag.len();
-                                open = Open::Nothing;
-                                break;
-                            }
-                            line += usize::from(chars[i] == '\n');
-                            i += 1;
+            '$' => match dollar_tag(&chars, i) {
+                Some(tag) => {
+                    let tag: Vec<char> = tag.chars().collect();
+                    open = Open::Dollar;
+                    i += tag.len();
+                    while i < chars.len() {
+                        if chars[i..].starts_with(&tag) {
+                            i += tag.len();
+                            open = Open::Nothing;
+                            break;
                         }
+                        line += usize::from(chars[i] == '\n');
+                        i += 1;
                     }
-                    None => i += 1,
                 }
-            }
+                None => i += 1,
+            },
             ';' => {
-                let body = text(start, i);
-                let stmt = body.trim();
                 if has_sql {
-                    let lead = body.len() - body.trim_start().len();
-                    let first = start_line + body[..lead].matches('\n').count();
-                    pieces.push(Piece::Sql { text: stmt.to_string(), line: first });
+                    // Comments before the statement are dropped, as psql does.
+                    pieces.push(Piece::Sql { text: text(sql_start, i).trim().to_string(), line: sql_line });
                 }
                 i += 1;
                 start = i;
                 start_line = line;
                 has_sql = false;
             }
-            c => {
-                has_sql |= !c.is_whitespace();
-                i += 1;
-            }
+            _ => i += 1,
         }
     }
     let rest = text(start, chars.len());
@@ -222,7 +218,8 @@ pub fn split(input: &str) -> Split {
         Open::Nothing if has_sql => Open::Statement,
         o => o,
     };
-    Split { pieces, rest, rest_line: start_line, open }
+    let rest_sql = has_sql.then(|| (text(sql_start, chars.len()).trim().to_string(), sql_line));
+    Split { pieces, rest, rest_line: start_line, open, rest_sql }
 }
 
 /// The first `n` keywords of a statement, upper-cased, skipping leading comments and
@@ -327,10 +324,7 @@ mod tests {
     #[test]
     fn semicolons_in_comments() {
         let s = split("SELECT 1 -- not; the end\n, 2; /* a; /* nested; */ still; */ SELECT 3;");
-        assert_eq!(
-            s.pieces,
-            vec![sql("SELECT 1 -- not; the end\n, 2", 1), sql("/* a; /* nested; */ still; */ SELECT 3", 2)]
-        );
+        assert_eq!(s.pieces, vec![sql("SELECT 1 -- not; the end\n, 2", 1), sql("SELECT 3", 2)]);
     }
 
     #[test]
@@ -355,6 +349,14 @@ mod tests {
         assert_eq!(split("-- only a comment\n").open, Open::Nothing);
         assert_eq!(split("  \n").open, Open::Nothing);
         assert_eq!(split("SELECT 1;").open, Open::Nothing);
+    }
+
+    #[test]
+    fn leading_comments_are_dropped_and_lines_count_from_the_sql() {
+        let s = split("-- intro; here\n/* block\n; */\n  SELECT 1;\n-- tail\nSELECT\n2");
+        assert_eq!(s.pieces, vec![sql("SELECT 1", 4)]);
+        assert_eq!(s.rest_statement(), Some(sql("SELECT\n2", 6)));
+        assert_eq!(s.rest_line, 4);
     }
 
     #[test]

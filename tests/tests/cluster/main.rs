@@ -17,4 +17,5 @@ mod t61_sql_determinism;
 mod t70_vectors;
 mod t80_resp;
 mod t82_load;
+mod t84_shell;
 mod t86_pgwire;
