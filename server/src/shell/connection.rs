@@ -317,7 +317,15 @@ impl Session {
             }
         }
         let client = self.client.as_ref().expect("connected above");
-        match client.simple_query(sql).await {
+        let result = client.simple_query(sql).await;
+        let broken = match &result {
+            Err(e) if connection_broken(e, client) => true,
+            // QuorumDB answers 57P03 both when no leader is reachable (the node is fine: report
+            // it) and from a node that is stopping (move on): ask the node which it is.
+            Err(e) if e.code().is_some_and(|c| c.code() == "57P03") => self.node_gone().await,
+            _ => false,
+        };
+        match result {
             Ok(messages) => {
                 if let Some((name, value)) = tracked_setting(sql) {
                     self.remember(name, value);
@@ -325,7 +333,7 @@ impl Session {
                 self.in_transaction = transaction_after(sql, self.in_transaction);
                 Ok(replies(messages))
             }
-            Err(e) if connection_broken(&e, client) => {
+            Err(e) if broken => {
                 tracing::debug!("connection lost during a statement: {e}");
                 let in_transaction = std::mem::take(&mut self.in_transaction);
                 self.client = None;
@@ -342,6 +350,12 @@ impl Session {
             }
             Err(e) => Err(server_error(&e)),
         }
+    }
+
+    /// Whether the connected node is down or stopping, by its status on the main address.
+    async fn node_gone(&self) -> bool {
+        let Some(addr) = &self.endpoint.main_addr else { return false };
+        admin::status(&self.http, addr).await.map_or(true, |st| st.role == "shutdown")
     }
 
     /// Finds a live member, connects to its PostgreSQL address, re-applies the session
