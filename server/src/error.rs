@@ -214,6 +214,9 @@ pub enum ShellError {
     /// the write was applied.
     #[error("connection lost; the statement may or may not have been applied")]
     OutcomeUnknown,
+    /// The connection broke inside a `BEGIN` block: the block is gone, nothing of it applied.
+    #[error("connection lost inside a transaction block; the block was rolled back, nothing of it was applied")]
+    TransactionLost,
     /// No member could be reached.
     #[error("no node of the cluster is reachable ({0})")]
     NoNode(String),

@@ -5,7 +5,9 @@
 //! `pg_addr` and the members). When the connection breaks, the session reconnects to another
 //! member, re-applies the session settings (`consistency`, `hnsw.ef_search`) and says which
 //! node it is on now. A statement whose outcome is unknown is never re-sent unless it only
-//! reads: a write is reported as "may or may not have been applied".
+//! reads: a write (or `COMMIT`) is reported as "may or may not have been applied", and a
+//! statement inside a `BEGIN` block as the block being lost (the server applies nothing of a
+//! block before its `COMMIT`).
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use tokio_postgres::{CancelToken, Client, NoTls, SimpleQueryMessage};
 
 use super::admin::{self, Status};
 use super::format::ResultSet;
-use super::split::is_read_only;
+use super::split::{is_read_only, leading_words};
 use crate::error::ShellError;
 
 /// The session settings a reconnect re-applies, as `SET` knows them.
@@ -65,6 +67,8 @@ pub struct Session {
     members: Vec<(u64, String)>,
     /// Settings to re-apply after a reconnect: `(name, value as written in SET)`.
     settings: Vec<(String, String)>,
+    /// A `BEGIN` succeeded and no `COMMIT`/`ROLLBACK` yet: a lost connection loses the block.
+    in_transaction: bool,
 }
 
 /// `(host, port)` of a `host:port` address (IPv6 hosts may be bracketed).
@@ -112,7 +116,8 @@ fn connection_broken(e: &tokio_postgres::Error, client: &Client) -> bool {
     match e.as_db_error() {
         Some(db) => {
             let code = db.code().code();
-            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+            // Not 57P03: QuorumDB answers it when no leader is reachable, on a live connection.
+            code.starts_with("08") || matches!(code, "57P01" | "57P02")
         }
         None => {
             e.is_closed()
@@ -199,13 +204,29 @@ pub fn tracked_setting(sql: &str) -> Option<(String, Option<String>)> {
     TRACKED.contains(&name.as_str()).then_some((name, value))
 }
 
+/// Whether a transaction block is open after `sql` succeeded, given whether one was before.
+pub fn transaction_after(sql: &str, before: bool) -> bool {
+    match leading_words(sql, 1).first().map(String::as_str) {
+        Some("BEGIN" | "START") => true,
+        Some("COMMIT" | "ROLLBACK" | "END" | "ABORT") => false,
+        _ => before,
+    }
+}
+
 impl Session {
     /// Connects through a node's main address (`host`), or straight to a PostgreSQL protocol
     /// address (`pg`; `host`, if also given, still serves admin commands and failover).
     pub async fn open(login: Login, host: Option<&str>, pg: Option<&str>) -> Result<Session, ShellError> {
         let http = admin::http_client()?;
-        let mut s =
-            Session { login, http, client: None, endpoint: Endpoint::default(), members: vec![], settings: vec![] };
+        let mut s = Session {
+            login,
+            http,
+            client: None,
+            endpoint: Endpoint::default(),
+            members: vec![],
+            settings: vec![],
+            in_transaction: false,
+        };
         let status = match host {
             Some(h) => Some(admin::status(&s.http, &admin::normalize_addr(h)).await?),
             None => None,
@@ -287,23 +308,41 @@ impl Session {
     /// gone; see the module docs for when a statement is retried.
     pub async fn execute(&mut self, sql: &str) -> Result<Vec<Reply>, ShellError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            // Nothing was sent yet, so reconnecting first is always safe.
+            // Nothing was sent yet, so reconnecting first is safe, unless the statement belongs
+            // to a block that died with the connection: running it alone would be wrong.
             self.client = None;
             self.reconnect().await?;
+            if std::mem::take(&mut self.in_transaction) {
+                return Err(ShellError::TransactionLost);
+            }
         }
         let client = self.client.as_ref().expect("connected above");
-        match client.simple_query(sql).await {
+        let result = client.simple_query(sql).await;
+        let broken = match &result {
+            Err(e) if connection_broken(e, client) => true,
+            // QuorumDB answers 57P03 both when no leader is reachable (the node is fine: report
+            // it) and from a node that is stopping (move on): ask the node which it is.
+            Err(e) if e.code().is_some_and(|c| c.code() == "57P03") => self.node_gone().await,
+            _ => false,
+        };
+        match result {
             Ok(messages) => {
                 if let Some((name, value)) = tracked_setting(sql) {
                     self.remember(name, value);
                 }
+                self.in_transaction = transaction_after(sql, self.in_transaction);
                 Ok(replies(messages))
             }
-            Err(e) if connection_broken(&e, client) => {
+            Err(e) if broken => {
                 tracing::debug!("connection lost during a statement: {e}");
+                let in_transaction = std::mem::take(&mut self.in_transaction);
                 self.client = None;
                 self.reconnect().await?;
-                if !is_read_only(sql) {
+                let commits = matches!(leading_words(sql, 1).first().map(String::as_str), Some("COMMIT" | "END"));
+                if in_transaction && !commits {
+                    return Err(ShellError::TransactionLost);
+                }
+                if !is_read_only(sql) || in_transaction {
                     return Err(ShellError::OutcomeUnknown);
                 }
                 let client = self.client.as_ref().expect("reconnected");
@@ -311,6 +350,12 @@ impl Session {
             }
             Err(e) => Err(server_error(&e)),
         }
+    }
+
+    /// Whether the connected node is down or stopping, by its status on the main address.
+    async fn node_gone(&self) -> bool {
+        let Some(addr) = &self.endpoint.main_addr else { return false };
+        admin::status(&self.http, addr).await.map_or(true, |st| st.role == "shutdown")
     }
 
     /// Finds a live member, connects to its PostgreSQL address, re-applies the session
@@ -406,6 +451,17 @@ mod tests {
         assert!(host_port("nohost").is_err());
         assert!(host_port(":5433").is_err());
         assert!(host_port("h:99999").is_err());
+    }
+
+    #[test]
+    fn transaction_blocks_are_tracked() {
+        assert!(transaction_after("BEGIN", false));
+        assert!(transaction_after("start transaction", false));
+        assert!(transaction_after("INSERT INTO t VALUES (1)", true));
+        assert!(!transaction_after("INSERT INTO t VALUES (1)", false));
+        assert!(!transaction_after("COMMIT", true));
+        assert!(!transaction_after("rollback", true));
+        assert!(!transaction_after("END", true));
     }
 
     #[test]
