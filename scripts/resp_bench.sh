@@ -60,7 +60,7 @@ bench 17701 "QuorumDB 3 nodes, leader"
 bench 17702 "QuorumDB 3 nodes, follower"
 
 if command -v redis-server >/dev/null; then
-  redis-server --port 17999 --save '' --appendonly no --daemonize no >"$work/redis.log" 2>&1 &
+  redis-server --port 17999 --dir "$work" --save '' --appendonly no --daemonize no >"$work/redis.log" 2>&1 &
   pids+=($!)
   wait_redis 17999
   bench 17999 "redis-server $(redis-server --version | grep -o 'v=[0-9.]*') (no persistence)"
