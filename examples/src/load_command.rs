@@ -129,16 +129,7 @@ pub async fn run(a: LoadArgs) -> anyhow::Result<bool> {
                 progress,
             };
             let r = load_vectors(&a.file, &opts).await?;
-            println!(
-                "loaded {} vectors in {:.1} s ({:.0} vectors/s); rejected {}",
-                r.loaded,
-                r.seconds,
-                r.per_second(),
-                r.rejected
-            );
-            for (first, msg) in &r.errors {
-                println!("  batch from id {first}: {msg}");
-            }
+            r.print();
             return Ok(r.rejected == 0);
         }
         let Some(table) = &a.table else { bail!("vectors go into a --table (with --column) or a --collection") };

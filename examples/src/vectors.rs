@@ -28,6 +28,20 @@ impl LoadReport {
     pub fn per_second(&self) -> f64 {
         self.loaded as f64 / self.seconds.max(1e-9)
     }
+
+    /// Prints the summary and each refused batch (what both vector loaders show at the end).
+    pub fn print(&self) {
+        println!(
+            "loaded {} vectors in {:.1} s ({:.0} vectors/s); rejected {}",
+            self.loaded,
+            self.seconds,
+            self.per_second(),
+            self.rejected
+        );
+        for (first, msg) in &self.errors {
+            println!("  batch from id {first}: {msg}");
+        }
+    }
 }
 
 pub struct LoadOptions<'a> {

@@ -50,16 +50,7 @@ async fn main() -> anyhow::Result<()> {
         progress: true,
     };
     let r = load_vectors(&a.vectors, &opts).await?;
-    println!(
-        "loaded {} vectors in {:.1} s ({:.0} vectors/s); rejected {}",
-        r.loaded,
-        r.seconds,
-        r.per_second(),
-        r.rejected
-    );
-    for (first, msg) in &r.errors {
-        println!("  batch from id {first}: {msg}");
-    }
+    r.print();
     if r.rejected > 0 {
         std::process::exit(1);
     }
