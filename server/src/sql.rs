@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, TimeUnit}
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use quorumdb_replication::{Application, CommandResult, Consistency, ReadInfo, Replica, StateReader, StateTxn, tagged};
 use quorumdb_sql::types::arrow_sql_name;
-use quorumdb_sql::{Backend, Engine, KvRead, KvTxn, SqlApp, SqlError, StatementResult, VectorIndexes};
+use quorumdb_sql::{Backend, Engine, KvRead, KvTxn, Parsed, Session, SqlApp, SqlError, StatementResult, VectorIndexes};
 use serde_json::{Value, json};
 
 use crate::error::ServerError;
@@ -105,10 +105,22 @@ pub async fn execute(
     level: Consistency,
 ) -> Result<(Vec<StatementResult>, Option<ReadInfo>), ServerError> {
     let parsed = engine.parse(sql, params)?;
+    run(engine, replica, parsed, level, &mut Session::default()).await
+}
+
+/// Runs a parsed request in `session` (HTTP: a fresh one; pgwire: the connection's): reads
+/// wait for `level` first; writes go through Raft.
+pub async fn run(
+    engine: &Engine,
+    replica: &Replica,
+    parsed: Parsed,
+    level: Consistency,
+    session: &mut Session,
+) -> Result<(Vec<StatementResult>, Option<ReadInfo>), ServerError> {
     let info = if parsed.read_only { Some(replica.read_barrier(level).await?) } else { None };
     metrics::counter!("quorumdb_sql_requests_total", "kind" => if parsed.read_only { "read" } else { "write" })
         .increment(1);
-    let results = engine.execute(parsed, &ReplicaBackend(replica)).await?;
+    let results = engine.execute_in(parsed, &ReplicaBackend(replica), session).await?;
     Ok((results, info))
 }
 

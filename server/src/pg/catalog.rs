@@ -26,8 +26,14 @@ fn table_oid(t: &TableDef) -> u64 {
     FIRST_OID + u64::from(t.id)
 }
 
-/// A text result: `columns` names and rows of optional cells (None = NULL).
+/// A text result: `columns` names and rows of optional cells (None = NULL), a `SELECT n`.
 fn rows(columns: &[&str], data: Vec<Vec<Option<String>>>) -> StatementResult {
+    let n = data.len();
+    text_rows(columns, data, &format!("SELECT {n}"))
+}
+
+/// A text result with its command tag.
+pub(super) fn text_rows(columns: &[&str], data: Vec<Vec<Option<String>>>, tag: &str) -> StatementResult {
     let schema =
         Arc::new(Schema::new(columns.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect::<Vec<_>>()));
     let arrays: Vec<ArrayRef> = (0..columns.len())
@@ -36,7 +42,7 @@ fn rows(columns: &[&str], data: Vec<Vec<Option<String>>>) -> StatementResult {
     let n = data.len();
     let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
     let batch = RecordBatch::try_new_with_options(schema.clone(), arrays, &options).expect("columns match the schema");
-    StatementResult::Rows { schema, batches: vec![batch], tag: format!("SELECT {n}") }
+    StatementResult::Rows { schema, batches: vec![batch], tag: tag.to_string() }
 }
 
 fn s(v: impl ToString) -> Option<String> {

@@ -304,12 +304,7 @@ fn parse_timeout(text: &str) -> Option<Duration> {
 
 /// A one-column text result, as `SHOW` answers.
 fn show(name: &str, value: String) -> StatementResult {
-    use datafusion::arrow::array::{RecordBatch, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]));
-    let batch =
-        RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![value]))]).expect("one text column");
-    StatementResult::Rows { schema, batches: vec![batch], tag: "SHOW".into() }
+    catalog::text_rows(&[name], vec![vec![Some(value)]], "SHOW")
 }
 
 impl PgSession {
@@ -496,17 +491,12 @@ impl QueryHandler {
 
     /// Runs a request outside a block: reads at the session's level, writes through Raft.
     async fn execute(&self, s: &mut PgSession, parsed: Parsed) -> PgWireResult<Vec<StatementResult>> {
-        let read_only = parsed.read_only;
-        if read_only {
-            self.state.replica.read_barrier(s.consistency).await.map_err(|e| to_pg(&e.into()))?;
-        }
-        metrics::counter!("quorumdb_pg_statements_total", "kind" => if read_only { "read" } else { "write" })
+        metrics::counter!("quorumdb_pg_statements_total", "kind" => if parsed.read_only { "read" } else { "write" })
             .increment(1);
-        self.state
-            .sql
-            .execute_in(parsed, &crate::sql::ReplicaBackend(&self.state.replica), &mut s.engine)
+        let (results, _) = crate::sql::run(&self.state.sql, &self.state.replica, parsed, s.consistency, &mut s.engine)
             .await
-            .map_err(sql_error)
+            .map_err(|e| to_pg(&e))?;
+        Ok(results)
     }
 }
 
