@@ -10,7 +10,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 use quorumdb_tests::{TestCluster, wait_for};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 
 async fn connect(addr: &str, password: Option<&str>) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (host, port) = addr.rsplit_once(':').unwrap();
@@ -23,6 +23,24 @@ async fn connect(addr: &str, password: Option<&str>) -> Result<tokio_postgres::C
         let _ = conn.await;
     });
     Ok(client)
+}
+
+/// Parameters for the test's INSERT: `id` and NULL for every other column.
+fn null_row(id: &i64) -> Vec<&(dyn ToSql + Sync)> {
+    vec![
+        id,
+        &None::<i16>,
+        &None::<i32>,
+        &None::<f32>,
+        &None::<f64>,
+        &None::<bool>,
+        &None::<&str>,
+        &None::<&str>,
+        &None::<NaiveDate>,
+        &None::<NaiveDateTime>,
+        &None::<&[u8]>,
+        &None::<&str>,
+    ]
 }
 
 fn code(e: &tokio_postgres::Error) -> String {
@@ -91,25 +109,7 @@ async fn tokio_postgres_types_errors_and_transactions() {
         assert_eq!(n, 1);
     }
     // NULLs of every type.
-    db.execute(
-        &ins,
-        &[
-            &4i64,
-            &None::<i16>,
-            &None::<i32>,
-            &None::<f32>,
-            &None::<f64>,
-            &None::<bool>,
-            &None::<String>,
-            &None::<String>,
-            &None::<NaiveDate>,
-            &None::<NaiveDateTime>,
-            &None::<Vec<u8>>,
-            &None::<String>,
-        ],
-    )
-    .await
-    .unwrap();
+    db.execute(&ins, &null_row(&4)).await.unwrap();
     db.execute("UPDATE t SET n = $1::numeric WHERE id = $2", &[&"12.5", &1i64]).await.unwrap();
 
     // Results come back typed (tokio-postgres asks for binary).
@@ -146,26 +146,7 @@ async fn tokio_postgres_types_errors_and_transactions() {
     );
 
     // Errors carry SQLSTATEs, and the connection stays usable.
-    let e = db
-        .execute(
-            &ins,
-            &[
-                &1i64,
-                &None::<i16>,
-                &None::<i32>,
-                &None::<f32>,
-                &None::<f64>,
-                &None::<bool>,
-                &None::<String>,
-                &None::<String>,
-                &None::<NaiveDate>,
-                &None::<NaiveDateTime>,
-                &None::<Vec<u8>>,
-                &None::<String>,
-            ],
-        )
-        .await
-        .unwrap_err();
+    let e = db.execute(&ins, &null_row(&1)).await.unwrap_err();
     assert_eq!(e.code(), Some(&SqlState::UNIQUE_VIOLATION), "{e}");
     assert_eq!(code(&db.simple_query("SELEC 1").await.unwrap_err()), "42601");
     assert_eq!(code(&db.simple_query("SELECT * FROM nope").await.unwrap_err()), "42P01");
