@@ -241,6 +241,18 @@ impl StateReader {
         f(&StateView { snap: self.db.snapshot(), cf })
     }
 
+    /// A frozen image of the state as of now: a RocksDB checkpoint written to `dir` (which must
+    /// not exist; SST files are hard links, so it is cheap) and opened read-only. Every read of
+    /// the returned reader sees that one point in time, however long it takes (backups).
+    /// The caller removes `dir` once the reader is dropped.
+    pub fn checkpoint(&self, dir: &Path) -> std::io::Result<StateReader> {
+        let db = self.db.clone();
+        rocksdb::checkpoint::Checkpoint::new(&db).and_then(|c| c.create_checkpoint(dir)).map_err(storage_err)?;
+        let frozen = DB::open_cf_for_read_only(&Options::default(), dir, [CF_DATA, CF_META], false)
+            .map_err(storage_err)?;
+        Ok(StateReader { db: Arc::new(frozen) })
+    }
+
     /// The last applied log id and the running checksum of applied commands, read together.
     pub fn applied(&self) -> std::io::Result<(Option<LogId>, u64)> {
         let snap = self.db.snapshot();
