@@ -16,7 +16,9 @@ use crate::error::ReplicationError;
 use crate::log_store::LogStore;
 use crate::network::pb::ReadIndexRequest;
 use crate::network::pb::raft_transport_server::RaftTransportServer;
-use crate::network::{FaultRules, Faults, ForwardReply, NetworkFactory, TransportService, now_ms};
+use crate::network::{
+    FaultRules, Faults, ForwardReply, NetworkFactory, TransferStatus, Transfers, TransportService, now_ms,
+};
 use crate::state_machine::{Application, StateMachineStore, StateReader};
 use crate::types::{Command, CommandResult, NodeId, Raft, RaftMetrics};
 
@@ -84,6 +86,8 @@ pub struct NodeStatus {
     /// The voters.
     pub members: Vec<Member>,
     pub learners: Vec<Member>,
+    /// The latest snapshot transfer to or from each peer, running or ended.
+    pub snapshot_transfers: Vec<TransferStatus>,
 }
 
 fn as_hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
@@ -104,6 +108,8 @@ pub struct ReplicaConfig {
     /// Applied entries to keep in the log below the snapshot (lets slow followers catch up
     /// from the log instead of a snapshot).
     pub keep_logs: u64,
+    /// Pace of snapshot streaming to a peer, bytes per second (0: unlimited).
+    pub snapshot_rate: u64,
 }
 
 impl ReplicaConfig {
@@ -116,6 +122,7 @@ impl ReplicaConfig {
             election_timeout_ms: (500, 1000),
             snapshot_every: 50_000,
             keep_logs: 10_000,
+            snapshot_rate: 0,
         }
     }
 }
@@ -130,6 +137,7 @@ pub struct Replica {
     network: NetworkFactory,
     transport: TransportService,
     last_leader_contact: Arc<AtomicU64>,
+    transfers: Transfers,
 }
 
 /// How long a write waits for a leader to exist before giving up with `NoLeader`.
@@ -158,11 +166,13 @@ impl Replica {
         .validate()
         .map_err(|e| ReplicationError::Invalid(format!("raft config: {e}")))?;
         let faults = Faults::default();
-        let network = NetworkFactory::new(config.id, faults.clone());
+        let transfers = Transfers::default();
+        let network = NetworkFactory::new(config.id, faults.clone(), transfers.clone(), config.snapshot_rate);
         let raft = Raft::new(config.id, Arc::new(raft_config), network.clone(), log_store, sm).await?;
         let last_leader_contact = Arc::new(AtomicU64::new(0));
-        let transport = TransportService::new(raft.clone(), faults, snapshot_dir, last_leader_contact.clone());
-        Ok(Self { id: config.id, addr: config.addr, raft, reader, network, transport, last_leader_contact })
+        let transport =
+            TransportService::new(raft.clone(), faults, snapshot_dir, last_leader_contact.clone(), transfers.clone());
+        Ok(Self { id: config.id, addr: config.addr, raft, reader, network, transport, last_leader_contact, transfers })
     }
 
     /// The gRPC service peers talk to; mount it on this node's listener.
@@ -228,6 +238,7 @@ impl Replica {
             checksum,
             members: membership.voter_ids().map(member).collect(),
             learners: membership.learner_ids().map(member).collect(),
+            snapshot_transfers: self.transfers.list(),
         })
     }
 

@@ -2,6 +2,7 @@
 //! application that applies it (`b'k'` the KV table, `b's'` SQL, …).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::state_machine::{Application, StateReader, StateTxn};
@@ -51,9 +52,18 @@ impl Application for Router {
         Ok(())
     }
 
-    fn state_replaced(&self, state: &StateReader) {
-        for app in self.apps.values() {
-            app.state_replaced(state);
+    /// Each application's files go into a subdirectory named by its tag (hex).
+    fn snapshot_files(&self, dest: &Path) -> std::io::Result<()> {
+        for (tag, app) in &self.apps {
+            app.snapshot_files(&dest.join(format!("{tag:02x}")))?;
+        }
+        Ok(())
+    }
+
+    fn state_replaced(&self, state: &StateReader, files: Option<&Path>) {
+        for (tag, app) in &self.apps {
+            let mine = files.map(|f| f.join(format!("{tag:02x}"))).filter(|p| p.exists());
+            app.state_replaced(state, mine.as_deref());
         }
     }
 }

@@ -1,9 +1,10 @@
 //! The replicated state machine, on its own RocksDB instance.
 //!
 //! Owns: application data (column family `data`), and in column family `meta` the last applied
-//! log id, the last membership, the running checksum of applied commands and the name of the
-//! current snapshot file. Applications never see RocksDB: they get a [`StateTxn`] at apply time
-//! and a [`StateReader`] for queries.
+//! log id, the last membership and the running checksum of applied commands; the choice of the
+//! live state directory (`STATE` names it) and the snapshots built from it or received.
+//! Applications never see RocksDB: they get a [`StateTxn`] at apply time and a [`StateReader`]
+//! for queries.
 //!
 //! # To ensure correctness
 //! - **Atomic apply.** Every batch of entries openraft hands to `apply` becomes one RocksDB
@@ -16,13 +17,18 @@
 //!   any node; the rejection is still part of the checksum.
 //! - **Visible before acknowledged.** Responses are sent only after the batch is written, so a
 //!   client that got an answer can read its write.
-//! - **Snapshots are consistent** images taken through a RocksDB snapshot (reads at one
-//!   sequence number), built in the background while apply continues, and installed with one
-//!   synced `WriteBatch` that replaces the data and the metadata together.
+//! - **Snapshots are consistent**: a RocksDB checkpoint is one point in time, and the applied
+//!   log id, membership and checksum in the manifest are read *from the checkpoint*. Building
+//!   one (flush + hard links) runs on a blocking thread while apply and reads continue.
+//! - **Atomic install.** A received snapshot's files become a new state directory beside the
+//!   live one; rewriting the small `STATE` file (synced, renamed) is the one step that switches
+//!   to it. A crash before it leaves the old state, after it the new; the unused directory is
+//!   removed at the next start. Readers move to the new instance at their next call.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use futures::StreamExt;
 use openraft::EntryPayload;
@@ -33,7 +39,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, Read
 
 use crate::encoding::{decode, encode};
 use crate::error::storage_err;
-use crate::snapshot::{SnapshotFile, SnapshotHeader, SnapshotReader, SnapshotWriter, read_header, sync_dir};
+use crate::snapshot::{self, CrcCache, Manifest, SnapshotDir, sync_dir, write_synced};
 use crate::types::{CommandResult, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
 const CF_DATA: &str = "data";
@@ -41,7 +47,10 @@ const CF_META: &str = "meta";
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_CHECKSUM: &[u8] = b"checksum";
-const KEY_SNAPSHOT: &[u8] = b"snapshot";
+/// The file naming the live state directory (absent: `state`).
+const STATE_POINTER: &str = "STATE";
+/// Complete snapshots kept (the newest may be streaming while the next is built).
+const KEEP_SNAPSHOTS: usize = 2;
 
 /// A deterministic application of commands to the replicated key-value state.
 ///
@@ -59,9 +68,18 @@ pub trait Application: Send + Sync + 'static {
         Ok(())
     }
 
+    /// A snapshot is being built: put the files kept beside the state that belong in it (index
+    /// dumps) into `dest`, preferably as hard links. Called *before* the state is captured, so
+    /// what is given here is at or behind the snapshot's state; the application must be able
+    /// to bring such files up to any later state (as it does after a restart).
+    fn snapshot_files(&self, _dest: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
+
     /// The whole state was replaced (a snapshot was installed): anything kept beside it in
-    /// memory must be rebuilt from the new state.
-    fn state_replaced(&self, _state: &StateReader) {}
+    /// memory must be rebuilt from the new state. `files` holds what [`Self::snapshot_files`]
+    /// gave on the node that built the snapshot, if anything (the application takes copies).
+    fn state_replaced(&self, _state: &StateReader, _files: Option<&Path>) {}
 }
 
 /// The state as one command sees it while it is applied: the committed state plus the writes
@@ -188,24 +206,76 @@ impl StateTxn for Overlay<'_> {
     }
 }
 
+/// The live state instance, replaced as a whole when a snapshot is installed.
+struct StateDb {
+    current: RwLock<Arc<DB>>,
+}
+
+impl StateDb {
+    fn new(db: DB) -> Arc<Self> {
+        Arc::new(Self { current: RwLock::new(Arc::new(db)) })
+    }
+
+    fn db(&self) -> Arc<DB> {
+        self.current.read().expect("state lock").clone()
+    }
+
+    /// Switches to `db`; the old instance closes once its last reader lets go.
+    fn replace(&self, db: DB) -> Arc<DB> {
+        std::mem::replace(&mut *self.current.write().expect("state lock"), Arc::new(db))
+    }
+}
+
+fn open_state_db(path: &Path) -> std::io::Result<DB> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_keep_log_file_num(2);
+    let cfs = [CF_DATA, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+    DB::open_cf_descriptors(&opts, path, cfs).map_err(storage_err)
+}
+
+fn open_frozen(path: &Path) -> std::io::Result<DB> {
+    let mut opts = Options::default();
+    opts.set_keep_log_file_num(1);
+    DB::open_cf_for_read_only(&opts, path, [CF_DATA, CF_META], false).map_err(storage_err)
+}
+
+/// The applied log id, membership and command checksum recorded in `db`.
+fn read_meta(db: &DB) -> std::io::Result<(SnapshotMeta, u64)> {
+    let cf = db.cf_handle(CF_META).expect("meta cf");
+    let get = |k: &[u8]| db.get_cf(cf, k).map_err(storage_err);
+    let last_log_id: Option<LogId> = get(KEY_APPLIED)?.map(|b| decode(&b)).transpose()?.flatten();
+    let last_membership: StoredMembership = get(KEY_MEMBERSHIP)?.map(|b| decode(&b)).transpose()?.unwrap_or_default();
+    let checksum: u64 = get(KEY_CHECKSUM)?.map(|b| decode(&b)).transpose()?.unwrap_or(0);
+    Ok((SnapshotMeta { last_log_id, last_membership }, checksum))
+}
+
 /// Read access to the applied state, concurrent with apply. Cheap to clone.
 #[derive(Clone)]
 pub struct StateReader {
-    db: Arc<DB>,
+    state: Arc<StateDb>,
 }
 
 impl StateReader {
+    /// The instance reads go to now (another one after a snapshot install).
+    fn db(&self) -> Arc<DB> {
+        self.state.db()
+    }
+
     pub fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
-        let cf = self.db.cf_handle(CF_DATA).expect("data cf");
-        self.db.get_cf(cf, key).map_err(storage_err)
+        let db = self.db();
+        let cf = db.cf_handle(CF_DATA).expect("data cf");
+        db.get_cf(cf, key).map_err(storage_err)
     }
 
     /// Up to `limit` pairs whose key starts with `prefix`, from `start` (inclusive) on.
     pub fn scan_prefix(&self, prefix: &[u8], start: &[u8], limit: usize) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let cf = self.db.cf_handle(CF_DATA).expect("data cf");
+        let db = self.db();
+        let cf = db.cf_handle(CF_DATA).expect("data cf");
         let from = if start > prefix { start } else { prefix };
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::From(from, Direction::Forward)) {
+        for item in db.iterator_cf(cf, IteratorMode::From(from, Direction::Forward)) {
             let (k, v) = item.map_err(storage_err)?;
             if !k.starts_with(prefix) || out.len() >= limit {
                 break;
@@ -222,10 +292,11 @@ impl StateReader {
         if start >= end {
             return Ok(());
         }
-        let cf = self.db.cf_handle(CF_DATA).expect("data cf");
+        let db = self.db();
+        let cf = db.cf_handle(CF_DATA).expect("data cf");
         let mut ro = ReadOptions::default();
         ro.set_iterate_upper_bound(end.to_vec());
-        for item in self.db.iterator_cf_opt(cf, ro, IteratorMode::From(start, Direction::Forward)) {
+        for item in db.iterator_cf_opt(cf, ro, IteratorMode::From(start, Direction::Forward)) {
             let (k, v) = item.map_err(storage_err)?;
             if !f(&k, &v) {
                 break;
@@ -237,8 +308,9 @@ impl StateReader {
     /// Runs `f` with a view of the state at one point in time (a RocksDB snapshot), so several
     /// reads agree with each other even while commands are applied.
     pub fn view<R>(&self, f: impl FnOnce(&StateView<'_>) -> R) -> R {
-        let cf = self.db.cf_handle(CF_DATA).expect("data cf");
-        f(&StateView { snap: self.db.snapshot(), cf })
+        let db = self.db();
+        let cf = db.cf_handle(CF_DATA).expect("data cf");
+        f(&StateView { snap: db.snapshot(), cf })
     }
 
     /// A frozen image of the state as of now: a RocksDB checkpoint written to `dir` (which must
@@ -246,17 +318,16 @@ impl StateReader {
     /// the returned reader sees that one point in time, however long it takes (backups).
     /// The caller removes `dir` once the reader is dropped.
     pub fn checkpoint(&self, dir: &Path) -> std::io::Result<StateReader> {
-        let db = self.db.clone();
+        let db = self.db();
         rocksdb::checkpoint::Checkpoint::new(&db).and_then(|c| c.create_checkpoint(dir)).map_err(storage_err)?;
-        let frozen = DB::open_cf_for_read_only(&Options::default(), dir, [CF_DATA, CF_META], false)
-            .map_err(storage_err)?;
-        Ok(StateReader { db: Arc::new(frozen) })
+        Ok(StateReader { state: StateDb::new(open_frozen(dir)?) })
     }
 
     /// The last applied log id and the running checksum of applied commands, read together.
     pub fn applied(&self) -> std::io::Result<(Option<LogId>, u64)> {
-        let snap = self.db.snapshot();
-        let cf = self.db.cf_handle(CF_META).expect("meta cf");
+        let db = self.db();
+        let snap = db.snapshot();
+        let cf = db.cf_handle(CF_META).expect("meta cf");
         let applied = match snap.get_cf(cf, KEY_APPLIED).map_err(storage_err)? {
             Some(b) => decode(&b)?,
             None => None,
@@ -270,9 +341,10 @@ impl StateReader {
 
     /// A digest of every data key and value: equal on replicas with equal state.
     pub fn state_digest(&self) -> std::io::Result<u64> {
-        let cf = self.db.cf_handle(CF_DATA).expect("data cf");
+        let db = self.db();
+        let cf = db.cf_handle(CF_DATA).expect("data cf");
         let mut h = Fnv64::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+        for item in db.iterator_cf(cf, IteratorMode::Start) {
             let (k, v) = item.map_err(storage_err)?;
             h.write(&(k.len() as u32).to_le_bytes());
             h.write(&k);
@@ -336,124 +408,229 @@ fn fold_checksum(prev: u64, index: u64, command: &[u8], result: &CommandResult) 
 
 /// The openraft state machine: applies entries through the [`Application`].
 pub struct StateMachineStore {
-    db: Arc<DB>,
+    state: Arc<StateDb>,
     app: Arc<dyn Application>,
+    /// The data directory: the live state directory, `STATE`, and `snapshots/`.
+    root: PathBuf,
     snapshot_dir: PathBuf,
+    crcs: Arc<CrcCache>,
+}
+
+/// The live state directory named by `root/STATE` (`state` before any install).
+fn live_state_name(root: &Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(root.join(STATE_POINTER)) {
+        Ok(s) => Ok(s.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok("state".to_string()),
+        Err(e) => Err(e),
+    }
 }
 
 impl StateMachineStore {
-    /// Opens (or creates) the state at `dir/state`, with snapshots in `dir/snapshots`.
+    /// Opens (or creates) the state in `dir` (the directory `dir/STATE` names, `dir/state` at
+    /// first), with snapshots in `dir/snapshots`, and removes what an interrupted snapshot
+    /// build or install left behind.
     pub fn open(dir: &Path, app: Arc<dyn Application>) -> std::io::Result<Self> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        let cfs = [CF_DATA, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
-        let db = Arc::new(DB::open_cf_descriptors(&opts, dir.join("state"), cfs).map_err(storage_err)?);
-        let snapshot_dir = dir.join("snapshots");
-        std::fs::create_dir_all(&snapshot_dir)?;
-        // Leftovers of a crash during a build or a transfer.
-        for e in std::fs::read_dir(&snapshot_dir)? {
-            let p = e?.path();
-            if p.extension().is_some_and(|x| x == "tmp" || x == "recv") {
-                let _ = std::fs::remove_file(p);
+        let live = live_state_name(dir)?;
+        // State directories that are not live: an install that crashed before switching, or
+        // the previous state after one that switched.
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if (name == "state" || name.starts_with("state-")) && name != live && e.file_type()?.is_dir() {
+                tracing::info!(dir = %e.path().display(), "removing a state directory that is not live");
+                std::fs::remove_dir_all(e.path())?;
             }
         }
-        app.opened(&StateReader { db: db.clone() })?;
-        Ok(Self { db, app, snapshot_dir })
+        let state = StateDb::new(open_state_db(&dir.join(&live))?);
+        let snapshot_dir = dir.join("snapshots");
+        std::fs::create_dir_all(&snapshot_dir)?;
+        snapshot::clean_leftovers(&snapshot_dir)?;
+        app.opened(&StateReader { state: state.clone() })?;
+        Ok(Self { state, app, root: dir.to_path_buf(), snapshot_dir, crcs: Default::default() })
     }
 
     pub fn reader(&self) -> StateReader {
-        StateReader { db: self.db.clone() }
+        StateReader { state: self.state.clone() }
     }
 
-    /// Where incoming snapshot transfers are written before install.
+    /// Where snapshots are built and incoming transfers are written before install.
     pub fn snapshot_dir(&self) -> &Path {
         &self.snapshot_dir
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> std::io::Result<Option<T>> {
-        let cf = self.db.cf_handle(CF_META).expect("meta cf");
-        match self.db.get_cf(cf, key).map_err(storage_err)? {
+        let db = self.state.db();
+        let cf = db.cf_handle(CF_META).expect("meta cf");
+        match db.get_cf(cf, key).map_err(storage_err)? {
             Some(b) => Ok(Some(decode(&b)?)),
             None => Ok(None),
         }
     }
-
-    fn current_snapshot_path(&self) -> std::io::Result<Option<PathBuf>> {
-        Ok(self.meta::<String>(KEY_SNAPSHOT)?.map(|n| self.snapshot_dir.join(n)))
-    }
 }
 
-/// Builds snapshots from a RocksDB snapshot, off the apply path.
+/// Builds snapshots from a RocksDB checkpoint, off the apply path.
 pub struct SnapshotBuilder {
-    db: Arc<DB>,
+    state: Arc<StateDb>,
+    app: Arc<dyn Application>,
     snapshot_dir: PathBuf,
+    crcs: Arc<CrcCache>,
 }
 
-fn snapshot_name(meta: &SnapshotMeta) -> String {
-    match &meta.last_log_id {
-        // One committed log id per index: the index names the snapshot.
-        Some(l) => format!("{:020}.snap", l.index),
-        None => "empty.snap".to_string(),
-    }
+fn nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
-/// Records `name` as the current snapshot and deletes every other snapshot file.
-fn set_current_snapshot(db: &DB, dir: &Path, name: &str) -> std::io::Result<()> {
-    let cf = db.cf_handle(CF_META).expect("meta cf");
-    let mut wo = WriteOptions::default();
-    wo.set_sync(true);
-    db.put_cf_opt(cf, KEY_SNAPSHOT, encode(&name.to_string())?, &wo).map_err(storage_err)?;
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.extension().is_some_and(|x| x == "snap") && p.file_name().is_some_and(|f| f != name) {
-            let _ = std::fs::remove_file(p);
+impl SnapshotBuilder {
+    /// Application files first, then the checkpoint (see [`Application::snapshot_files`]);
+    /// the meta is read from the checkpoint itself, so it matches the data exactly.
+    fn build(&self) -> std::io::Result<(SnapshotMeta, PathBuf, u64)> {
+        let tmp = self.snapshot_dir.join(format!("build-{}.tmp", nanos()));
+        std::fs::create_dir_all(&tmp)?;
+        let result = (|| {
+            self.app.snapshot_files(&tmp.join(snapshot::APP_DIR))?;
+            let state_dir = tmp.join(snapshot::STATE_DIR);
+            let db = self.state.db();
+            rocksdb::checkpoint::Checkpoint::new(&db)
+                .and_then(|c| c.create_checkpoint(&state_dir))
+                .map_err(storage_err)?;
+            drop(db);
+            let (meta, checksum) = read_meta(&open_frozen(&state_dir)?)?;
+            let files = self.crcs.entries(&tmp)?;
+            for f in &files {
+                // Checkpoint copies (CURRENT, MANIFEST, OPTIONS, WAL) are not synced by RocksDB.
+                if !f.path.ends_with(".sst") {
+                    std::fs::File::open(tmp.join(&f.path))?.sync_all()?;
+                }
+            }
+            let manifest =
+                Manifest { format: snapshot::FORMAT, meta: meta.clone(), checksum, created_ms: nanos_ms(), files };
+            manifest.write(&tmp)?;
+            let dest = self.snapshot_dir.join(snapshot::dir_name(&meta));
+            if dest.exists() {
+                // Already built at this index (nothing was applied since): keep the first.
+                std::fs::remove_dir_all(&tmp)?;
+            } else {
+                std::fs::rename(&tmp, &dest)?;
+                sync_dir(Some(&self.snapshot_dir))?;
+            }
+            snapshot::prune(&self.snapshot_dir, KEEP_SNAPSHOTS)?;
+            Ok((meta, dest, manifest.total_bytes()))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
         }
+        result
     }
-    Ok(())
+}
+
+fn nanos_ms() -> u64 {
+    (nanos() / 1_000_000) as u64
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotDir;
 
-    async fn build_snapshot(&mut self) -> std::io::Result<SnapshotOf<TypeConfig, SnapshotFile>> {
-        let db = self.db.clone();
-        let dir = self.snapshot_dir.clone();
+    async fn build_snapshot(&mut self) -> std::io::Result<SnapshotOf<TypeConfig, SnapshotDir>> {
+        let me = SnapshotBuilder {
+            state: self.state.clone(),
+            app: self.app.clone(),
+            snapshot_dir: self.snapshot_dir.clone(),
+            crcs: self.crcs.clone(),
+        };
         let started = std::time::Instant::now();
-        let res = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let snap = db.snapshot();
-            let meta_cf = db.cf_handle(CF_META).expect("meta cf");
-            let get = |k: &[u8]| snap.get_cf(meta_cf, k).map_err(storage_err);
-            let last_log_id: Option<LogId> = get(KEY_APPLIED)?.map(|b| decode(&b)).transpose()?.flatten();
-            let last_membership: StoredMembership =
-                get(KEY_MEMBERSHIP)?.map(|b| decode(&b)).transpose()?.unwrap_or_default();
-            let checksum: u64 = get(KEY_CHECKSUM)?.map(|b| decode(&b)).transpose()?.unwrap_or(0);
-            let meta = SnapshotMeta { last_log_id, last_membership };
-            let name = snapshot_name(&meta);
-            let header = SnapshotHeader { meta: meta.clone(), checksum };
-            let mut w = SnapshotWriter::create(dir.join(&name), &header)?;
-            let mut ro = ReadOptions::default();
-            ro.set_snapshot(&snap);
-            let data_cf = db.cf_handle(CF_DATA).expect("data cf");
-            for item in db.iterator_cf_opt(data_cf, ro, IteratorMode::Start) {
-                let (k, v) = item.map_err(storage_err)?;
-                w.record(&k, &v)?;
-            }
-            let path = w.finish()?;
-            drop(snap);
-            set_current_snapshot(&db, &dir, &name)?;
-            Ok(Snapshot { meta, snapshot: SnapshotFile { path } })
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        metrics::histogram!("quorumdb_snapshot_build_seconds").record(started.elapsed().as_secs_f64());
-        tracing::info!(meta = %res.meta, elapsed_ms = started.elapsed().as_millis() as u64, "built snapshot");
-        Ok(res)
+        let (meta, path, bytes) =
+            tokio::task::spawn_blocking(move || me.build()).await.map_err(std::io::Error::other)??;
+        let secs = started.elapsed().as_secs_f64();
+        metrics::histogram!("quorumdb_snapshot_build_seconds").record(secs);
+        metrics::gauge!("quorumdb_snapshot_bytes").set(bytes as f64);
+        tracing::info!(%meta, bytes, elapsed_ms = (secs * 1000.0) as u64, path = %path.display(), "built snapshot");
+        Ok(Snapshot { meta, snapshot: SnapshotDir { path } })
     }
 }
 
+impl StateMachineStore {
+    /// Makes the snapshot in `src` the live state (see the module docs): its state files go
+    /// into a new state directory, `STATE` is switched to it, the new instance replaces the
+    /// old one. Returns the path the snapshot is kept at afterwards (to serve to others).
+    fn install_blocking(&self, meta: &SnapshotMeta, src: &Path) -> std::io::Result<(PathBuf, u64)> {
+        let manifest = Manifest::read(src)?;
+        if manifest.meta.last_log_id != meta.last_log_id {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("snapshot is at {:?}, expected {:?}", manifest.meta.last_log_id, meta.last_log_id),
+            ));
+        }
+        // Sizes only: every file's CRC was checked as it was received or built.
+        for f in &manifest.files {
+            let size = std::fs::metadata(src.join(&f.path))?.len();
+            if size != f.size {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("snapshot file {} has {size} bytes, expected {}", f.path, f.size),
+                ));
+            }
+        }
+        let name = format!("state-{:020}-{}", manifest.index(), nanos());
+        let new_dir = self.root.join(&name);
+        let prefix = format!("{}/", snapshot::STATE_DIR);
+        for f in &manifest.files {
+            if let Some(rel) = f.path.strip_prefix(&prefix) {
+                snapshot::link_or_copy(&src.join(&f.path), &new_dir.join(rel))?;
+            }
+        }
+        std::fs::create_dir_all(&new_dir)?;
+        sync_dir(Some(&new_dir))?;
+        // The switch. Before it the old state is live, after it the new one.
+        write_synced(&self.root.join(STATE_POINTER), name.as_bytes())?;
+        let db = open_state_db(&new_dir)?;
+        let (got, _) = read_meta(&db)?;
+        if got.last_log_id != meta.last_log_id {
+            return Err(std::io::Error::other(format!(
+                "installed state is at {:?}, expected {:?}",
+                got.last_log_id, meta.last_log_id
+            )));
+        }
+        let old = self.state.replace(db);
+        retire(old);
+        // Keep the snapshot, to serve to others and to restart from.
+        let keep = self.snapshot_dir.join(snapshot::dir_name(meta));
+        if src != keep {
+            if keep.exists() {
+                std::fs::remove_dir_all(&keep)?;
+            }
+            std::fs::rename(src, &keep)?;
+            sync_dir(Some(&self.snapshot_dir))?;
+        }
+        snapshot::prune(&self.snapshot_dir, KEEP_SNAPSHOTS)?;
+        Ok((keep, manifest.total_bytes()))
+    }
+}
+
+/// Closes a replaced state instance once no reader holds it, then deletes its directory.
+fn retire(old: Arc<DB>) {
+    let dir = old.path().to_path_buf();
+    std::thread::spawn(move || {
+        let mut old = old;
+        for _ in 0..600 {
+            match Arc::try_unwrap(old) {
+                Ok(db) => {
+                    drop(db);
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the replaced state");
+                    }
+                    return;
+                }
+                Err(still_shared) => old = still_shared,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // A reader held on for a minute: the next start removes the directory.
+        tracing::warn!(dir = %dir.display(), "replaced state still in use; it is removed at the next start");
+    });
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotDir;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> std::io::Result<(Option<LogId>, StoredMembership)> {
@@ -466,8 +643,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: futures::Stream<Item = std::io::Result<EntryResponder<TypeConfig>>> + Unpin + Send,
     {
+        let db = self.state.db();
         let mut overlay = Overlay {
-            db: &self.db,
+            db: &db,
             batch: Staged::default(),
             command: Staged::default(),
             index: 0,
@@ -514,8 +692,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let Some(last_applied) = last_applied else { return Ok(()) };
         let n_writes = overlay.batch.points.len() + overlay.batch.ranges.len();
-        let data_cf = self.db.cf_handle(CF_DATA).expect("data cf");
-        let meta_cf = self.db.cf_handle(CF_META).expect("meta cf");
+        let data_cf = db.cf_handle(CF_DATA).expect("data cf");
+        let meta_cf = db.cf_handle(CF_META).expect("meta cf");
         let mut batch = WriteBatch::default();
         // Range deletions first: every staged point write came after the ranges it survived.
         for (start, end) in &overlay.batch.ranges {
@@ -534,7 +712,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(false);
-        self.db.write_opt(batch, &wo).map_err(storage_err)?;
+        db.write_opt(batch, &wo).map_err(storage_err)?;
         metrics::counter!("quorumdb_applied_writes_total").increment(n_writes as u64);
         for hook in overlay.batch_hooks {
             hook();
@@ -546,70 +724,38 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { db: self.db.clone(), snapshot_dir: self.snapshot_dir.clone() }
+        SnapshotBuilder {
+            state: self.state.clone(),
+            app: self.app.clone(),
+            snapshot_dir: self.snapshot_dir.clone(),
+            crcs: self.crcs.clone(),
+        }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotFile) -> std::io::Result<()> {
-        let db = self.db.clone();
-        let dir = self.snapshot_dir.clone();
-        let meta = meta.clone();
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotDir) -> std::io::Result<()> {
         let started = std::time::Instant::now();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut reader = SnapshotReader::open(&snapshot.path)?;
-            if reader.header.meta.last_log_id != meta.last_log_id {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "snapshot file is at {:?}, expected {:?}",
-                        reader.header.meta.last_log_id, meta.last_log_id
-                    ),
-                ));
-            }
-            let data_cf = db.cf_handle(CF_DATA).expect("data cf");
-            let meta_cf = db.cf_handle(CF_META).expect("meta cf");
-            let mut batch = WriteBatch::default();
-            // Replace everything: clear the whole data range, then put the snapshot's records.
-            if let Some(item) = db.iterator_cf(data_cf, IteratorMode::End).next() {
-                let (last, _) = item.map_err(storage_err)?;
-                batch.delete_range_cf(data_cf, [].as_slice(), &last[..]);
-                batch.delete_cf(data_cf, &last[..]);
-            }
-            while let Some((k, v)) = reader.next_record()? {
-                batch.put_cf(data_cf, k, v);
-            }
-            batch.put_cf(meta_cf, KEY_APPLIED, encode(&meta.last_log_id)?);
-            batch.put_cf(meta_cf, KEY_MEMBERSHIP, encode(&meta.last_membership)?);
-            batch.put_cf(meta_cf, KEY_CHECKSUM, encode(&reader.header.checksum)?);
-            let mut wo = WriteOptions::default();
-            wo.set_sync(true);
-            db.write_opt(batch, &wo).map_err(storage_err)?;
-            // Keep the installed image as our current snapshot, to serve to others.
-            let name = snapshot_name(&meta);
-            let dest = dir.join(&name);
-            if snapshot.path != dest {
-                if snapshot.path.parent() == Some(dir.as_path()) {
-                    std::fs::rename(&snapshot.path, &dest)?;
-                } else if std::fs::hard_link(&snapshot.path, &dest).is_err() {
-                    std::fs::copy(&snapshot.path, &dest)?;
-                }
-                sync_dir(Some(&dir))?;
-            }
-            set_current_snapshot(&db, &dir, &name)
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        self.app.state_replaced(&self.reader());
-        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "installed snapshot");
+        let me = StateMachineStore {
+            state: self.state.clone(),
+            app: self.app.clone(),
+            root: self.root.clone(),
+            snapshot_dir: self.snapshot_dir.clone(),
+            crcs: self.crcs.clone(),
+        };
+        let m = meta.clone();
+        let (kept, bytes) = tokio::task::spawn_blocking(move || me.install_blocking(&m, &snapshot.path))
+            .await
+            .map_err(std::io::Error::other)??;
+        let app_files = kept.join(snapshot::APP_DIR);
+        self.app.state_replaced(&self.reader(), app_files.exists().then_some(app_files.as_path()));
+        metrics::histogram!("quorumdb_snapshot_install_seconds").record(started.elapsed().as_secs_f64());
+        tracing::info!(%meta, bytes, elapsed_ms = started.elapsed().as_millis() as u64, "installed snapshot");
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> std::io::Result<Option<SnapshotOf<TypeConfig, SnapshotFile>>> {
-        let Some(path) = self.current_snapshot_path()? else { return Ok(None) };
-        if !path.exists() {
-            return Ok(None);
-        }
-        let header = read_header(&path)?;
-        Ok(Some(Snapshot { meta: header.meta, snapshot: SnapshotFile { path } }))
+    async fn get_current_snapshot(&mut self) -> std::io::Result<Option<SnapshotOf<TypeConfig, SnapshotDir>>> {
+        let Some(path) = snapshot::complete(&self.snapshot_dir)?.pop() else { return Ok(None) };
+        let manifest = Manifest::read(&path)?;
+        Ok(Some(Snapshot { meta: manifest.meta, snapshot: SnapshotDir { path } }))
     }
 }
 

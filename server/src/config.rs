@@ -41,6 +41,10 @@ pub struct StartArgs {
     /// Build a snapshot after this many log entries.
     #[arg(long, env = "QUORUMDB_SNAPSHOT_EVERY")]
     pub snapshot_every: Option<u64>,
+    /// Pace snapshot streaming to a peer at this many MB/s (0: as fast as it goes), so a
+    /// catching-up node does not take all the bandwidth.
+    #[arg(long, env = "QUORUMDB_SNAPSHOT_RATE_MB")]
+    pub snapshot_rate_mb: Option<u64>,
     /// Address for PostgreSQL clients (psql, drivers); `off` disables it. Default 127.0.0.1:5433.
     #[arg(long, env = "QUORUMDB_PG_LISTEN")]
     pub pg_listen: Option<String>,
@@ -65,6 +69,7 @@ struct FileConfig {
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
     snapshot_every: Option<u64>,
+    snapshot_rate_mb: Option<u64>,
     pg_listen: Option<String>,
     redis_listen: Option<String>,
     password: Option<String>,
@@ -83,6 +88,8 @@ pub struct NodeConfig {
     pub heartbeat_ms: u64,
     pub election_timeout_ms: u64,
     pub snapshot_every: u64,
+    /// Snapshot streaming pace, bytes per second (0: unlimited).
+    pub snapshot_rate: u64,
     /// PostgreSQL wire protocol listen address (`None`: not served).
     pub pg_listen: Option<String>,
     /// RESP (Redis protocol) listen address (`None`: not served).
@@ -113,6 +120,7 @@ impl NodeConfig {
             heartbeat_ms: 100,
             election_timeout_ms: 500,
             snapshot_every: 50_000,
+            snapshot_rate: 0,
             pg_listen: None,
             redis_listen: None,
             password: None,
@@ -141,6 +149,7 @@ impl NodeConfig {
         c.heartbeat_ms = args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(c.heartbeat_ms);
         c.election_timeout_ms = args.election_timeout_ms.or(file.election_timeout_ms).unwrap_or(c.election_timeout_ms);
         c.snapshot_every = args.snapshot_every.or(file.snapshot_every).unwrap_or(c.snapshot_every);
+        c.snapshot_rate = args.snapshot_rate_mb.or(file.snapshot_rate_mb).unwrap_or(0).saturating_mul(1_000_000);
         c.pg_listen = listener_setting(args.pg_listen.or(file.pg_listen), "127.0.0.1:5433");
         c.redis_listen = listener_setting(args.redis_listen.or(file.redis_listen), "127.0.0.1:6380");
         c.password = args.password.or(file.password).filter(|p| !p.is_empty());

@@ -50,6 +50,7 @@ impl Node {
         rc.election_timeout_ms = (config.election_timeout_ms, config.election_timeout_ms * 2);
         rc.snapshot_every = config.snapshot_every;
         rc.keep_logs = config.snapshot_every / 5;
+        rc.snapshot_rate = config.snapshot_rate;
         let vectors = VectorIndexes::new(Some(quorumdb_sql::vectors::dump_dir(&config.data_dir)));
         let apps = Router::new()
             .with(kv::TAG, Arc::new(KvApp))

@@ -71,8 +71,12 @@ impl Application for SqlApplication {
         self.0.vectors().open(&StateRead(state.clone())).map_err(std::io::Error::other)
     }
 
-    fn state_replaced(&self, state: &StateReader) {
-        if let Err(e) = self.0.vectors().reset(&StateRead(state.clone())) {
+    fn snapshot_files(&self, dest: &std::path::Path) -> std::io::Result<()> {
+        self.0.vectors().export_dumps(dest)
+    }
+
+    fn state_replaced(&self, state: &StateReader, files: Option<&std::path::Path>) {
+        if let Err(e) = self.0.vectors().reset(&StateRead(state.clone()), files) {
             tracing::error!(error = %e, "could not reload vector indexes after installing a snapshot");
         }
     }

@@ -313,9 +313,41 @@ impl VectorIndexes {
         }
     }
 
-    /// Forgets every graph (the state was replaced) and loads them again from `read`.
-    pub fn reset(self: &Arc<Self>, read: &dyn KvRead) -> Result<()> {
+    /// Puts the latest dump of every graph into `dest/<table>-<index>/` as hard links (dumps
+    /// are replaced whole, never modified). Whatever state follows, [`Self::open`] brings such
+    /// a dump up to it, as after a restart.
+    pub fn export_dumps(&self, dest: &Path) -> std::io::Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let mut slots: Vec<((u32, u32), Arc<Slot>)> =
+            self.slots.read().expect("slots lock").iter().map(|(k, v)| (*k, v.clone())).collect();
+        slots.sort_by_key(|(k, _)| *k);
+        for ((t, i), slot) in slots {
+            // The slot lock keeps a concurrent dump from replacing the files meanwhile.
+            let _state = slot.state.lock().expect("slot lock");
+            let src = dir.join(format!("{t}-{i}"));
+            if src.join("manifest.json").exists() {
+                copy_dir_linked(&src, &dest.join(format!("{t}-{i}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every graph (the state was replaced), takes the dumps that came with the new
+    /// state (`files`, as [`Self::export_dumps`] wrote them) and loads the graphs again from
+    /// `read`.
+    pub fn reset(self: &Arc<Self>, read: &dyn KvRead, files: Option<&Path>) -> Result<()> {
         self.slots.write().expect("slots lock").clear();
+        if let (Some(dir), Some(files)) = (&self.dir, files) {
+            for e in std::fs::read_dir(files)? {
+                let e = e?;
+                let dest = dir.join(e.file_name());
+                let tmp = dest.with_extension("adopt");
+                let _ = std::fs::remove_dir_all(&tmp);
+                copy_dir_linked(&e.path(), &tmp)?;
+                let _ = std::fs::remove_dir_all(&dest);
+                std::fs::rename(&tmp, &dest)?;
+            }
+        }
         self.open(read)
     }
 
@@ -560,6 +592,22 @@ pub fn exact_search(
         },
     )?;
     Ok(top.into_sorted().into_iter().map(|(distance, (key, row))| Found { key, row, distance }).collect())
+}
+
+/// Hard-links (or copies, across file systems) the files of `src` into a new `dest`.
+fn copy_dir_linked(src: &Path, dest: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        if !e.file_type()?.is_file() {
+            continue;
+        }
+        let to = dest.join(e.file_name());
+        if std::fs::hard_link(e.path(), &to).is_err() {
+            std::fs::copy(e.path(), &to)?;
+        }
+    }
+    Ok(())
 }
 
 /// Where a node keeps its graph dumps, under its data directory.

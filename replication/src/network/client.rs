@@ -18,7 +18,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
     VoteRequest, VoteResponse,
 };
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::transport::{Channel, Endpoint};
 
 use super::FROM_HEADER;
@@ -26,10 +26,11 @@ use super::codec::{decode, encode};
 use super::fault::{Faults, Outbound};
 use super::pb::raft_transport_client::RaftTransportClient;
 use super::pb::{Envelope, SnapshotChunk};
-use crate::snapshot::SnapshotFile;
+use super::transfer::{Resume, SnapshotOffer, Transfers};
+use crate::snapshot::{Manifest, SnapshotDir};
 use crate::types::{NodeId, TypeConfig, Vote};
 
-type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>;
+type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotDir>;
 
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 
@@ -39,11 +40,14 @@ pub struct NetworkFactory {
     me: NodeId,
     faults: Faults,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    transfers: Transfers,
+    /// Snapshot streaming pace in bytes per second (0: as fast as the network goes).
+    snapshot_rate: u64,
 }
 
 impl NetworkFactory {
-    pub fn new(me: NodeId, faults: Faults) -> Self {
-        Self { me, faults, channels: Default::default() }
+    pub fn new(me: NodeId, faults: Faults, transfers: Transfers, snapshot_rate: u64) -> Self {
+        Self { me, faults, channels: Default::default(), transfers, snapshot_rate }
     }
 
     pub fn faults(&self) -> &Faults {
@@ -70,6 +74,8 @@ impl NetworkFactory {
             target,
             addr: addr.to_string(),
             faults: self.faults.clone(),
+            transfers: self.transfers.clone(),
+            snapshot_rate: self.snapshot_rate,
             client: RaftTransportClient::new(channel)
                 .max_decoding_message_size(256 << 20)
                 .max_encoding_message_size(256 << 20),
@@ -92,6 +98,8 @@ pub struct PeerClient {
     pub target: NodeId,
     pub addr: String,
     faults: Faults,
+    transfers: Transfers,
+    snapshot_rate: u64,
     pub(crate) client: RaftTransportClient<Channel>,
 }
 
@@ -168,59 +176,106 @@ impl PeerClient {
         decode(&env).map_err(|s| TransportError::Network(s.message().to_string()))
     }
 
+    /// Offers the snapshot, then streams what the receiver does not have yet: file by file
+    /// from its resume point, in CRC-checked chunks, at most four chunks in memory, paced to
+    /// the configured rate.
     async fn send_snapshot(
         &mut self,
         vote: Vote,
         snapshot: Snapshot,
         chunk_size: usize,
     ) -> Result<SnapshotResponse<TypeConfig>, TransportError> {
+        let dir = snapshot.snapshot.path.clone();
+        let d = dir.clone();
+        let manifest = tokio::task::spawn_blocking(move || Manifest::read(&d))
+            .await
+            .map_err(|e| TransportError::Network(e.to_string()))?
+            .map_err(|e| TransportError::Network(format!("reading snapshot manifest: {e}")))?;
+        let offer = SnapshotOffer { from: self.me, manifest: manifest.clone() };
+        let resume: Resume = self
+            .envelope_call(&offer, Duration::from_secs(60), |mut c, r| async move { c.offer_snapshot(r).await })
+            .await?;
+        let files = manifest.files.clone();
+        let total = manifest.total_bytes();
+        let start: u64 = files.iter().take(resume.file as usize).map(|f| f.size).sum::<u64>() + resume.offset;
+        let mut tracker = self.transfers.start("send", self.target, manifest.index(), total, start);
+        let header = encode(&(self.me, vote, snapshot.meta.clone())).data;
+        let rate = self.snapshot_rate;
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
-        let path = snapshot.snapshot.path.clone();
-        let header = encode(&(vote, snapshot.meta.clone())).data;
-        let target = self.target;
+        let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(start);
         let producer = tokio::spawn(async move {
-            let mut file = tokio::fs::File::open(&path).await?;
-            let total = file.metadata().await?.len();
-            let progress = metrics::gauge!("quorumdb_snapshot_send_bytes", "peer" => target.to_string());
-            let mut offset = 0u64;
-            let mut first = Some(header);
-            loop {
-                let mut buf = vec![0u8; chunk_size];
-                let mut filled = 0;
-                while filled < chunk_size {
-                    let n = file.read(&mut buf[filled..]).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    filled += n;
+            let began = std::time::Instant::now();
+            let mut header = Some(header);
+            let mut position = start;
+            for (i, entry) in files.iter().enumerate().skip(resume.file as usize) {
+                let mut offset = if i == resume.file as usize { resume.offset } else { 0 };
+                if offset >= entry.size {
+                    continue;
                 }
-                buf.truncate(filled);
-                let done = offset + filled as u64 >= total;
-                let chunk = SnapshotChunk {
-                    header: first.take().unwrap_or_default(),
-                    offset,
-                    crc32: crc32fast::hash(&buf),
-                    data: buf,
-                    done,
-                };
-                offset += filled as u64;
-                progress.set(offset as f64);
-                if tx.send(chunk).await.is_err() || done {
-                    return Ok::<_, std::io::Error>(offset);
+                let mut file = tokio::fs::File::open(dir.join(&entry.path)).await?;
+                file.seek(std::io::SeekFrom::Start(offset)).await?;
+                while offset < entry.size {
+                    let want = chunk_size.min((entry.size - offset) as usize);
+                    let mut buf = vec![0u8; want];
+                    file.read_exact(&mut buf).await?;
+                    let chunk = SnapshotChunk {
+                        header: header.take().unwrap_or_default(),
+                        offset,
+                        crc32: crc32fast::hash(&buf),
+                        data: buf,
+                        done: false,
+                        file: i as u32,
+                    };
+                    offset += want as u64;
+                    position += want as u64;
+                    if tx.send(chunk).await.is_err() {
+                        return Ok(position);
+                    }
+                    let _ = progress_tx.send(position);
+                    if rate > 0 {
+                        let due = Duration::from_secs_f64((position - start) as f64 / rate as f64);
+                        if let Some(wait) = due.checked_sub(began.elapsed()) {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
                 }
             }
+            let last = SnapshotChunk {
+                header: header.take().unwrap_or_default(),
+                offset: 0,
+                crc32: crc32fast::hash(&[]),
+                data: Vec::new(),
+                done: true,
+                file: files.len() as u32,
+            };
+            let _ = tx.send(last).await;
+            Ok::<_, std::io::Error>(position)
         });
-        let req = self.prepare(tokio_stream::wrappers::ReceiverStream::new(rx), Duration::from_secs(3600)).await?;
-        let result = self.client.clone().install_snapshot(req).await;
-        let sent = producer.await.map_err(|e| TransportError::Network(e.to_string()))?;
-        let env = result.map_err(from_status)?.into_inner();
-        sent.map_err(|e| TransportError::Network(format!("reading snapshot file: {e}")))?;
-        decode(&env).map_err(|s| TransportError::Network(s.message().to_string()))
+        let req = self.prepare(tokio_stream::wrappers::ReceiverStream::new(rx), Duration::from_secs(24 * 3600)).await?;
+        let mut client = self.client.clone();
+        let mut call = std::pin::pin!(client.install_snapshot(req));
+        let result = loop {
+            tokio::select! {
+                r = &mut call => break r,
+                Ok(()) = progress_rx.changed() => tracker.advance(*progress_rx.borrow()),
+            }
+        };
+        let sent = producer.await.map_err(|e| TransportError::Network(e.to_string()));
+        let outcome = (|| {
+            let env = result.map_err(from_status)?.into_inner();
+            sent?.map_err(|e| TransportError::Network(format!("reading snapshot files: {e}")))?;
+            decode(&env).map_err(|s| TransportError::Network(s.message().to_string()))
+        })();
+        if outcome.is_ok() {
+            tracker.advance(total);
+        }
+        tracker.finish(outcome.is_ok());
+        outcome
     }
 }
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotDir;
 
     async fn append_entries(
         &mut self,

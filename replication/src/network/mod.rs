@@ -2,13 +2,15 @@
 //!
 //! Owns: the client side openraft drives ([`NetworkFactory`]), the server side that feeds
 //! incoming RPCs to the local Raft ([`TransportService`]), the encoding of openraft messages
-//! ([`codec`]) and per-peer fault injection ([`Faults`]). Snapshot files travel as a stream of
-//! CRC-checked chunks, so memory stays bounded whatever the snapshot size.
+//! ([`codec`]), per-peer fault injection ([`Faults`]) and snapshot transfers ([`transfer`]):
+//! snapshot files travel as a resumable stream of CRC-checked chunks, so memory stays bounded
+//! whatever the snapshot size and a cut-off transfer continues where it stopped.
 
 mod client;
 pub mod codec;
 mod fault;
 mod server;
+pub mod transfer;
 
 pub mod pb {
     tonic::include_proto!("quorumdb.raft");
@@ -17,6 +19,7 @@ pub mod pb {
 pub use client::{NetworkFactory, PeerClient};
 pub use fault::{FaultRules, Faults, Outbound};
 pub use server::{ForwardReply, TransportService, now_ms};
+pub use transfer::{TransferStatus, Transfers};
 
 /// gRPC metadata key naming the sending node, so receivers can apply inbound faults.
 pub const FROM_HEADER: &str = "x-quorumdb-from";

@@ -12,7 +12,6 @@ use futures::StreamExt;
 use openraft::ReadPolicy;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
-use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::FROM_HEADER;
@@ -20,7 +19,8 @@ use super::codec::{decode, encode};
 use super::fault::Faults;
 use super::pb::raft_transport_server::RaftTransport;
 use super::pb::{Envelope, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
-use crate::snapshot::SnapshotFile;
+use super::transfer::{Incoming, SnapshotOffer, Transfers};
+use crate::snapshot::SnapshotDir;
 use crate::types::{Command, CommandResult, NodeId, Raft, SnapshotMeta, TypeConfig, Vote};
 
 /// The leader's answer to a forwarded write.
@@ -49,11 +49,18 @@ pub struct TransportService {
     snapshot_dir: PathBuf,
     /// When this node last heard from a leader (ms since epoch), for stale-read reporting.
     last_leader_contact: Arc<AtomicU64>,
+    transfers: Transfers,
 }
 
 impl TransportService {
-    pub fn new(raft: Raft, faults: Faults, snapshot_dir: PathBuf, last_leader_contact: Arc<AtomicU64>) -> Self {
-        Self { raft, faults, snapshot_dir, last_leader_contact }
+    pub fn new(
+        raft: Raft,
+        faults: Faults,
+        snapshot_dir: PathBuf,
+        last_leader_contact: Arc<AtomicU64>,
+        transfers: Transfers,
+    ) -> Self {
+        Self { raft, faults, snapshot_dir, last_leader_contact, transfers }
     }
 
     fn check_inbound<T>(&self, req: &Request<T>) -> Result<(), Status> {
@@ -69,52 +76,70 @@ fn fatal(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("raft node stopped: {e}"))
 }
 
+fn io_status(e: std::io::Error) -> Status {
+    match e.kind() {
+        std::io::ErrorKind::InvalidData => Status::data_loss(e.to_string()),
+        std::io::ErrorKind::InvalidInput => Status::failed_precondition(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+/// Receives the rest of an offered snapshot into its incoming directory; returns once every
+/// file is complete and checked.
 async fn receive_snapshot(
-    dir: &std::path::Path,
+    dir: PathBuf,
+    transfers: &Transfers,
     mut stream: Streaming<SnapshotChunk>,
 ) -> Result<(Vote, SnapshotMeta, PathBuf), Status> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let path = dir.join(format!("incoming-{}-{}.recv", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
+    let first = stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+    let (from, vote, meta): (NodeId, Vote, SnapshotMeta) = decode(&Envelope { data: first.header.clone() })?;
+    let index = meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0);
+    let d = dir.clone();
+    let opened = tokio::task::spawn_blocking(move || Incoming::open(&d, index))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::failed_precondition(format!("no offered snapshot at {index}: {e}")))?;
+    let mut tracker = transfers.start("receive", from, index, opened.manifest.total_bytes(), opened.received_bytes());
+    let dir = opened.dir.clone();
+    let mut incoming = Some(opened);
     let result = async {
-        let mut file = tokio::fs::File::create(&path).await.map_err(|e| Status::internal(e.to_string()))?;
-        let mut header = None;
-        let mut expected_offset = 0u64;
-        let progress = metrics::gauge!("quorumdb_snapshot_receive_bytes");
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            if header.is_none() {
-                let h: (Vote, SnapshotMeta) = decode(&Envelope { data: chunk.header.clone() })?;
-                header = Some(h);
-            }
-            if chunk.offset != expected_offset {
-                return Err(Status::invalid_argument(format!(
-                    "snapshot chunk at {} but expected {expected_offset}",
-                    chunk.offset
+        let mut chunk = Some(first);
+        loop {
+            let c = match chunk.take() {
+                Some(c) => c,
+                None => stream.next().await.ok_or_else(|| Status::aborted("snapshot stream ended early"))??,
+            };
+            if crc32fast::hash(&c.data) != c.crc32 {
+                return Err(Status::data_loss(format!(
+                    "snapshot chunk of file {} at {} failed its CRC",
+                    c.file, c.offset
                 )));
             }
-            if crc32fast::hash(&chunk.data) != chunk.crc32 {
-                return Err(Status::data_loss(format!("snapshot chunk at {} failed its checksum", chunk.offset)));
+            let done = c.done;
+            if !c.data.is_empty() {
+                // File writes (and the fsyncs every 16 MiB and at file ends) off the runtime.
+                let mut inc = incoming.take().expect("present between chunks");
+                let (inc, written) = tokio::task::spawn_blocking(move || {
+                    let r = inc.write(c.file, c.offset, &c.data);
+                    (inc, r)
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+                tracker.advance(inc.received_bytes());
+                incoming = Some(inc);
+                written.map_err(io_status)?;
             }
-            file.write_all(&chunk.data).await.map_err(|e| Status::internal(e.to_string()))?;
-            expected_offset += chunk.data.len() as u64;
-            progress.set(expected_offset as f64);
-            if chunk.done {
-                file.sync_all().await.map_err(|e| Status::internal(e.to_string()))?;
-                let (vote, meta) =
-                    header.take().ok_or_else(|| Status::invalid_argument("snapshot stream without header"))?;
-                return Ok((vote, meta));
+            if done {
+                if !incoming.as_ref().is_some_and(Incoming::is_complete) {
+                    return Err(Status::failed_precondition("snapshot stream ended before every file was sent"));
+                }
+                return Ok(());
             }
         }
-        Err(Status::aborted("snapshot stream ended before its last chunk"))
     }
     .await;
-    match result {
-        Ok((vote, meta)) => Ok((vote, meta, path)),
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&path).await;
-            Err(e)
-        }
-    }
+    tracker.finish(result.is_ok());
+    result.map(|()| (vote, meta, dir))
 }
 
 #[tonic::async_trait]
@@ -150,14 +175,28 @@ impl RaftTransport for TransportService {
         Ok(Response::new(encode(&resp)))
     }
 
+    async fn offer_snapshot(&self, req: Request<Envelope>) -> Result<Response<Envelope>, Status> {
+        self.check_inbound(&req)?;
+        let offer: SnapshotOffer = decode(req.get_ref())?;
+        let dir = self.snapshot_dir.clone();
+        let resume = tokio::task::spawn_blocking(move || Incoming::offer(&dir, &offer.manifest))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(io_status)?;
+        Ok(Response::new(encode(&resume)))
+    }
+
     async fn install_snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<Envelope>, Status> {
         self.check_inbound(&req)?;
-        let (vote, meta, path) = receive_snapshot(&self.snapshot_dir, req.into_inner()).await?;
+        let (vote, meta, path) = receive_snapshot(self.snapshot_dir.clone(), &self.transfers, req.into_inner()).await?;
         tracing::info!(%meta, "received snapshot; installing");
-        let snapshot = openraft::storage::Snapshot { meta, snapshot: SnapshotFile { path: path.clone() } };
+        let snapshot = openraft::storage::Snapshot { meta, snapshot: SnapshotDir { path: path.clone() } };
         let resp = self.raft.install_full_snapshot(vote, snapshot).await;
-        // Installed snapshots are moved to their final name; remove what is left (a refused one).
-        let _ = tokio::fs::remove_file(&path).await;
+        // An installed snapshot was moved to its final name; what is left was refused (older
+        // than this node's state).
+        if tokio::fs::metadata(&path).await.is_ok() {
+            let _ = tokio::fs::remove_dir_all(&path).await;
+        }
         Ok(Response::new(encode(&resp.map_err(fatal)?)))
     }
 
