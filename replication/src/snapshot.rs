@@ -4,7 +4,7 @@
 //! decides when to build and install one, the transport streams one file by file.
 //!
 //! ```text
-//! snapshots/snap-<index:020>/
+//! snapshots/snap-<index:020>-<build time>/
 //!   manifest.json   format, snapshot meta (log id, membership), command checksum, and every
 //!                   file below with its size and CRC32 — written last, so a directory with a
 //!                   manifest is complete
@@ -120,9 +120,12 @@ pub fn sync_dir(dir: Option<&Path>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The directory name of the snapshot at `meta` (one committed log id per index).
+/// A new directory name for a snapshot at `meta`: by index, then by time, so names sort
+/// oldest first and a later build at the same index (with newer application files) is the
+/// current one.
 pub fn dir_name(meta: &SnapshotMeta) -> String {
-    format!("snap-{:020}", meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0))
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("snap-{:020}-{nanos:020}", meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0))
 }
 
 /// Every regular file under `dir`, as (relative `/` path, absolute path), sorted. RocksDB's
@@ -304,7 +307,7 @@ mod tests {
     fn leftovers_and_pruning() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for n in ["snap-00000000000000000001", "snap-00000000000000000002", "snap-00000000000000000003"] {
+        for n in ["snap-00000000000000000001-1", "snap-00000000000000000002-1", "snap-00000000000000000002-2"] {
             std::fs::create_dir_all(d.join(n)).unwrap();
             std::fs::write(d.join(n).join(MANIFEST), b"{}").unwrap();
         }
@@ -316,6 +319,9 @@ mod tests {
         let mut left: Vec<String> =
             std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         left.sort();
-        assert_eq!(left, ["incoming-00000000000000000009", "snap-00000000000000000002", "snap-00000000000000000003"]);
+        assert_eq!(
+            left,
+            ["incoming-00000000000000000009", "snap-00000000000000000002-1", "snap-00000000000000000002-2"]
+        );
     }
 }

@@ -506,13 +506,8 @@ impl SnapshotBuilder {
                 Manifest { format: snapshot::FORMAT, meta: meta.clone(), checksum, created_ms: nanos_ms(), files };
             manifest.write(&tmp)?;
             let dest = self.snapshot_dir.join(snapshot::dir_name(&meta));
-            if dest.exists() {
-                // Already built at this index (nothing was applied since): keep the first.
-                std::fs::remove_dir_all(&tmp)?;
-            } else {
-                std::fs::rename(&tmp, &dest)?;
-                sync_dir(Some(&self.snapshot_dir))?;
-            }
+            std::fs::rename(&tmp, &dest)?;
+            sync_dir(Some(&self.snapshot_dir))?;
             snapshot::prune(&self.snapshot_dir, KEEP_SNAPSHOTS)?;
             Ok((meta, dest, manifest.total_bytes()))
         })();
@@ -594,13 +589,8 @@ impl StateMachineStore {
         retire(old);
         // Keep the snapshot, to serve to others and to restart from.
         let keep = self.snapshot_dir.join(snapshot::dir_name(meta));
-        if src != keep {
-            if keep.exists() {
-                std::fs::remove_dir_all(&keep)?;
-            }
-            std::fs::rename(src, &keep)?;
-            sync_dir(Some(&self.snapshot_dir))?;
-        }
+        std::fs::rename(src, &keep)?;
+        sync_dir(Some(&self.snapshot_dir))?;
         snapshot::prune(&self.snapshot_dir, KEEP_SNAPSHOTS)?;
         Ok((keep, manifest.total_bytes()))
     }
@@ -809,5 +799,58 @@ mod tests {
         }
         assert_eq!(sums[0], sums[1], "same commands, same checksum and digest");
         assert_ne!(sums[0].0, 0);
+    }
+
+    #[tokio::test]
+    async fn snapshot_install_switches_state_atomically_and_survives_restarts() {
+        let a_dir = tempfile::tempdir().unwrap();
+        let mut a = StateMachineStore::open(a_dir.path(), Arc::new(TestApp)).unwrap();
+        apply_all(&mut a, (1..=50).map(|i| entry(i, &format!("k{i}=v{i}"))).collect()).await;
+        let snap = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id.unwrap().index, 50);
+        let manifest = Manifest::read(&snap.snapshot.path).unwrap();
+        assert!(manifest.files.iter().any(|f| f.path.ends_with(".sst")), "a checkpoint: {manifest:?}");
+        crate::snapshot::verify(&snap.snapshot.path, &manifest).unwrap();
+        let want = (a.reader().applied().unwrap(), a.reader().state_digest().unwrap());
+
+        let b_dir = tempfile::tempdir().unwrap();
+        {
+            let mut b = StateMachineStore::open(b_dir.path(), Arc::new(TestApp)).unwrap();
+            apply_all(&mut b, vec![entry(1, "old=1")]).await;
+            // Receive it as the transport would: a copy in b's snapshot directory.
+            let incoming = b.snapshot_dir().join("incoming-00000000000000000050");
+            for f in &manifest.files {
+                let to = incoming.join(&f.path);
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::copy(snap.snapshot.path.join(&f.path), to).unwrap();
+            }
+            manifest.write(&incoming).unwrap();
+            let reader = b.reader();
+            b.install_snapshot(&snap.meta, SnapshotDir { path: incoming.clone() }).await.unwrap();
+            // Readers taken before the install see the new state too.
+            assert_eq!((reader.applied().unwrap(), reader.state_digest().unwrap()), want);
+            assert_eq!(reader.get(b"old").unwrap(), None);
+            let kept = b.get_current_snapshot().await.unwrap().unwrap();
+            assert_eq!(kept.meta.last_log_id, snap.meta.last_log_id);
+            assert!(!incoming.exists(), "the received snapshot is kept under its final name");
+            // Applying on after the install works on the new instance.
+            apply_all(&mut b, vec![entry(51, "k51=v51")]).await;
+        }
+        // A crash mid-install leaves a state directory that STATE does not name: it is removed,
+        // and the state STATE names is the one that opens.
+        let stray = b_dir.path().join("state-00000000000000000099-1");
+        std::fs::create_dir_all(&stray).unwrap();
+        std::fs::write(stray.join("CURRENT"), b"junk").unwrap();
+        let b = StateMachineStore::open(b_dir.path(), Arc::new(TestApp)).unwrap();
+        assert!(!stray.exists());
+        assert_eq!(b.reader().applied().unwrap().0.unwrap().index, 51);
+        assert_eq!(b.reader().get(b"k51").unwrap().as_deref(), Some(&b"v51"[..]));
+        assert_eq!(b.reader().get(b"k7").unwrap().as_deref(), Some(&b"v7"[..]));
+        let dirs: Vec<String> = std::fs::read_dir(b_dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("state"))
+            .collect();
+        assert_eq!(dirs.len(), 1, "only the live state directory is left: {dirs:?}");
     }
 }

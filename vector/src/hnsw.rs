@@ -283,10 +283,13 @@ impl HnswIndex {
         }
         let _w = self.writer.lock().expect("writer lock");
         let mut points = Vec::with_capacity(self.points());
-        for p in self.graph.get_point_indexation() {
-            let neighbours: Vec<Vec<u64>> =
-                p.get_neighborhood_id().iter().map(|l| l.iter().map(|n| n.d_id as u64).collect()).collect();
-            points.push((p.get_origin_id() as u64, p.get_point_id().0 as usize, p.get_v().to_vec(), neighbours));
+        // hnsw_rs's point iterator panics on a graph without an entry point (no points).
+        if self.points() > 0 {
+            for p in self.graph.get_point_indexation() {
+                let neighbours: Vec<Vec<u64>> =
+                    p.get_neighborhood_id().iter().map(|l| l.iter().map(|n| n.d_id as u64).collect()).collect();
+                points.push((p.get_origin_id() as u64, p.get_point_id().0 as usize, p.get_v().to_vec(), neighbours));
+            }
         }
         let flat = FlatGraph::build(self.spec.metric, self.spec.dim, points).map(Arc::new);
         *self.flat.write().expect("flat lock") = flat;
@@ -354,6 +357,9 @@ impl HnswIndex {
     /// Calls `f` with the id and (prepared) vector of every live point.
     pub fn for_each_live(&self, f: &mut dyn FnMut(u64, &[f32])) {
         let ids = self.ids.read().expect("ids lock");
+        if ids.points == 0 {
+            return; // hnsw_rs's iterator panics on an empty graph
+        }
         for p in self.graph.get_point_indexation() {
             let id = p.get_origin_id() as u64;
             if !bit(&ids.dead, id) {

@@ -226,3 +226,20 @@ fn searches_run_while_points_are_inserted() {
     assert_eq!(index.points(), 6_000);
     assert!(searches > 0);
 }
+
+#[test]
+fn an_empty_graph_refreshes_dumps_and_loads() {
+    // A node restarted with an indexed but empty table refreshes and reloads an empty graph.
+    let spec = IndexSpec::new(4, Metric::L2);
+    let ix = HnswIndex::new(spec);
+    ix.refresh();
+    let mut n = 0;
+    ix.for_each_live(&mut |_, _| n += 1);
+    assert_eq!(n, 0);
+    let dir = tempfile::tempdir().unwrap();
+    ix.dump(&dir.path().join("d"), 1, 0).unwrap();
+    let (back, m) = HnswIndex::load(&dir.path().join("d"), &spec, 1).unwrap().unwrap();
+    assert_eq!(m.points, 0);
+    back.refresh();
+    assert!(back.search(&[0.0; 4], 3, 10, None).is_empty());
+}

@@ -117,7 +117,7 @@ async fn receive_snapshot(
             }
             let done = c.done;
             if !c.data.is_empty() {
-                // File writes (and the fsyncs every 16 MiB and at file ends) off the runtime.
+                // File writes (and the fsyncs every 8 MiB and at file ends) off the runtime.
                 let mut inc = incoming.take().expect("present between chunks");
                 let (inc, written) = tokio::task::spawn_blocking(move || {
                     let r = inc.write(c.file, c.offset, &c.data);

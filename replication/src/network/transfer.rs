@@ -22,7 +22,7 @@ use crate::snapshot::{Manifest, write_synced};
 use crate::types::NodeId;
 
 /// Received bytes between two durable progress records.
-const SYNC_EVERY: u64 = 16 << 20;
+const SYNC_EVERY: u64 = 8 << 20;
 const PROGRESS: &str = "progress.json";
 
 /// The sender's announcement of a snapshot.

@@ -10,15 +10,16 @@ use serde_json::Value;
 
 use crate::t20_leader_kill::write_stream;
 
-struct Proc {
-    id: u64,
-    args: Vec<String>,
-    child: Option<Child>,
-    log: std::path::PathBuf,
+/// One `quorumdb` process: its command line, its child while running, and its log file.
+pub(crate) struct Proc {
+    pub id: u64,
+    pub args: Vec<String>,
+    pub child: Option<Child>,
+    pub log: std::path::PathBuf,
 }
 
 impl Proc {
-    fn spawn(&mut self) {
+    pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_quorumdb-node"))
             .args(&self.args)
@@ -30,7 +31,7 @@ impl Proc {
         self.child = Some(child);
     }
 
-    fn sigkill(&mut self) {
+    pub fn sigkill(&mut self) {
         let mut c = self.child.take().unwrap();
         c.kill().unwrap(); // SIGKILL
         c.wait().unwrap();
@@ -46,11 +47,11 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-async fn status(http: &reqwest::Client, addr: &str) -> Option<Value> {
+pub(crate) async fn status(http: &reqwest::Client, addr: &str) -> Option<Value> {
     http.get(format!("http://{addr}/v1/status")).send().await.ok()?.json().await.ok()
 }
 
