@@ -50,6 +50,7 @@ impl Node {
         rc.election_timeout_ms = (config.election_timeout_ms, config.election_timeout_ms * 2);
         rc.snapshot_every = config.snapshot_every;
         rc.keep_logs = config.snapshot_every / 5;
+        crate::backup::remove_leftovers(&config.data_dir);
         let vectors = VectorIndexes::new(Some(quorumdb_sql::vectors::dump_dir(&config.data_dir)));
         let apps = Router::new()
             .with(kv::TAG, Arc::new(KvApp))
@@ -63,6 +64,7 @@ impl Node {
             sql: sql.clone(),
             vectors: vectors.clone(),
             surfaces: Arc::new(crate::http::Surfaces { pg_addr, redis_addr, password: config.password.clone() }),
+            data_dir: config.data_dir.clone(),
         };
         let mut listeners = Vec::new();
         if let Some(l) = pg_listener {
