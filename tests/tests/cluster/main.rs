@@ -1,6 +1,7 @@
 //! Cluster tests, one binary, numbered by kind (as openraft's):
 //! t0x storage, t1x basic replication, t2x failures and recovery, t3x membership and
-//! leadership, t4x network faults, t5x separate processes, t6x SQL, t7x vectors, t8x clients and loaders.
+//! leadership, t4x network faults, t5x separate processes, t6x SQL, t7x vectors, t8x clients
+//! and loaders, t9x backups.
 
 mod t05_storage_suite;
 mod t10_election;
@@ -19,3 +20,4 @@ mod t80_resp;
 mod t82_load;
 mod t84_shell;
 mod t86_pgwire;
+mod t92_backup;
