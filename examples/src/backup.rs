@@ -131,10 +131,11 @@ impl RestoreReport {
             println!("  {name:<24} {rows:>12} rows in {secs:>6.1} s ({:.0} rows/s)", *rows as f64 / secs.max(1e-9));
         }
         println!(
-            "restored {} tables, {} rows and {} indexes in {:.1} s ({:.0} rows/s) from the backup at index {}",
+            "restored {} tables, {} rows and {} {} in {:.1} s ({:.0} rows/s) from the backup at index {}",
             self.tables.len(),
             self.rows,
             self.indexes,
+            if self.indexes == 1 { "index" } else { "indexes" },
             self.seconds,
             self.per_second(),
             self.backup_index
