@@ -1,5 +1,6 @@
 //! Library parts of the example clients: loaders callable from their binaries and from tests.
 
+pub mod backup;
 pub mod load;
 pub mod load_command;
 pub mod vectors;

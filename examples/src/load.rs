@@ -230,6 +230,12 @@ impl Api {
         }))
     }
 
+    /// Posts a JSON body to `path` (e.g. `/v1/backup`); `Err` inside for an error answer.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Result<Value, ApiError>> {
+        let resp = self.http.post(format!("{}{path}", self.base)).json(body).send().await?;
+        Self::answer(resp).await
+    }
+
     /// Runs SQL; `Err` inside for an error answer.
     pub async fn sql(&self, sql: &str) -> anyhow::Result<Result<Value, ApiError>> {
         let resp = self.http.post(format!("{}/v1/sql", self.base)).json(&json!({ "sql": sql })).send().await?;

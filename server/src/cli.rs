@@ -1,6 +1,7 @@
 //! The command line: `quorumdb start` runs one node, `quorumdb demo` a local 3-node cluster,
-//! `quorumdb load` loads a file into a running cluster, `quorumdb shell` is the interactive SQL
-//! client ([`crate::shell`]).
+//! `quorumdb load` loads a file into a running cluster, `quorumdb backup` / `quorumdb restore`
+//! write a cluster's tables to Arrow files and load them back, `quorumdb shell` is the
+//! interactive SQL client ([`crate::shell`]).
 
 use std::process::ExitCode;
 
@@ -27,6 +28,12 @@ enum Command {
     Demo(DemoArgs),
     /// Load a CSV, Parquet, JSON-lines or vector (.fvecs/.npy) file into a running cluster.
     Load(quorumdb_examples::load_command::LoadArgs),
+    /// Write every table, at one consistent point, as Arrow IPC files plus a manifest into a
+    /// directory on the node's file system.
+    Backup(quorumdb_examples::backup::BackupArgs),
+    /// Load a backup into a cluster that has none of its tables (rows through the log, in
+    /// batches; then the indexes).
+    Restore(quorumdb_examples::backup::RestoreArgs),
     /// An interactive SQL shell connected to a node (psql-like; `.help` lists its commands).
     #[command(disable_help_flag = true)]
     Shell(crate::shell::ShellArgs),
@@ -56,6 +63,8 @@ pub fn main() -> ExitCode {
                 Ok(false) => anyhow::bail!("some rows were rejected"),
                 Err(e) => Err(e),
             },
+            Command::Backup(args) => quorumdb_examples::backup::run_backup(args).await,
+            Command::Restore(args) => quorumdb_examples::backup::run_restore(args).await,
             Command::Shell(_) => unreachable!("the shell runs above"),
         }
     });

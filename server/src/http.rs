@@ -14,6 +14,9 @@
 //!   stream (`application/vnd.apache.arrow.stream`) or JSON lines (`application/x-ndjson`),
 //!   at most 16 MiB, inserted as one atomic command with INSERT's checks. Answers
 //!   `{"rows_affected": n}`; an error one row caused also says which (`"row"`, from 0).
+//! - `POST /v1/backup`: body `{"to": "/abs/dir"}`; every table as Arrow IPC files plus
+//!   `manifest.json`, at one applied index, written on this node's file system
+//!   ([`crate::backup`]).
 //! - `/v1/collections/...`: the Qdrant-style vector API ([`crate::collections`]).
 //! - `GET /metrics`: Prometheus.
 //!
@@ -48,6 +51,8 @@ pub struct AppState {
     pub sql: Arc<Engine>,
     pub vectors: Arc<VectorIndexes>,
     pub surfaces: Arc<Surfaces>,
+    /// This node's data directory (backups take their checkpoint under it).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// This node's other client surfaces, reported by `/v1/status` so clients (the shell) can find
@@ -74,6 +79,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/tables/{table}/rows",
             post(crate::bulk::insert_rows).layer(axum::extract::DefaultBodyLimit::max(crate::bulk::MAX_BODY)),
         )
+        .route("/v1/backup", post(crate::backup::backup))
         .route("/v1/collections", get(c::list))
         .route("/v1/collections/{name}", get(c::get).put(c::create).delete(c::delete))
         .route("/v1/collections/{name}/points", axum::routing::put(c::upsert))

@@ -5,6 +5,7 @@
 //! ([`error`]), Prometheus metrics and the local demo cluster. Replication itself lives in
 //! `quorumdb-replication`; this crate never touches RocksDB.
 
+pub mod backup;
 pub mod bulk;
 pub mod cli;
 pub mod collections;

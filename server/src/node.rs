@@ -51,6 +51,7 @@ impl Node {
         rc.snapshot_every = config.snapshot_every;
         rc.keep_logs = config.snapshot_every / 5;
         rc.snapshot_rate = config.snapshot_rate;
+        crate::backup::remove_leftovers(&config.data_dir);
         let vectors = VectorIndexes::new(Some(quorumdb_sql::vectors::dump_dir(&config.data_dir)));
         let apps = Router::new()
             .with(kv::TAG, Arc::new(KvApp))
@@ -64,6 +65,7 @@ impl Node {
             sql: sql.clone(),
             vectors: vectors.clone(),
             surfaces: Arc::new(crate::http::Surfaces { pg_addr, redis_addr, password: config.password.clone() }),
+            data_dir: config.data_dir.clone(),
         };
         let mut listeners = Vec::new();
         if let Some(l) = pg_listener {

@@ -1,6 +1,7 @@
 //! Cluster tests, one binary, numbered by kind (as openraft's):
 //! t0x storage, t1x basic replication, t2x failures and recovery, t3x membership and
-//! leadership, t4x network faults, t5x separate processes, t6x SQL, t7x vectors, t8x clients and loaders, t9x snapshots and backups.
+//! leadership, t4x network faults, t5x separate processes, t6x SQL, t7x vectors, t8x clients
+//! and loaders, t9x snapshots and backups.
 
 mod t05_storage_suite;
 mod t10_election;
@@ -20,3 +21,4 @@ mod t82_load;
 mod t84_shell;
 mod t86_pgwire;
 mod t90_snapshots;
+mod t92_backup;
