@@ -128,8 +128,8 @@ pub fn dir_name(meta: &SnapshotMeta) -> String {
     format!("snap-{:020}-{nanos:020}", meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0))
 }
 
-/// Every regular file under `dir`, as (relative `/` path, absolute path), sorted. RocksDB's
-/// info logs are left out: they are not state.
+/// Every regular file under `dir`, as (relative `/` path, absolute path), sorted. The
+/// snapshot's own manifest and RocksDB's info logs are left out: they are not state.
 pub fn list_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
     fn walk(base: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
         let here = if rel.is_empty() { base.to_path_buf() } else { base.join(rel) };
@@ -140,7 +140,7 @@ pub fn list_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
             let ty = e.file_type()?;
             if ty.is_dir() {
                 walk(base, &child, out)?;
-            } else if ty.is_file() && name != MANIFEST && !name.starts_with("LOG") {
+            } else if ty.is_file() && child != MANIFEST && !name.starts_with("LOG") {
                 out.push((child, e.path()));
             }
         }
@@ -282,9 +282,15 @@ mod tests {
         std::fs::write(dir.path().join("state/000001.sst"), vec![7u8; 3000]).unwrap();
         std::fs::write(dir.path().join("state/CURRENT"), b"MANIFEST-000001\n").unwrap();
         std::fs::write(dir.path().join("state/LOG"), b"not state").unwrap();
+        std::fs::create_dir_all(dir.path().join("app/1")).unwrap();
+        std::fs::write(dir.path().join("app/1/manifest.json"), b"{}").unwrap();
         let cache = CrcCache::default();
         let files = cache.entries(dir.path()).unwrap();
-        assert_eq!(files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["state/000001.sst", "state/CURRENT"]);
+        assert_eq!(
+            files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["app/1/manifest.json", "state/000001.sst", "state/CURRENT"],
+            "an application's own manifest is a file like any other"
+        );
         let m = Manifest { format: FORMAT, meta: SnapshotMeta::default(), checksum: 9, created_ms: 1, files };
         m.write(dir.path()).unwrap();
         let back = Manifest::read(dir.path()).unwrap();
@@ -295,6 +301,10 @@ mod tests {
         let mut bytes = std::fs::read(dir.path().join("state/CURRENT")).unwrap();
         bytes[0] ^= 1;
         std::fs::write(dir.path().join("state/CURRENT"), bytes).unwrap();
+        assert!(verify(dir.path(), &back).is_err());
+        std::fs::write(dir.path().join("state/CURRENT"), b"MANIFEST-000001\n").unwrap();
+        verify(dir.path(), &back).unwrap();
+        std::fs::remove_file(dir.path().join("app/1/manifest.json")).unwrap();
         assert!(verify(dir.path(), &back).is_err());
         // A manifest naming a file outside the snapshot is refused.
         let mut evil = m.clone();

@@ -130,10 +130,10 @@ async fn receive_snapshot(
                 written.map_err(io_status)?;
             }
             if done {
-                if !incoming.as_ref().is_some_and(Incoming::is_complete) {
+                let Some(inc) = incoming.as_ref().filter(|i| i.is_complete()) else {
                     return Err(Status::failed_precondition("snapshot stream ended before every file was sent"));
-                }
-                return Ok(());
+                };
+                return inc.finish().map_err(io_status);
             }
         }
     }

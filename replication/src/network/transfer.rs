@@ -123,6 +123,14 @@ impl Incoming {
         self.progress.file as usize >= self.manifest.files.len()
     }
 
+    /// Drops the transfer bookkeeping once every file is in: what is left is the snapshot.
+    pub fn finish(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(self.dir.join(PROGRESS)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Creates the empty files at the current position (no bytes will come for them).
     fn skip_empty(&mut self) -> std::io::Result<()> {
         let mut moved = false;
