@@ -160,7 +160,8 @@ impl Replica {
             enable_pre_vote: Some(true),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: config.keep_logs,
-            install_snapshot_timeout: 60_000,
+            // A cut transfer resumes, so a timeout costs little; give large snapshots time.
+            install_snapshot_timeout: 300_000,
             ..Default::default()
         }
         .validate()

@@ -33,6 +33,10 @@ struct Args {
     value_kb: usize,
     #[arg(long, default_value_t = 17601)]
     port: u16,
+    /// Node 1's snapshot policy: its log is purged to `snapshot_every / 5` entries below the
+    /// snapshot, so node 2 can only catch up from the snapshot.
+    #[arg(long, default_value_t = 50)]
+    snapshot_every: u64,
 }
 
 struct Node(Child);
@@ -50,7 +54,7 @@ fn start(a: &Args, id: u64, join: Option<&str>) -> anyhow::Result<Node> {
     cmd.args(["start", "--id", &id.to_string(), "--listen", &addr, "--pg-listen", "off", "--redis-listen", "off"])
         .arg("--data-dir")
         .arg(a.dir.join(format!("n{id}")))
-        .args(["--snapshot-every", "100000000"]);
+        .args(["--snapshot-every", &a.snapshot_every.to_string()]);
     match join {
         Some(seed) => cmd.args(["--join", seed]),
         None => cmd.arg("--init"),
