@@ -4,44 +4,15 @@
 //! through `Engine::insert_batches` (the path `quorumdb restore` takes over HTTP).
 
 use std::fs::File;
-use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use quorumdb_sql::backup::{self, TYPE_METADATA, TableEntry};
 use quorumdb_sql::catalog::{IndexKind, TableDef};
-use quorumdb_sql::memory::MemoryState;
-use quorumdb_sql::{Engine, StatementResult};
 
-struct Db {
-    state: Arc<MemoryState>,
-    engine: Engine,
-}
-
-impl Db {
-    fn new() -> Self {
-        let state = MemoryState::new();
-        let engine = Engine::new(state.clone(), state.vectors());
-        Self { state, engine }
-    }
-
-    async fn sql(&self, sql: &str) -> Vec<StatementResult> {
-        let parsed = self.engine.parse(sql, &[]).unwrap();
-        self.engine.execute(parsed, self.state.as_ref()).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
-    }
-
-    async fn rows(&self, sql: &str) -> String {
-        match self.sql(sql).await.pop() {
-            Some(StatementResult::Rows { batches, .. }) => pretty_format_batches(&batches).unwrap().to_string(),
-            other => panic!("{sql}: no rows: {other:?}"),
-        }
-    }
-
-    fn def(&self, table: &str) -> TableDef {
-        self.engine.catalog().unwrap().tables[table].clone()
-    }
-}
+mod common;
+use common::Db;
 
 /// What a table definition means, without ids and dropped columns: (visible columns as
 /// name/type/nullable/default, primary key names, indexes as name/unique/kind/column names).
@@ -86,23 +57,21 @@ const SETUP: &str = "
 #[tokio::test]
 async fn tables_export_as_arrow_files_and_their_ddl_and_rows_load_back_equal() {
     let db = Db::new();
-    db.sql(SETUP).await;
-    db.sql(
-        "INSERT INTO every_type VALUES
+    db.ok(SETUP).await;
+    db.ok("INSERT INTO every_type VALUES
             (3, 1, -2, 1.5, 0.25, 12.345, 'hello', 'v1', true, '2024-01-02 03:04:05.5', '2024-01-02',
              '\\x00ff', '{\"a\": [1, 2]}', '[1,2,3]'),
             (1, 2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
-         INSERT INTO every_type (id, v) VALUES (2, 'v2')",
-    )
-    .await;
-    db.sql("INSERT INTO \"Mixed Case\" VALUES ('b', 1, 'x'), ('a', 1, NULL), ('a', 0, 'y')").await;
+         INSERT INTO every_type (id, v) VALUES (2, 'v2')")
+        .await;
+    db.ok("INSERT INTO \"Mixed Case\" VALUES ('b', 1, 'x'), ('a', 1, NULL), ('a', 0, 'y')").await;
     // Rows written before a column was added read its default; a dropped column is gone.
-    db.sql("INSERT INTO log VALUES ('first', '2020-01-01'), ('second', NULL)").await;
-    db.sql("ALTER TABLE log ADD COLUMN level INT DEFAULT 5; ALTER TABLE log DROP COLUMN at").await;
-    db.sql("INSERT INTO log (msg) VALUES ('third')").await;
+    db.ok("INSERT INTO log VALUES ('first', '2020-01-01'), ('second', NULL)").await;
+    db.ok("ALTER TABLE log ADD COLUMN level INT DEFAULT 5; ALTER TABLE log DROP COLUMN at").await;
+    db.ok("INSERT INTO log (msg) VALUES ('third')").await;
     // Enough rows for several batches in one file.
     let values: Vec<String> = (0..20_000).map(|i| format!("({}, 'row {i}')", 1000 + i)).collect();
-    db.sql(&format!("INSERT INTO every_type (id, t) VALUES {}", values.join(", "))).await;
+    db.ok(&format!("INSERT INTO every_type (id, t) VALUES {}", values.join(", "))).await;
 
     let dir = tempfile::tempdir().unwrap();
     let entries = backup::export_tables(db.state.as_ref(), dir.path()).unwrap();
@@ -164,7 +133,7 @@ async fn tables_export_as_arrow_files_and_their_ddl_and_rows_load_back_equal() {
     // Restore into a new state: tables, rows, then the indexes.
     let copy = Db::new();
     let ddl: Vec<&str> = entries.iter().map(|t| t.create_table.as_str()).collect();
-    copy.sql(&ddl.join(";\n")).await;
+    copy.ok(&ddl.join(";\n")).await;
     for t in &entries {
         let batches = read_file(dir.path(), t);
         for chunk in batches.chunks(2) {
@@ -172,7 +141,7 @@ async fn tables_export_as_arrow_files_and_their_ddl_and_rows_load_back_equal() {
         }
     }
     let indexes: Vec<&str> = entries.iter().flat_map(|t| t.indexes.iter().map(String::as_str)).collect();
-    copy.sql(&indexes.join(";\n")).await;
+    copy.ok(&indexes.join(";\n")).await;
     for name in ["every_type", "Mixed Case", "log", "empty"] {
         assert_eq!(shape(&copy.def(name)), shape(&db.def(name)), "{name}");
     }
@@ -198,7 +167,7 @@ async fn tables_export_as_arrow_files_and_their_ddl_and_rows_load_back_equal() {
 #[tokio::test]
 async fn a_failed_export_leaves_no_files() {
     let db = Db::new();
-    db.sql("CREATE TABLE a (id INT PRIMARY KEY); CREATE TABLE b (id INT PRIMARY KEY)").await;
+    db.ok("CREATE TABLE a (id INT PRIMARY KEY); CREATE TABLE b (id INT PRIMARY KEY)").await;
     let dir = tempfile::tempdir().unwrap();
     // b.arrow is in the way: a is written, then b fails and a is removed again.
     std::fs::write(dir.path().join("b.arrow"), b"not mine").unwrap();

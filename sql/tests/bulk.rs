@@ -8,38 +8,9 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanArray, FixedSizeListBuilder, Float32Builder, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::arrow::util::pretty::pretty_format_batches;
-use quorumdb_sql::memory::MemoryState;
-use quorumdb_sql::{Engine, SqlError, StatementResult};
 
-struct Db {
-    state: Arc<MemoryState>,
-    engine: Engine,
-}
-
-impl Db {
-    fn new() -> Self {
-        let state = MemoryState::new();
-        let engine = Engine::new(state.clone(), state.vectors());
-        Self { state, engine }
-    }
-
-    async fn sql(&self, sql: &str) -> Vec<StatementResult> {
-        let parsed = self.engine.parse(sql, &[]).unwrap();
-        self.engine.execute(parsed, self.state.as_ref()).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
-    }
-
-    async fn rows(&self, sql: &str) -> String {
-        match self.sql(sql).await.pop() {
-            Some(StatementResult::Rows { batches, .. }) => pretty_format_batches(&batches).unwrap().to_string(),
-            other => panic!("{sql}: no rows: {other:?}"),
-        }
-    }
-
-    async fn load(&self, table: &str, batches: &[RecordBatch]) -> Result<u64, SqlError> {
-        self.engine.insert_batches(table, batches, self.state.as_ref()).await
-    }
-}
+mod common;
+use common::Db;
 
 fn batch(cols: Vec<(&str, ArrayRef)>) -> RecordBatch {
     let fields: Vec<Field> = cols.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect();
@@ -57,11 +28,9 @@ fn ints(v: &[Option<i64>]) -> ArrayRef {
 #[tokio::test]
 async fn rows_are_coerced_to_the_column_types_matched_by_name_with_defaults_for_the_rest() {
     let db = Db::new();
-    db.sql(
-        "CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(5) NOT NULL, score REAL, ok BOOLEAN, \
-         born DATE, at TIMESTAMP, tag TEXT DEFAULT 'none')",
-    )
-    .await;
+    db.ok("CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(5) NOT NULL, score REAL, ok BOOLEAN, \
+         born DATE, at TIMESTAMP, tag TEXT DEFAULT 'none')")
+        .await;
     // Text columns for everything, in another order than the table's: as a CSV read as text.
     let b = batch(vec![
         ("at", texts(&[Some("2024-01-02 03:04:05"), None])),
@@ -86,8 +55,8 @@ async fn rows_are_coerced_to_the_column_types_matched_by_name_with_defaults_for_
 #[tokio::test]
 async fn a_bad_row_fails_the_whole_call_with_insert_s_sqlstate_and_its_position() {
     let db = Db::new();
-    db.sql("CREATE TABLE t (id SMALLINT PRIMARY KEY, name VARCHAR(3) NOT NULL)").await;
-    db.sql("INSERT INTO t VALUES (100, 'old')").await;
+    db.ok("CREATE TABLE t (id SMALLINT PRIMARY KEY, name VARCHAR(3) NOT NULL)").await;
+    db.ok("INSERT INTO t VALUES (100, 'old')").await;
     let cases: Vec<(RecordBatch, &str, usize)> = vec![
         // not a number
         (batch(vec![("id", texts(&[Some("1"), Some("x")])), ("name", texts(&[Some("a"), Some("b")]))]), "22P02", 1),
@@ -127,8 +96,8 @@ async fn a_bad_row_fails_the_whole_call_with_insert_s_sqlstate_and_its_position(
 #[tokio::test]
 async fn tables_without_a_key_get_row_ids_and_unique_indexes_are_enforced_at_apply() {
     let db = Db::new();
-    db.sql("CREATE TABLE log (msg TEXT, code INT)").await;
-    db.sql("CREATE UNIQUE INDEX log_code ON log (code)").await;
+    db.ok("CREATE TABLE log (msg TEXT, code INT)").await;
+    db.ok("CREATE UNIQUE INDEX log_code ON log (code)").await;
     let b = batch(vec![("msg", texts(&[Some("a"), Some("a")])), ("code", ints(&[Some(1), Some(2)]))]);
     assert_eq!(db.load("log", &[b.clone(), b.slice(0, 0)]).await.unwrap(), 2);
     let dup = batch(vec![("msg", texts(&[Some("b")])), ("code", ints(&[Some(2)]))]);
@@ -145,8 +114,8 @@ async fn tables_without_a_key_get_row_ids_and_unique_indexes_are_enforced_at_app
 #[tokio::test]
 async fn vectors_load_from_float_lists_and_the_hnsw_index_finds_them() {
     let db = Db::new();
-    db.sql("CREATE TABLE v (id BIGINT PRIMARY KEY, e VECTOR(3))").await;
-    db.sql("CREATE INDEX v_e ON v USING hnsw (e vector_l2_ops)").await;
+    db.ok("CREATE TABLE v (id BIGINT PRIMARY KEY, e VECTOR(3))").await;
+    db.ok("CREATE INDEX v_e ON v USING hnsw (e vector_l2_ops)").await;
     let mut list = FixedSizeListBuilder::new(Float32Builder::new(), 3).with_field(Arc::new(Field::new(
         "item",
         DataType::Float32,

@@ -2,49 +2,11 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::util::pretty::pretty_format_batches;
 use quorumdb_sql::memory::MemoryState;
-use quorumdb_sql::{Engine, SqlError, StatementResult};
+use quorumdb_sql::{Engine, StatementResult};
 
-struct Db {
-    state: Arc<MemoryState>,
-    engine: Engine,
-}
-
-impl Db {
-    fn new() -> Self {
-        let state = MemoryState::new();
-        let engine = Engine::new(state.clone(), state.vectors());
-        Self { state, engine }
-    }
-
-    async fn run(&self, sql: &str) -> Result<Vec<StatementResult>, SqlError> {
-        let parsed = self.engine.parse(sql, &[])?;
-        self.engine.execute(parsed, self.state.as_ref()).await
-    }
-
-    async fn ok(&self, sql: &str) -> Vec<StatementResult> {
-        self.run(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
-    }
-
-    /// The last statement's rows, pretty-printed.
-    async fn rows(&self, sql: &str) -> String {
-        match self.ok(sql).await.pop() {
-            Some(StatementResult::Rows { batches, .. }) => pretty_format_batches(&batches).unwrap().to_string(),
-            other => panic!("{sql}: no rows: {other:?}"),
-        }
-    }
-
-    async fn err(&self, sql: &str) -> &'static str {
-        match self.run(sql).await {
-            Ok(_) => panic!("{sql}: expected an error"),
-            Err(e) => {
-                eprintln!("{sql}: {e}");
-                e.sqlstate()
-            }
-        }
-    }
-}
+mod common;
+use common::Db;
 
 fn affected(r: &[StatementResult]) -> Vec<u64> {
     r.iter()
