@@ -124,8 +124,12 @@ pub fn sync_dir(dir: Option<&Path>) -> std::io::Result<()> {
 /// oldest first and a later build at the same index (with newer application files) is the
 /// current one.
 pub fn dir_name(meta: &SnapshotMeta) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("snap-{:020}-{nanos:020}", meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0))
+    format!("snap-{:020}-{:020}", meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0), now_nanos())
+}
+
+/// Nanoseconds since the Unix epoch: unique-enough suffixes for directory names.
+pub fn now_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
 /// Every regular file under `dir`, as (relative `/` path, absolute path), sorted. The

@@ -406,7 +406,9 @@ fn fold_checksum(prev: u64, index: u64, command: &[u8], result: &CommandResult) 
     h.0
 }
 
-/// The openraft state machine: applies entries through the [`Application`].
+/// The openraft state machine: applies entries through the [`Application`]. Cheap to clone
+/// (handles), for work moved to blocking threads.
+#[derive(Clone)]
 pub struct StateMachineStore {
     state: Arc<StateDb>,
     app: Arc<dyn Application>,
@@ -469,6 +471,7 @@ impl StateMachineStore {
 }
 
 /// Builds snapshots from a RocksDB checkpoint, off the apply path.
+#[derive(Clone)]
 pub struct SnapshotBuilder {
     state: Arc<StateDb>,
     app: Arc<dyn Application>,
@@ -476,15 +479,11 @@ pub struct SnapshotBuilder {
     crcs: Arc<CrcCache>,
 }
 
-fn nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-}
-
 impl SnapshotBuilder {
     /// Application files first, then the checkpoint (see [`Application::snapshot_files`]);
     /// the meta is read from the checkpoint itself, so it matches the data exactly.
     fn build(&self) -> std::io::Result<(SnapshotMeta, PathBuf, u64)> {
-        let tmp = self.snapshot_dir.join(format!("build-{}.tmp", nanos()));
+        let tmp = self.snapshot_dir.join(format!("build-{}.tmp", snapshot::now_nanos()));
         std::fs::create_dir_all(&tmp)?;
         let result = (|| {
             self.app.snapshot_files(&tmp.join(snapshot::APP_DIR))?;
@@ -502,8 +501,13 @@ impl SnapshotBuilder {
                     std::fs::File::open(tmp.join(&f.path))?.sync_all()?;
                 }
             }
-            let manifest =
-                Manifest { format: snapshot::FORMAT, meta: meta.clone(), checksum, created_ms: nanos_ms(), files };
+            let manifest = Manifest {
+                format: snapshot::FORMAT,
+                meta: meta.clone(),
+                checksum,
+                created_ms: crate::network::now_ms(),
+                files,
+            };
             manifest.write(&tmp)?;
             let dest = self.snapshot_dir.join(snapshot::dir_name(&meta));
             std::fs::rename(&tmp, &dest)?;
@@ -518,20 +522,11 @@ impl SnapshotBuilder {
     }
 }
 
-fn nanos_ms() -> u64 {
-    (nanos() / 1_000_000) as u64
-}
-
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotDir;
 
     async fn build_snapshot(&mut self) -> std::io::Result<SnapshotOf<TypeConfig, SnapshotDir>> {
-        let me = SnapshotBuilder {
-            state: self.state.clone(),
-            app: self.app.clone(),
-            snapshot_dir: self.snapshot_dir.clone(),
-            crcs: self.crcs.clone(),
-        };
+        let me = self.clone();
         let started = std::time::Instant::now();
         let (meta, path, bytes) =
             tokio::task::spawn_blocking(move || me.build()).await.map_err(std::io::Error::other)??;
@@ -565,7 +560,7 @@ impl StateMachineStore {
                 ));
             }
         }
-        let name = format!("state-{:020}-{}", manifest.index(), nanos());
+        let name = format!("state-{:020}-{}", manifest.index(), snapshot::now_nanos());
         let new_dir = self.root.join(&name);
         let prefix = format!("{}/", snapshot::STATE_DIR);
         for f in &manifest.files {
@@ -724,13 +719,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotDir) -> std::io::Result<()> {
         let started = std::time::Instant::now();
-        let me = StateMachineStore {
-            state: self.state.clone(),
-            app: self.app.clone(),
-            root: self.root.clone(),
-            snapshot_dir: self.snapshot_dir.clone(),
-            crcs: self.crcs.clone(),
-        };
+        let me = self.clone();
         let m = meta.clone();
         let (kept, bytes) = tokio::task::spawn_blocking(move || me.install_blocking(&m, &snapshot.path))
             .await

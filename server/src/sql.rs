@@ -157,7 +157,8 @@ pub fn results_json(results: &[StatementResult]) -> Result<Value, ServerError> {
     Ok(json!({ "results": out }))
 }
 
-fn float_json(f: f64) -> Value {
+/// A float as JSON: a number, or "NaN" / "Infinity" / "-Infinity" (JSON has no such numbers).
+pub(crate) fn float_json(f: f64) -> Value {
     if f.is_finite() {
         json!(f)
     } else if f.is_nan() {

@@ -140,14 +140,7 @@ async fn main() -> anyhow::Result<()> {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut inflight = Vec::new();
     for i in 0..values {
-        let v: String = (0..a.value_kb * 1024)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                char::from(b'!' + (seed % 90) as u8)
-            })
-            .collect();
+        let v = quorumdb_examples::noise_text(&mut seed, a.value_kb * 1024);
         let (http, url) = (http.clone(), format!("http://{a1}/v1/kv/bench{i:06}"));
         inflight.push(tokio::spawn(async move { http.put(url).body(v).send().await.map(|r| r.status()) }));
         if inflight.len() == 8 {

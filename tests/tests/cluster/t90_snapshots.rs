@@ -228,14 +228,7 @@ async fn killed_receiver_resumes_and_killed_builder_recovers() {
     // ~40 MB of poorly compressible values.
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     for i in 0..400 {
-        let value: String = (0..100_000)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                char::from(b'!' + (seed % 90) as u8)
-            })
-            .collect();
+        let value = quorumdb_examples::noise_text(&mut seed, 100_000);
         let r = http.put(format!("http://{}/v1/kv/big{i:03}", addrs[0])).body(value).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }
