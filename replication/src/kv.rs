@@ -16,6 +16,13 @@
 //! `kx/` and `kt/` are siblings of `k/`, not inside it, because every byte string is a valid user
 //! key: nothing under `k/` could be reserved.
 //!
+//! # Format
+//! Commands and responses are version-0 positional MessagePack (structs as arrays in field
+//! order, enum variants by name) or versioned envelopes with field names (see
+//! [`quorumdb_state::format`]); a command is answered in its own version. Version-0 rejections
+//! were the message as plain text; later ones are a [`Rejection`] with a SQLSTATE (`22P02` not
+//! an integer, `22003` overflow). `docs/formats.md` gives every field.
+//!
 //! # To ensure correctness
 //! - **Apply never reads a clock.** A command whose outcome depends on whether a key is still
 //!   live (`NX`/`XX`, `INCR`, `DEL`'s count, compare-and-set, the previous value it reports)
@@ -31,11 +38,14 @@
 //!   meets an expired key removes it; the rest are removed by [`KvCommand::PurgeExpired`], which
 //!   the leader proposes when it sees keys due.
 
+use quorumdb_state::format::{self, FormatError, FormatVersion};
+use quorumdb_state::{Applied, Application, Command, Rejection, StateTxn, prefix_end, tagged};
 use serde::{Deserialize, Serialize};
 pub use serde_bytes::ByteBuf;
 
-use crate::state_machine::{Application, StateReader, StateTxn, StateView};
-use crate::types::Command;
+pub use quorumdb_state::now_ms;
+
+use crate::state_machine::{PinnedView, StateReader};
 
 /// The [`Router`](crate::Router) tag of KV commands.
 pub const TAG: u8 = b'k';
@@ -54,6 +64,9 @@ pub const MAX_KEY_LEN: usize = 4096;
 pub const NOT_AN_INTEGER: &str = "value is not an integer or out of range";
 /// The rejection of an increment whose result does not fit in 64 bits.
 pub const OVERFLOW: &str = "increment or decrement would overflow";
+/// SQLSTATEs of those rejections.
+const NOT_AN_INTEGER_CODE: &str = "22P02";
+const OVERFLOW_CODE: &str = "22003";
 
 /// A KV command as it is stored in the Raft log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,11 +157,6 @@ pub enum KvResponse {
     Integer { value: i64 },
 }
 
-/// Milliseconds since the Unix epoch on this machine's clock.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 impl KvCommand {
     /// A plain set, stamped with this node's clock.
     pub fn set(key: Vec<u8>, value: Vec<u8>) -> Self {
@@ -179,16 +187,42 @@ impl KvCommand {
         }
     }
 
-    /// Encodes the command for the log, tagged for the [`Router`](crate::Router).
-    pub fn encode(&self) -> Command {
-        crate::router::tagged(TAG, &rmp_serde::to_vec(self).expect("KV commands always encode"))
+    /// Encodes the command for the log in `version`, tagged for the [`Router`](crate::Router).
+    pub fn encode(&self, version: FormatVersion) -> Result<Command, FormatError> {
+        Ok(tagged(TAG, &encode_in(version, self)?))
+    }
+
+    /// Decodes a command (without its tag) of any version; returns it with its version.
+    pub fn decode(bytes: &[u8]) -> Result<(Self, FormatVersion), FormatError> {
+        decode_any(bytes)
     }
 }
 
 impl KvResponse {
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        rmp_serde::from_slice(bytes).map_err(|e| format!("bad KV response: {e}"))
+    /// Encodes a response in `version` (the version of the command it answers).
+    pub fn encode(&self, version: FormatVersion) -> Result<Vec<u8>, FormatError> {
+        encode_in(version, self)
     }
+
+    /// Decodes a response of any version.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        decode_any(bytes).map(|(r, _)| r)
+    }
+}
+
+/// Version 0: positional MessagePack; later: a versioned envelope with field names.
+fn encode_in<T: Serialize>(version: FormatVersion, value: &T) -> Result<Vec<u8>, FormatError> {
+    if version == format::LEGACY { format::encode_positional(value) } else { format::encode(version, value) }
+}
+
+fn decode_any<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(T, FormatVersion), FormatError> {
+    let (version, body) = format::split(bytes)?;
+    Ok((format::decode_named(body)?, version))
+}
+
+/// A rejection in the form a proposer of `version` reads: text in version 0.
+fn reject(version: FormatVersion, code: &str, message: &str) -> Vec<u8> {
+    if version == format::LEGACY { message.as_bytes().to_vec() } else { Rejection::new(code, message).encode(version) }
 }
 
 fn prefixed(prefix: &[u8], key: &[u8]) -> Vec<u8> {
@@ -215,19 +249,6 @@ fn timeline_key(at: u64, key: &[u8]) -> Vec<u8> {
 fn decode_expiry(bytes: &[u8]) -> std::io::Result<u64> {
     let raw: [u8; 8] = bytes.try_into().map_err(|_| std::io::Error::other("corrupt KV expiry entry"))?;
     Ok(u64::from_be_bytes(raw))
-}
-
-/// The smallest byte string greater than every string starting with `prefix` (`None`: no
-/// such bound, the prefix is all `0xff`).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
 }
 
 /// Whether a key with `expiry` is live at `now` (no `now`: a command logged before expiry
@@ -308,7 +329,7 @@ fn byte_buf(v: Option<Vec<u8>>) -> Option<ByteBuf> {
 pub struct KvApp;
 
 impl KvApp {
-    fn run(cmd: KvCommand, txn: &mut dyn StateTxn) -> Result<Result<KvResponse, String>, std::io::Error> {
+    fn run(cmd: KvCommand, txn: &mut dyn StateTxn) -> std::io::Result<Result<KvResponse, (&'static str, &'static str)>> {
         let response = match cmd {
             KvCommand::Set { key, value, now_ms } => {
                 let s = load(txn, &key, now_ms)?;
@@ -374,12 +395,12 @@ impl KvApp {
                 let current = match &s.live {
                     Some(v) => match parse_integer(v) {
                         Some(i) => i,
-                        None => return Ok(Err(NOT_AN_INTEGER.into())),
+                        None => return Ok(Err((NOT_AN_INTEGER_CODE, NOT_AN_INTEGER))),
                     },
                     None => 0,
                 };
                 let Some(value) = current.checked_add(delta) else {
-                    return Ok(Err(OVERFLOW.into()));
+                    return Ok(Err((OVERFLOW_CODE, OVERFLOW)));
                 };
                 let keep = s.live.as_ref().and(s.expiry);
                 write_key(txn, &key, value.to_string().as_bytes(), s.expiry, keep);
@@ -389,7 +410,7 @@ impl KvApp {
                 let start = EXPIRY_BY_TIME.to_vec();
                 let end = match now_ms.checked_add(1) {
                     Some(t) => prefixed(EXPIRY_BY_TIME, &t.to_be_bytes()),
-                    None => prefix_end(EXPIRY_BY_TIME).expect("the prefix is not all 0xff"),
+                    None => prefix_end(EXPIRY_BY_TIME),
                 };
                 let mut due = Vec::new();
                 txn.scan(&start, &end, &mut |k, _| {
@@ -417,18 +438,22 @@ impl KvApp {
 }
 
 impl Application for KvApp {
-    fn apply(&self, command: &[u8], txn: &mut dyn StateTxn) -> Result<Vec<u8>, Vec<u8>> {
-        let cmd: KvCommand =
-            rmp_serde::from_slice(command).map_err(|e| format!("undecodable KV command: {e}").into_bytes())?;
-        match Self::run(cmd, txn) {
-            Ok(Ok(response)) => Ok(rmp_serde::to_vec(&response).expect("KV responses always encode")),
-            Ok(Err(rejection)) => Err(rejection.into_bytes()),
-            Err(e) => Err(e.to_string().into_bytes()),
-        }
+    fn apply(&self, command: &[u8], txn: &mut dyn StateTxn) -> std::io::Result<Applied> {
+        let (cmd, version) = match KvCommand::decode(command) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                let version = format::split(command).map_or(format::LEGACY, |(v, _)| v);
+                return Ok(Err(reject(version, Rejection::INTERNAL_CODE, &format!("undecodable KV command: {e}"))));
+            }
+        };
+        Ok(match Self::run(cmd, txn)? {
+            Ok(response) => response.encode(version).map_err(|e| reject(version, Rejection::INTERNAL_CODE, &e.to_string())),
+            Err((code, message)) => Err(reject(version, code, message)),
+        })
     }
 }
 
-fn live_in(view: &StateView<'_>, key: &[u8], now: u64) -> std::io::Result<Option<Vec<u8>>> {
+fn live_in(view: &PinnedView<'_>, key: &[u8], now: u64) -> std::io::Result<Option<Vec<u8>>> {
     let Some(value) = view.get(&state_key(key))? else { return Ok(None) };
     let expiry = view.get(&expiry_key(key))?.map(|b| decode_expiry(&b)).transpose()?;
     Ok(is_live(expiry, Some(now)).then_some(value))
@@ -436,12 +461,12 @@ fn live_in(view: &StateView<'_>, key: &[u8], now: u64) -> std::io::Result<Option
 
 /// Reads one key from the applied state: its value if it is live at `now` (ms since the epoch).
 pub fn get(reader: &StateReader, key: &[u8], now: u64) -> std::io::Result<Option<Vec<u8>>> {
-    reader.view(|v| live_in(v, key, now))
+    reader.view(|v| live_in(v, key, now))?
 }
 
 /// Reads several keys at one point in time; each value if the key is live at `now`.
 pub fn get_many(reader: &StateReader, keys: &[&[u8]], now: u64) -> std::io::Result<Vec<Option<Vec<u8>>>> {
-    reader.view(|v| keys.iter().map(|k| live_in(v, k, now)).collect())
+    reader.view(|v| keys.iter().map(|k| live_in(v, k, now)).collect())?
 }
 
 /// How long `key` lives at `now`: `None` if it is absent, `Some(None)` if it never expires,
@@ -456,7 +481,7 @@ pub fn time_to_live(reader: &StateReader, key: &[u8], now: u64) -> std::io::Resu
             Some(at) if now < at => Ok(Some(Some(at - now))),
             Some(_) => Ok(None),
         }
-    })
+    })?
 }
 
 /// Calls `f(key, value, expiry)` for each key live at `now` that starts with `prefix`, from
@@ -470,7 +495,7 @@ pub fn for_each_live(
     mut f: impl FnMut(&[u8], &[u8], Option<u64>) -> bool,
 ) -> std::io::Result<()> {
     let from = state_key(if start > prefix { start } else { prefix });
-    let end = prefix_end(&state_key(prefix)).expect("the KV prefix is not all 0xff");
+    let end = prefix_end(&state_key(prefix));
     reader.view(|v| {
         let mut failed = None;
         v.scan_range(&from, &end, &mut |k, value| {
@@ -485,7 +510,7 @@ pub fn for_each_live(
             !is_live(expiry, Some(now)) || f(key, value, expiry)
         })?;
         failed.map_or(Ok(()), Err)
-    })
+    })?
 }
 
 /// Lists up to `limit` keys live at `now` starting with `prefix`, from `start` on, with their
@@ -510,7 +535,7 @@ pub fn scan(
 
 /// The earliest expiry of any stored key, live or not (`None`: no key expires).
 pub fn next_expiry(reader: &StateReader) -> std::io::Result<Option<u64>> {
-    let end = prefix_end(EXPIRY_BY_TIME).expect("the prefix is not all 0xff");
+    let end = prefix_end(EXPIRY_BY_TIME);
     let mut first = None;
     reader.scan_range(EXPIRY_BY_TIME, &end, &mut |k, _| {
         first = Some(k[EXPIRY_BY_TIME.len()..].to_vec());
@@ -524,7 +549,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::state_machine::CommitHook;
+    use quorumdb_state::CommitHook;
 
     /// A state held in memory; rejected commands are rolled back as the real store does.
     #[derive(Default, Clone)]
@@ -541,11 +566,11 @@ mod tests {
             self.0.remove(key);
         }
         fn delete_range(&mut self, start: &[u8], end: &[u8]) {
-            self.0.retain(|k, _| !(k.as_slice() >= start && k.as_slice() < end));
+            self.0.retain(|k, _| !quorumdb_state::keys::in_range(k, start, end));
         }
         fn scan(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()> {
-            for (k, v) in self.0.range(start.to_vec()..end.to_vec()) {
-                if !f(k, v) {
+            for (k, v) in self.0.range(start.to_vec()..) {
+                if !quorumdb_state::keys::in_range(k, start, end) || !f(k, v) {
                     break;
                 }
             }
@@ -557,15 +582,42 @@ mod tests {
         fn on_commit(&mut self, _f: CommitHook) {}
     }
 
-    fn apply(state: &mut MemTxn, cmd: KvCommand) -> Result<KvResponse, String> {
+    /// Applies `cmd` encoded in `version`; a rejection comes back as its message.
+    fn apply_in(state: &mut MemTxn, cmd: &KvCommand, version: FormatVersion) -> Result<KvResponse, Rejection> {
         let mut txn = state.clone();
-        match KvApp.apply(&cmd.encode().0[1..], &mut txn) {
+        match KvApp.apply(&cmd.encode(version).unwrap().0[1..], &mut txn).unwrap() {
             Ok(bytes) => {
                 *state = txn;
                 Ok(KvResponse::decode(&bytes).unwrap())
             }
-            Err(e) => Err(String::from_utf8(e).unwrap()),
+            Err(e) => Err(Rejection::decode(&e)),
         }
+    }
+
+    fn apply(state: &mut MemTxn, cmd: KvCommand) -> Result<KvResponse, String> {
+        apply_in(state, &cmd, format::CURRENT).map_err(|r| r.message)
+    }
+
+    #[test]
+    fn every_version_applies_alike_and_answers_in_its_own() {
+        for version in [format::LEGACY, format::CURRENT] {
+            let mut s = MemTxn::default();
+            let set = KvCommand::set(b"n".to_vec(), b"x".to_vec());
+            let bytes = set.encode(version).unwrap().0;
+            assert_eq!(bytes[1] == format::MARKER, version != format::LEGACY);
+            assert_eq!(KvCommand::decode(&bytes[1..]).unwrap(), (set.clone(), version));
+            assert_eq!(apply_in(&mut s, &set, version), Ok(done(None)));
+            let incr = KvCommand::IncrBy { key: b"n".to_vec(), delta: 1, now_ms: 1 };
+            let raw = KvApp.apply(&incr.encode(version).unwrap().0[1..], &mut s.clone()).unwrap().unwrap_err();
+            // Version 0 answered rejections in plain text; later versions carry a SQLSTATE.
+            assert_eq!(raw.first() == Some(&format::MARKER), version != format::LEGACY);
+            let r = Rejection::decode(&raw);
+            assert_eq!(r.message, NOT_AN_INTEGER);
+            assert_eq!(r.code, if version == format::LEGACY { "22023" } else { "22P02" });
+        }
+        let mut s = MemTxn::default();
+        let garbage = KvApp.apply(&[0xc1, 1, 0xff], &mut s).unwrap().unwrap_err();
+        assert_eq!(Rejection::decode(&garbage).code, "XX000");
     }
 
     fn put(key: &str, value: &str, condition: Condition, expiry: Expiry, now_ms: u64) -> KvCommand {
@@ -693,12 +745,5 @@ mod tests {
         let bytes = rmp_serde::to_vec(&Old::Set { key: b"a".to_vec(), value: b"1".to_vec() }).unwrap();
         let cmd: KvCommand = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(cmd, KvCommand::Set { key: b"a".to_vec(), value: b"1".to_vec(), now_ms: None });
-    }
-
-    #[test]
-    fn prefix_end_is_the_next_prefix() {
-        assert_eq!(prefix_end(b"k/"), Some(b"k0".to_vec()));
-        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
-        assert_eq!(prefix_end(b"\xff\xff"), None);
     }
 }

@@ -17,6 +17,13 @@
 //!   conflicting suffix cannot come back after a crash) and `purge` deletes a prefix after first
 //!   recording the last purged id, so `get_log_state` is right at every point of a crash.
 //! - Vote and log writes are serialized by openraft (`&mut self`), so no locking is needed here.
+//!
+//! # Format
+//! Keys of `logs` are the index as 8 bytes big-endian; values are openraft's `Entry` as
+//! MessagePack with field names (its `Normal` payload is our [`Command`](crate::Command)). `meta`
+//! holds `vote`, `committed` and `last_purged` the same way, and `format`: the layout version,
+//! one byte (absent in logs written before it existed, which have the same layout).
+//! `docs/formats.md` gives every field.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -36,6 +43,17 @@ const CF_META: &str = "meta";
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
+const KEY_FORMAT: &[u8] = b"format";
+/// The layout version of the log store.
+const LOG_FORMAT: u8 = 1;
+
+/// A column family handle; every instance is opened with both families, so a missing one is
+/// an error (not a log store), never a panic.
+fn cf<'a>(db: &'a DB, name: &str) -> std::io::Result<&'a rocksdb::ColumnFamily> {
+    db.cf_handle(name).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("no column family {name:?}: not a log store"))
+    })
+}
 
 /// The durable Raft log. Cheap to clone readers from; one writer (openraft's log task).
 pub struct LogStore {
@@ -59,6 +77,16 @@ impl LogStore {
         opts.set_max_total_wal_size(256 << 20);
         let cfs = [CF_LOGS, CF_META].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
         let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs).map_err(storage_err)?);
+        match db.get_cf(cf(&db, CF_META)?, KEY_FORMAT).map_err(storage_err)?.as_deref() {
+            None => db.put_cf(cf(&db, CF_META)?, KEY_FORMAT, [LOG_FORMAT]).map_err(storage_err)?,
+            Some([v]) if *v <= LOG_FORMAT => {}
+            Some(other) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("log store format {other:?} is newer than this binary reads ({LOG_FORMAT})"),
+                ));
+            }
+        }
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
         let flush_db = db.clone();
         std::thread::Builder::new().name("raft-log-flush".into()).spawn(move || flusher(flush_db, rx))?;
@@ -70,7 +98,7 @@ impl LogStore {
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T, sync: bool) -> std::io::Result<()> {
-        let cf = self.db.cf_handle(CF_META).expect("meta cf");
+        let cf = cf(&self.db, CF_META)?;
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         self.db.put_cf_opt(cf, key, encode(value)?, &wo).map_err(storage_err)
@@ -99,8 +127,7 @@ fn flusher(db: Arc<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
 }
 
 fn read_meta<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> std::io::Result<Option<T>> {
-    let cf = db.cf_handle(CF_META).expect("meta cf");
-    match db.get_cf(cf, key).map_err(storage_err)? {
+    match db.get_cf(cf(db, CF_META)?, key).map_err(storage_err)? {
         Some(b) => Ok(Some(decode(&b)?)),
         None => Ok(None),
     }
@@ -110,8 +137,11 @@ fn index_key(i: u64) -> [u8; 8] {
     i.to_be_bytes()
 }
 
-fn key_index(k: &[u8]) -> u64 {
-    u64::from_be_bytes(k.try_into().expect("8-byte log key"))
+fn key_index(k: &[u8]) -> std::io::Result<u64> {
+    let raw: [u8; 8] = k.try_into().map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a log key of {} bytes, not 8", k.len()))
+    })?;
+    Ok(u64::from_be_bytes(raw))
 }
 
 impl RaftLogReader<TypeConfig> for LogReader {
@@ -133,11 +163,10 @@ fn read_entries<RB: RangeBounds<u64>>(db: &DB, range: RB) -> std::io::Result<Vec
         Bound::Excluded(&s) => s + 1,
         Bound::Unbounded => 0,
     };
-    let cf = db.cf_handle(CF_LOGS).expect("logs cf");
     let mut out = Vec::new();
-    for item in db.iterator_cf(cf, IteratorMode::From(&index_key(start), Direction::Forward)) {
+    for item in db.iterator_cf(cf(db, CF_LOGS)?, IteratorMode::From(&index_key(start), Direction::Forward)) {
         let (k, v) = item.map_err(storage_err)?;
-        if !range.contains(&key_index(&k)) {
+        if !range.contains(&key_index(&k)?) {
             break;
         }
         out.push(decode(&v)?);
@@ -150,8 +179,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> std::io::Result<LogState<TypeConfig>> {
         let last_purged: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
-        let cf = self.db.cf_handle(CF_LOGS).expect("logs cf");
-        let last_entry = match self.db.iterator_cf(cf, IteratorMode::End).next() {
+        let last_entry = match self.db.iterator_cf(cf(&self.db, CF_LOGS)?, IteratorMode::End).next() {
             Some(item) => {
                 let (_, v) = item.map_err(storage_err)?;
                 Some(decode::<Entry>(&v)?.log_id)
@@ -190,7 +218,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let cf = self.db.cf_handle(CF_LOGS).expect("logs cf");
+        let cf = cf(&self.db, CF_LOGS)?;
         let mut batch = WriteBatch::default();
         for entry in entries {
             batch.put_cf(cf, index_key(entry.log_id.index), encode(&entry)?);
@@ -205,7 +233,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> std::io::Result<()> {
         let from = last_log_id.map(|l| l.index + 1).unwrap_or(0);
-        let cf = self.db.cf_handle(CF_LOGS).expect("logs cf");
+        let cf = cf(&self.db, CF_LOGS)?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf, index_key(from), index_key(u64::MAX));
         batch.delete_cf(cf, index_key(u64::MAX));
@@ -218,7 +246,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Record the purge point first: a crash between the two writes leaves extra entries
         // below it, which readers never ask for, rather than a hole above it.
         self.put_meta(KEY_LAST_PURGED, &log_id, false)?;
-        let cf = self.db.cf_handle(CF_LOGS).expect("logs cf");
+        let cf = cf(&self.db, CF_LOGS)?;
         self.db.delete_range_cf(cf, index_key(0), index_key(log_id.index + 1)).map_err(storage_err)
     }
 }

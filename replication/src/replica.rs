@@ -1,6 +1,8 @@
 //! A replica: one node's Raft, its two stores and its transport, behind the calls the server
 //! needs — write (forwarded to the leader when this node is not it), read at a consistency
-//! level, membership changes, leader transfer and status.
+//! level, membership changes, leader transfer, status — and the background task that moves
+//! the cluster's format version forward once every member's binary reads the new one (see
+//! [`quorumdb_state::format`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -11,51 +13,20 @@ use std::time::{Duration, Instant};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, ReadPolicy, ServerState, SnapshotPolicy};
+use quorumdb_state::format::{self, FormatVersion, SetFormat};
+use quorumdb_state::{Application, Consistency, Proposer, ReadInfo, StateRead, now_ms};
 
-use crate::error::ReplicationError;
+use crate::error::{ReplicationError, fatal};
 use crate::log_store::LogStore;
-use crate::network::pb::ReadIndexRequest;
 use crate::network::pb::raft_transport_server::RaftTransportServer;
+use crate::network::pb::{NodeInfoRequest, ReadIndexRequest};
 use crate::network::{
-    FaultRules, Faults, ForwardReply, NetworkFactory, TransferStatus, Transfers, TransportService, now_ms,
+    FaultRules, Faults, ForwardReply, NetworkFactory, TransferStatus, Transfers, TransportError, TransportService,
+    check_peer_addr,
 };
-use crate::state_machine::{Application, StateMachineStore, StateReader};
-use crate::types::{Command, CommandResult, NodeId, Raft, RaftMetrics};
-
-/// How a read is served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consistency {
-    /// ReadIndex: the leader confirms leadership with a quorum; the serving node waits until
-    /// it has applied up to the leader's commit index. Works on followers.
-    Linearizable,
-    /// Leader lease: no quorum round-trip while the leader's lease is valid.
-    Lease,
-    /// This node's state as it is, optionally refused when older than the bound.
-    Stale { max_staleness: Option<Duration> },
-}
-
-impl std::str::FromStr for Consistency {
-    type Err = ReplicationError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "linearizable" | "strong" => Ok(Self::Linearizable),
-            "lease" => Ok(Self::Lease),
-            "stale" => Ok(Self::Stale { max_staleness: None }),
-            other => Err(ReplicationError::Invalid(format!(
-                "unknown consistency level {other:?}; expected linearizable, lease or stale"
-            ))),
-        }
-    }
-}
-
-/// What a read was served at.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ReadInfo {
-    /// The node's applied index when the read was allowed to proceed.
-    pub applied_index: u64,
-    /// Milliseconds since this node last heard from a leader (0 on the leader itself).
-    pub staleness_ms: Option<u64>,
-}
+use crate::raft::Raft;
+use crate::state_machine::{StateMachineStore, StateReader};
+use crate::types::{Command, CommandResult, NodeId, RaftMetrics};
 
 /// A member of the cluster as status reports show it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -88,6 +59,10 @@ pub struct NodeStatus {
     pub learners: Vec<Member>,
     /// The latest snapshot transfer to or from each peer, running or ended.
     pub snapshot_transfers: Vec<TransferStatus>,
+    /// The cluster's format version as this node has applied it, and the newest its binary
+    /// reads and writes.
+    pub format: FormatVersion,
+    pub max_format: FormatVersion,
 }
 
 fn as_hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
@@ -110,6 +85,9 @@ pub struct ReplicaConfig {
     pub keep_logs: u64,
     /// Pace of snapshot streaming to a peer, bytes per second (0: unlimited).
     pub snapshot_rate: u64,
+    /// The newest format version this node reads and writes: [`format::CURRENT`], lower only
+    /// to act as an older binary (rolling-upgrade tests).
+    pub max_format: FormatVersion,
 }
 
 impl ReplicaConfig {
@@ -123,6 +101,7 @@ impl ReplicaConfig {
             snapshot_every: 50_000,
             keep_logs: 10_000,
             snapshot_rate: 0,
+            max_format: format::CURRENT,
         }
     }
 }
@@ -138,10 +117,21 @@ pub struct Replica {
     transport: TransportService,
     last_leader_contact: Arc<AtomicU64>,
     transfers: Transfers,
+    max_format: FormatVersion,
 }
 
 /// How long a write waits for a leader to exist before giving up with `NoLeader`.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// How often the leader checks whether the cluster's format version can move forward.
+const FORMAT_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// What became of a write sent to the leader.
+enum Forwarded {
+    /// The leader answered.
+    Reply(ForwardReply),
+    /// It never reached the leader: trying again (there or at a new leader) is safe.
+    NotDelivered(String),
+}
 
 impl Replica {
     /// Opens the stores under `config.data_dir` and starts Raft. A node with existing data
@@ -169,11 +159,29 @@ impl Replica {
         let faults = Faults::default();
         let transfers = Transfers::default();
         let network = NetworkFactory::new(config.id, faults.clone(), transfers.clone(), config.snapshot_rate);
-        let raft = Raft::new(config.id, Arc::new(raft_config), network.clone(), log_store, sm).await?;
+        let raft = Raft::new(config.id, Arc::new(raft_config), network.clone(), log_store, sm).await.map_err(fatal)?;
         let last_leader_contact = Arc::new(AtomicU64::new(0));
-        let transport =
-            TransportService::new(raft.clone(), faults, snapshot_dir, last_leader_contact.clone(), transfers.clone());
-        Ok(Self { id: config.id, addr: config.addr, raft, reader, network, transport, last_leader_contact, transfers })
+        let transport = TransportService::new(
+            (config.id, config.max_format),
+            raft.clone(),
+            faults,
+            snapshot_dir,
+            last_leader_contact.clone(),
+            transfers.clone(),
+        );
+        let replica = Self {
+            id: config.id,
+            addr: config.addr,
+            raft,
+            reader,
+            network,
+            transport,
+            last_leader_contact,
+            transfers,
+            max_format: config.max_format,
+        };
+        tokio::spawn(replica.clone().advance_format());
+        Ok(replica)
     }
 
     /// The gRPC service peers talk to; mount it on this node's listener.
@@ -240,13 +248,15 @@ impl Replica {
             members: membership.voter_ids().map(member).collect(),
             learners: membership.learner_ids().map(member).collect(),
             snapshot_transfers: self.transfers.list(),
+            format: self.reader.format()?,
+            max_format: self.max_format,
         })
     }
 
     /// Makes this node a one-member cluster. Idempotent: a node that is already part of an
     /// initialized cluster is left as it is.
     pub async fn initialize(&self) -> Result<(), ReplicationError> {
-        if self.raft.is_initialized().await? {
+        if self.raft.is_initialized().await.map_err(fatal)? {
             return Ok(());
         }
         let members = BTreeMap::from([(self.id, BasicNode { addr: self.addr.clone() })]);
@@ -256,7 +266,7 @@ impl Replica {
                 tracing::info!(error = %e, "initialize: already initialized");
                 Ok(())
             }
-            Err(RaftError::Fatal(f)) => Err(f.into()),
+            Err(RaftError::Fatal(f)) => Err(fatal(f)),
         }
     }
 
@@ -277,7 +287,8 @@ impl Replica {
     }
 
     /// Proposes `cmd` and returns what applying it produced. On a follower the write is sent
-    /// to the leader; with no leader known, it waits a few seconds for an election.
+    /// to the leader; with no leader known, it waits a few seconds for an election. A write
+    /// is sent again only when it provably never reached a leader.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, ReplicationError> {
         let started = Instant::now();
         let deadline = started + LEADER_WAIT;
@@ -289,23 +300,17 @@ impl Replica {
                     break Err(ReplicationError::OutcomeUnknown(f.to_string()));
                 }
                 Err(RaftError::APIError(e)) => break Err(ReplicationError::Invalid(e.to_string())),
-                Err(RaftError::Fatal(f)) => break Err(f.into()),
+                Err(RaftError::Fatal(f)) => break Err(fatal(f)),
             };
             if let Some((id, node)) = leader.filter(|(id, _)| *id != self.id) {
                 match self.forward_write(id, &node.addr, &cmd).await {
-                    Ok(ForwardReply::Done(r)) => break Ok(r),
-                    Ok(ForwardReply::OutcomeUnknown(e)) => break Err(ReplicationError::OutcomeUnknown(e)),
-                    Ok(ForwardReply::Failed(e)) => break Err(ReplicationError::Invalid(e)),
-                    Ok(ForwardReply::NotLeader { .. }) => {}
-                    // The connection to the old leader could not even be opened: the command
-                    // was never delivered, so waiting for the next leader is safe.
-                    Err(ReplicationError::Unreachable { reason, .. }) if not_delivered(&reason) => {}
-                    Err(ReplicationError::Unreachable { node, addr, reason }) => {
-                        break Err(ReplicationError::OutcomeUnknown(format!(
-                            "forwarding to leader {node} at {addr} failed during the request: {reason}"
-                        )));
+                    Forwarded::Reply(ForwardReply::Done(r)) => break Ok(r),
+                    Forwarded::Reply(ForwardReply::OutcomeUnknown(e)) => break Err(ReplicationError::OutcomeUnknown(e)),
+                    Forwarded::Reply(ForwardReply::Failed(e)) => break Err(ReplicationError::Invalid(e)),
+                    Forwarded::Reply(ForwardReply::NotLeader { .. }) => {}
+                    Forwarded::NotDelivered(reason) => {
+                        tracing::debug!(leader = id, %reason, "a forwarded write was not delivered; retrying");
                     }
-                    Err(e) => break Err(e),
                 }
             }
             if Instant::now() >= deadline {
@@ -317,20 +322,27 @@ impl Replica {
         result
     }
 
-    async fn forward_write(&self, leader: NodeId, addr: &str, cmd: &Command) -> Result<ForwardReply, ReplicationError> {
+    async fn forward_write(&self, leader: NodeId, addr: &str, cmd: &Command) -> Forwarded {
         metrics::counter!("quorumdb_forwarded_writes_total").increment(1);
         let peer = self.network.client(leader, addr);
-        let env = peer
-            .call(crate::network::codec::encode(cmd), Duration::from_secs(10), |mut c, r| async move {
-                c.forward_write(r).await
-            })
-            .await
-            .map_err(|e| ReplicationError::Unreachable {
-                node: leader,
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?;
-        crate::network::codec::decode(&env).map_err(|s| ReplicationError::Codec(s.message().to_string()))
+        let req = match crate::network::codec::encode(cmd) {
+            Ok(req) => req,
+            Err(s) => return Forwarded::NotDelivered(s.message().to_string()),
+        };
+        match peer.call(req, Duration::from_secs(10), |mut c, r| async move { c.forward_write(r).await }).await {
+            Ok(env) => match crate::network::codec::decode(&env) {
+                Ok(reply) => Forwarded::Reply(reply),
+                // The leader answered, but not in a form this node reads: it may have applied.
+                Err(s) => Forwarded::Reply(ForwardReply::OutcomeUnknown(format!(
+                    "undecodable answer from leader {leader}: {}",
+                    s.message()
+                ))),
+            },
+            Err(e @ (TransportError::NotSent(_) | TransportError::Refused { .. })) => Forwarded::NotDelivered(e.to_string()),
+            Err(e @ TransportError::NoAnswer(_)) => Forwarded::Reply(ForwardReply::OutcomeUnknown(format!(
+                "forwarding to leader {leader} at {addr} failed during the request: {e}"
+            ))),
+        }
     }
 
     /// Waits until this node may serve a read at `level`, then says at what state.
@@ -359,7 +371,7 @@ impl Replica {
                 };
                 self.remote_read_index(leader, &addr, policy).await?
             }
-            Err(RaftError::Fatal(f)) => return Err(f.into()),
+            Err(RaftError::Fatal(f)) => return Err(fatal(f)),
         };
         let m = self
             .raft
@@ -396,7 +408,13 @@ impl Replica {
     /// Adds node `id` at `addr` as a voter: first as a learner (it catches up), then promoted.
     /// Must run on the leader. Idempotent: a node already voting with that address is left as
     /// it is.
+    /// The address is checked first, and so is the node answering there: it must be node `id`
+    /// and its binary must read the cluster's format version.
     pub async fn add_voter(&self, id: NodeId, addr: &str) -> Result<(), ReplicationError> {
+        check_peer_addr(addr).map_err(ReplicationError::Invalid)?;
+        if id == 0 {
+            return Err(ReplicationError::Invalid("node ids start at 1".into()));
+        }
         let m = self.metrics();
         let membership = m.membership_config.membership();
         let known = membership.get_node(&id).map(|n| n.addr.clone());
@@ -411,6 +429,7 @@ impl Replica {
             )));
         }
         if known.is_none() {
+            self.check_joiner(id, addr).await?;
             self.raft.add_learner(id, BasicNode { addr: addr.to_string() }, true).await.map_err(membership_error)?;
         }
         self.raft
@@ -418,6 +437,87 @@ impl Replica {
             .await
             .map_err(membership_error)?;
         Ok(())
+    }
+
+    /// Asks the node at `addr` who it is; refuses it unless it is node `id` and reads the
+    /// cluster's format version.
+    async fn check_joiner(&self, id: NodeId, addr: &str) -> Result<(), ReplicationError> {
+        let (answered, max) = match self.node_info(id, addr).await {
+            Ok(info) => info,
+            Err(e) => {
+                return Err(ReplicationError::Membership(format!("cannot reach node {id} at {addr} to check it: {e}")));
+            }
+        };
+        if answered != Some(id) && answered.is_some() {
+            return Err(ReplicationError::Membership(format!(
+                "the node at {addr} is node {}, not node {id}",
+                answered.unwrap_or_default()
+            )));
+        }
+        let cluster = self.reader.format()?;
+        if max < cluster {
+            return Err(ReplicationError::Membership(format!(
+                "node {id} reads format versions up to {max}, but the cluster writes version {cluster}: upgrade its binary"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The id of the node answering at `addr` (`None` if its binary predates `NodeInfo`) and
+    /// the newest format version it reads.
+    async fn node_info(&self, id: NodeId, addr: &str) -> Result<(Option<NodeId>, FormatVersion), TransportError> {
+        let peer = self.network.client(id, addr);
+        let call = peer.call(NodeInfoRequest {}, Duration::from_secs(2), |mut c, r| async move { c.node_info(r).await });
+        match call.await {
+            Ok(info) => Ok((Some(info.id), FormatVersion::try_from(info.max_format).unwrap_or(FormatVersion::MAX))),
+            // A binary from before `NodeInfo` existed: format version 0.
+            Err(TransportError::Refused { code: tonic::Code::Unimplemented, .. }) => Ok((None, format::LEGACY)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// While this node leads, moves the cluster's format version up to the newest every
+    /// member reads, through the log (see [`quorumdb_state::format`]). Runs until Raft stops.
+    async fn advance_format(self) {
+        loop {
+            tokio::time::sleep(FORMAT_CHECK_EVERY).await;
+            let m = self.metrics();
+            if m.state == ServerState::Shutdown {
+                return;
+            }
+            if m.state != ServerState::Leader {
+                continue;
+            }
+            match self.format_everyone_reads(&m).await {
+                Ok(Some(target)) => match (SetFormat { version: target }).command() {
+                    Ok(cmd) => match self.write(cmd).await {
+                        Ok(_) => tracing::info!(version = target, "the cluster's format version moved forward"),
+                        Err(e) => tracing::warn!(error = %e, "could not raise the cluster's format version; will retry"),
+                    },
+                    Err(e) => tracing::error!(error = %e, "cannot encode a format change"),
+                },
+                Ok(None) => {}
+                Err(why) => tracing::debug!(%why, "the cluster's format version stays for now"),
+            }
+        }
+    }
+
+    /// The format version the cluster can move to now, if it is above the current one: the
+    /// lowest `max_format` of all members (voters and learners), all of whom must answer.
+    async fn format_everyone_reads(&self, m: &RaftMetrics) -> Result<Option<FormatVersion>, String> {
+        let current = self.reader.format().map_err(|e| e.to_string())?;
+        if current >= self.max_format {
+            return Ok(None);
+        }
+        let mut lowest = self.max_format;
+        for (id, node) in m.membership_config.membership().nodes() {
+            if *id == self.id {
+                continue;
+            }
+            let (_, max) = self.node_info(*id, &node.addr).await.map_err(|e| format!("node {id}: {e}"))?;
+            lowest = lowest.min(max);
+        }
+        Ok((lowest > current).then_some(lowest))
     }
 
     /// Removes node `id` from the cluster (voter or learner). Must run on the leader.
@@ -450,7 +550,7 @@ impl Replica {
         if m.current_leader == Some(to) {
             return Ok(());
         }
-        self.raft.trigger().transfer_leader(to).await?;
+        self.raft.trigger().transfer_leader(to).await.map_err(fatal)?;
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut rx = self.raft.metrics();
         while Instant::now() < deadline {
@@ -464,7 +564,7 @@ impl Replica {
 
     /// Builds a snapshot now (in the background).
     pub async fn trigger_snapshot(&self) -> Result<(), ReplicationError> {
-        Ok(self.raft.trigger().snapshot().await?)
+        self.raft.trigger().snapshot().await.map_err(fatal)
     }
 
     /// Stops Raft; the stores close when the last handle drops.
@@ -478,12 +578,25 @@ impl Replica {
 fn membership_error<E: std::fmt::Display>(e: RaftError<crate::TypeConfig, E>) -> ReplicationError {
     match e {
         RaftError::APIError(e) => ReplicationError::Membership(e.to_string()),
-        RaftError::Fatal(f) => f.into(),
+        RaftError::Fatal(f) => fatal(f),
     }
 }
 
-/// Whether a transport failure happened before the request left this node (connecting).
-fn not_delivered(reason: &str) -> bool {
-    let r = reason.to_ascii_lowercase();
-    r.contains("tcp connect error") || r.contains("connection refused") || r.contains("fault rule drops")
+#[async_trait::async_trait]
+impl Proposer for Replica {
+    async fn propose(&self, command: Command) -> Result<CommandResult, ReplicationError> {
+        self.write(command).await
+    }
+
+    async fn read_barrier(&self, level: Consistency) -> Result<ReadInfo, ReplicationError> {
+        Replica::read_barrier(self, level).await
+    }
+
+    fn format(&self) -> FormatVersion {
+        match self.reader.format() {
+            Ok(v) => v.min(self.max_format),
+            // Unreadable: the version every binary reads.
+            Err(_) => format::LEGACY,
+        }
+    }
 }

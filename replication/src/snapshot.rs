@@ -21,7 +21,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -185,7 +185,7 @@ impl CrcCache {
             let md = std::fs::metadata(&abs)?;
             let key = (md.dev(), md.ino(), md.size(), md.mtime_nsec() + md.mtime() * 1_000_000_000);
             let immutable = rel.ends_with(".sst");
-            let cached = if immutable { self.0.lock().expect("crc cache").get(&key).copied() } else { None };
+            let cached = if immutable { self.0.lock().get(&key).copied() } else { None };
             let crc = match cached {
                 Some(c) => c,
                 None => file_crc32(&abs)?,
@@ -196,7 +196,7 @@ impl CrcCache {
             out.push(FileEntry { path: rel, size: md.size(), crc32: crc });
         }
         // Keep only what the newest snapshot uses: the cache does not grow without bound.
-        *self.0.lock().expect("crc cache") = seen;
+        *self.0.lock() = seen;
         Ok(out)
     }
 }

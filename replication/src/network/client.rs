@@ -1,14 +1,21 @@
 //! The client side of the transport: what openraft calls to reach a peer.
 //!
 //! One lazily connected HTTP/2 channel per peer address, shared by every RPC to that peer
-//! (openraft's replication, heartbeat and snapshot clients, and forwarded writes). Errors map to
-//! openraft's vocabulary: a peer we cannot connect to, or that a fault rule drops, is
-//! `Unreachable` (openraft backs off); any other transport failure or a timeout is a
-//! `NetworkError` (openraft retries).
+//! (openraft's replication, heartbeat and snapshot clients, and forwarded writes).
+//!
+//! A failed call says, as a value, whether the request may have reached the peer
+//! ([`TransportError`]): nothing was sent when a fault rule dropped it, when the connection
+//! could not be made (tonic's `ConnectError` in the error's source chain), or when the peer
+//! itself refused it (the status codes our handlers return only before acting); anything
+//! else — a timeout, a reset, an internal error — may have been delivered. Forwarded writes need that distinction
+//! (retrying an undelivered write is safe, retrying a delivered one is not); openraft maps
+//! "not sent" to `Unreachable` (it backs off) and the rest to `NetworkError` (it retries).
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -54,21 +61,12 @@ impl NetworkFactory {
         &self.faults
     }
 
-    /// A client for the peer `target` at `addr` (host:port), over a cached channel.
+    /// A client for the peer `target` at `addr` (host:port), over a cached channel. An address
+    /// that is not a valid peer address gives a client whose every call fails as not sent.
     pub fn client(&self, target: NodeId, addr: &str) -> PeerClient {
-        let mut channels = self.channels.lock().expect("channel cache lock");
-        let channel = channels
-            .entry(addr.to_string())
-            .or_insert_with(|| {
-                Endpoint::from_shared(format!("http://{addr}"))
-                    .expect("node addresses are host:port")
-                    .connect_timeout(Duration::from_millis(500))
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_while_idle(true)
-                    .connect_lazy()
-            })
-            .clone();
+        let client = self.channel(addr).map(|channel| {
+            RaftTransportClient::new(channel).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20)
+        });
         PeerClient {
             me: self.me,
             target,
@@ -76,10 +74,25 @@ impl NetworkFactory {
             faults: self.faults.clone(),
             transfers: self.transfers.clone(),
             snapshot_rate: self.snapshot_rate,
-            client: RaftTransportClient::new(channel)
-                .max_decoding_message_size(256 << 20)
-                .max_encoding_message_size(256 << 20),
+            client,
         }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut channels = self.channels.lock();
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        check_peer_addr(addr)?;
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("invalid peer address {addr:?}: {e}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
     }
 }
 
@@ -100,39 +113,88 @@ pub struct PeerClient {
     faults: Faults,
     transfers: Transfers,
     snapshot_rate: u64,
-    pub(crate) client: RaftTransportClient<Channel>,
+    /// The gRPC client, or why there is none (an invalid address).
+    client: Result<RaftTransportClient<Channel>, String>,
 }
 
-/// Why an RPC to a peer failed, before openraft-specific mapping.
+/// Why an RPC to a peer failed, decided where the failure is still a value: whether the
+/// request may have reached the peer.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("unreachable: {0}")]
-    Unreachable(String),
-    #[error("network: {0}")]
-    Network(String),
+    /// Nothing reached the peer.
+    #[error("not sent: {0}")]
+    NotSent(String),
+    /// The peer answered with an error status, which our handlers return only before acting.
+    #[error("refused by the peer: {code:?}: {message}")]
+    Refused { code: tonic::Code, message: String },
+    /// The request may have reached the peer, but no answer came back.
+    #[error("no answer: {0}")]
+    NoAnswer(String),
 }
 
 impl TransportError {
+    /// Whether the request may have reached the peer.
+    pub fn maybe_delivered(&self) -> bool {
+        matches!(self, Self::NoAnswer(_))
+    }
+
     fn into_rpc<E: std::error::Error>(self) -> RPCError<TypeConfig, E> {
         match self {
-            Self::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&self)),
-            Self::Network(_) => RPCError::Network(NetworkError::new(&self)),
+            Self::NotSent(_) | Self::Refused { .. } => RPCError::Unreachable(Unreachable::new(&self)),
+            Self::NoAnswer(_) => RPCError::Network(NetworkError::new(&self)),
         }
     }
 
     fn into_streaming(self) -> StreamingError<TypeConfig> {
         match self {
-            Self::Unreachable(_) => StreamingError::Unreachable(Unreachable::new(&self)),
-            Self::Network(_) => StreamingError::Network(NetworkError::new(&self)),
+            Self::NotSent(_) | Self::Refused { .. } => StreamingError::Unreachable(Unreachable::new(&self)),
+            Self::NoAnswer(_) => StreamingError::Network(NetworkError::new(&self)),
         }
     }
 }
 
+/// Classifies a failed call's status (see the module docs).
 fn from_status(s: tonic::Status) -> TransportError {
-    match s.code() {
-        tonic::Code::Unavailable => TransportError::Unreachable(s.message().to_string()),
-        _ => TransportError::Network(format!("{}: {}", s.code(), s.message())),
+    use tonic::Code;
+    let what = format!("{}: {}", s.code(), s.message());
+    let mut source = std::error::Error::source(&s);
+    // A status without a source was built from the peer's answer. These codes are the ones
+    // our handlers (server.rs) return only before acting on a request; any other (a deadline,
+    // an internal error) may come after the peer acted.
+    let refused = matches!(
+        s.code(),
+        Code::Unavailable | Code::InvalidArgument | Code::FailedPrecondition | Code::Unimplemented
+    );
+    if source.is_none() && refused {
+        return TransportError::Refused { code: s.code(), message: s.message().to_string() };
     }
+    while let Some(e) = source {
+        if e.downcast_ref::<tonic::ConnectError>().is_some() {
+            return TransportError::NotSent(what);
+        }
+        source = e.source();
+    }
+    TransportError::NoAnswer(what)
+}
+
+/// Checks that `addr` is a peer address this node can dial: `host:port`, the host a name, an
+/// IPv4 address or a bracketed IPv6 address, the port 1–65535, nothing else.
+pub fn check_peer_addr(addr: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("invalid node address {addr:?}: {why}; expected host:port"));
+    let Some((host, port)) = addr.rsplit_once(':') else { return bad("no port") };
+    if !matches!(port.parse::<u16>(), Ok(p) if p > 0) || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return bad("the port must be a number from 1 to 65535");
+    }
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return if v6.parse::<std::net::Ipv6Addr>().is_ok() { Ok(()) } else { bad("not an IPv6 address") };
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-')
+    };
+    if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+        return bad("the host must be a DNS name or an IP address");
+    }
+    Ok(())
 }
 
 impl PeerClient {
@@ -140,15 +202,20 @@ impl PeerClient {
     pub(crate) async fn prepare<T>(&self, msg: T, ttl: Duration) -> Result<tonic::Request<T>, TransportError> {
         match self.faults.outbound(self.target) {
             Outbound::Drop => {
-                return Err(TransportError::Unreachable(format!("fault rule drops messages to node {}", self.target)));
+                return Err(TransportError::NotSent(format!("fault rule drops messages to node {}", self.target)));
             }
             Outbound::Deliver(Some(delay)) => tokio::time::sleep(delay).await,
             Outbound::Deliver(None) => {}
         }
         let mut req = tonic::Request::new(msg);
-        req.metadata_mut().insert(FROM_HEADER, self.me.to_string().parse().expect("numeric id"));
+        req.metadata_mut().insert(FROM_HEADER, tonic::metadata::MetadataValue::from(self.me));
         req.set_timeout(ttl);
         Ok(req)
+    }
+
+    /// The gRPC client, or the reason this peer cannot be called.
+    fn grpc(&self) -> Result<RaftTransportClient<Channel>, TransportError> {
+        self.client.clone().map_err(TransportError::NotSent)
     }
 
     /// One unary call with the deadline enforced on our side too.
@@ -157,11 +224,12 @@ impl PeerClient {
         F: FnOnce(RaftTransportClient<Channel>, tonic::Request<T>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
+        let client = self.grpc()?;
         let req = self.prepare(msg, ttl).await?;
-        match tokio::time::timeout(ttl, f(self.client.clone(), req)).await {
+        match tokio::time::timeout(ttl, f(client, req)).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
             Ok(Err(status)) => Err(from_status(status)),
-            Err(_) => Err(TransportError::Network(format!("no answer from node {} within {ttl:?}", self.target))),
+            Err(_) => Err(TransportError::NoAnswer(format!("no answer from node {} within {ttl:?}", self.target))),
         }
     }
 
@@ -172,8 +240,9 @@ impl PeerClient {
         F: FnOnce(RaftTransportClient<Channel>, tonic::Request<Envelope>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Envelope>, tonic::Status>>,
     {
-        let env = self.call(encode(req), ttl, f).await?;
-        decode(&env).map_err(|s| TransportError::Network(s.message().to_string()))
+        let req = encode(req).map_err(|s| TransportError::NotSent(s.message().to_string()))?;
+        let env = self.call(req, ttl, f).await?;
+        decode(&env).map_err(|s| TransportError::NoAnswer(s.message().to_string()))
     }
 
     /// Offers the snapshot, then streams what the receiver does not have yet: file by file
@@ -189,8 +258,8 @@ impl PeerClient {
         let d = dir.clone();
         let manifest = tokio::task::spawn_blocking(move || Manifest::read(&d))
             .await
-            .map_err(|e| TransportError::Network(e.to_string()))?
-            .map_err(|e| TransportError::Network(format!("reading snapshot manifest: {e}")))?;
+            .map_err(|e| TransportError::NotSent(e.to_string()))?
+            .map_err(|e| TransportError::NotSent(format!("reading snapshot manifest: {e}")))?;
         let offer = SnapshotOffer { from: self.me, manifest: manifest.clone() };
         let resume: Resume = self
             .envelope_call(&offer, Duration::from_secs(60), |mut c, r| async move { c.offer_snapshot(r).await })
@@ -199,7 +268,9 @@ impl PeerClient {
         let total = manifest.total_bytes();
         let start: u64 = files.iter().take(resume.file as usize).map(|f| f.size).sum::<u64>() + resume.offset;
         let mut tracker = self.transfers.start("send", self.target, manifest.index(), total, start);
-        let header = encode(&(self.me, vote, snapshot.meta.clone())).data;
+        let header = encode(&(self.me, vote, snapshot.meta.clone()))
+            .map_err(|s| TransportError::NotSent(s.message().to_string()))?
+            .data;
         let rate = self.snapshot_rate;
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
         let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(start);
@@ -251,8 +322,8 @@ impl PeerClient {
             let _ = tx.send(last).await;
             Ok::<_, std::io::Error>(position)
         });
+        let mut client = self.grpc()?;
         let req = self.prepare(tokio_stream::wrappers::ReceiverStream::new(rx), Duration::from_secs(24 * 3600)).await?;
-        let mut client = self.client.clone();
         let mut call = std::pin::pin!(client.install_snapshot(req));
         let result = loop {
             tokio::select! {
@@ -260,11 +331,11 @@ impl PeerClient {
                 Ok(()) = progress_rx.changed() => tracker.advance(*progress_rx.borrow()),
             }
         };
-        let sent = producer.await.map_err(|e| TransportError::Network(e.to_string()));
+        let sent = producer.await.map_err(|e| TransportError::NoAnswer(e.to_string()));
         let outcome = (|| {
             let env = result.map_err(from_status)?.into_inner();
-            sent?.map_err(|e| TransportError::Network(format!("reading snapshot files: {e}")))?;
-            decode(&env).map_err(|s| TransportError::Network(s.message().to_string()))
+            sent?.map_err(|e| TransportError::NoAnswer(format!("reading snapshot files: {e}")))?;
+            decode(&env).map_err(|s| TransportError::NoAnswer(s.message().to_string()))
         })();
         if outcome.is_ok() {
             tracker.advance(total);
@@ -329,5 +400,56 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         self.envelope_call(&req, option.soft_ttl(), |mut c, r| async move { c.transfer_leader(r).await })
             .await
             .map_err(TransportError::into_rpc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_addresses_are_host_and_port_only() {
+        for good in ["127.0.0.1:7001", "node-1.cluster.local:1", "localhost:65535", "[::1]:7001", "[fe80::1]:80"] {
+            assert_eq!(check_peer_addr(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "127.0.0.1",
+            "127.0.0.1 :7001",
+            " 127.0.0.1:7001",
+            "127.0.0.1:0",
+            "127.0.0.1:65536",
+            "127.0.0.1:+80",
+            "http://127.0.0.1:7001",
+            "a/b:1",
+            "-x:1",
+            "a..b:1",
+            "[::1:7001",
+            "[not-v6]:1",
+            "host:1\n",
+        ] {
+            assert!(check_peer_addr(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn a_client_for_a_bad_address_fails_as_not_sent() {
+        let factory = NetworkFactory::new(1, Faults::default(), Transfers::default(), 0);
+        let peer = factory.client(2, "bad address:1");
+        assert!(matches!(peer.grpc(), Err(TransportError::NotSent(_))));
+    }
+
+    #[test]
+    fn a_status_the_peer_sent_means_not_delivered_but_a_deadline_may_have_been() {
+        let refused = from_status(tonic::Status::unavailable("fault rule drops messages from this peer"));
+        assert!(matches!(refused, TransportError::Refused { code: tonic::Code::Unavailable, .. }));
+        assert!(!refused.maybe_delivered());
+        assert!(from_status(tonic::Status::deadline_exceeded("late")).maybe_delivered());
+        assert!(from_status(tonic::Status::internal("boom")).maybe_delivered());
+        let reset = tonic::Status::from_error(Box::new(std::io::Error::other("connection reset")));
+        assert!(std::error::Error::source(&reset).is_some());
+        assert!(from_status(reset).maybe_delivered(), "a transport error after sending may have been delivered");
+        let connect = tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(std::io::Error::other("refused")))));
+        assert!(!from_status(connect).maybe_delivered(), "a connection that was never made delivered nothing");
     }
 }

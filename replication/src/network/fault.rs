@@ -2,7 +2,9 @@
 //! switchable at run time (tests, the HTTP debug endpoint and later the dashboard).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -37,11 +39,11 @@ pub struct Faults(Arc<RwLock<FaultRules>>);
 
 impl Faults {
     pub fn set(&self, rules: FaultRules) {
-        *self.0.write().expect("fault lock") = rules;
+        *self.0.write() = rules;
     }
 
     pub fn get(&self) -> FaultRules {
-        self.0.read().expect("fault lock").clone()
+        self.0.read().clone()
     }
 
     pub fn clear(&self) {
@@ -50,7 +52,7 @@ impl Faults {
 
     /// What to do with a message to `peer`.
     pub fn outbound(&self, peer: NodeId) -> Outbound {
-        let r = self.0.read().expect("fault lock");
+        let r = self.0.read();
         if r.isolated || r.drop_to.contains(&peer) {
             return Outbound::Drop;
         }
@@ -59,7 +61,7 @@ impl Faults {
 
     /// Whether a message from `peer` must be dropped.
     pub fn drops_inbound(&self, peer: Option<NodeId>) -> bool {
-        let r = self.0.read().expect("fault lock");
+        let r = self.0.read();
         r.isolated || peer.is_some_and(|p| r.drop_from.contains(&p))
     }
 }

@@ -16,9 +16,9 @@ pub mod pb {
     tonic::include_proto!("quorumdb.raft");
 }
 
-pub use client::{NetworkFactory, PeerClient};
+pub use client::{NetworkFactory, PeerClient, TransportError, check_peer_addr};
 pub use fault::{FaultRules, Faults, Outbound};
-pub use server::{ForwardReply, TransportService, now_ms};
+pub use server::{ForwardReply, TransportService};
 pub use transfer::{TransferStatus, Transfers};
 
 /// gRPC metadata key naming the sending node, so receivers can apply inbound faults.

@@ -1,12 +1,16 @@
 //! The server side of the transport: feeds incoming RPCs to the local Raft.
 //!
 //! Besides openraft's own RPCs it answers two calls followers make to the leader: forwarded
-//! client writes, and the read index for linearizable reads served by followers.
+//! client writes, and the read index for linearizable reads served by followers; and
+//! `NodeInfo`, which says who answers here and which format versions its binary reads.
+//!
+//! A handler returns an error status (`UNAVAILABLE`, `INVALID_ARGUMENT`, `FAILED_PRECONDITION`)
+//! only before it acts on a request: the client counts such an answer as "not delivered"
+//! (see [`super::client`]), which is what makes retrying a refused forwarded write safe.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use openraft::ReadPolicy;
@@ -18,10 +22,13 @@ use super::FROM_HEADER;
 use super::codec::{decode, encode};
 use super::fault::Faults;
 use super::pb::raft_transport_server::RaftTransport;
-use super::pb::{Envelope, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
+use super::pb::{Envelope, NodeInfoRequest, NodeInfoResponse, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
 use super::transfer::{Incoming, SnapshotOffer, Transfers};
 use crate::snapshot::SnapshotDir;
-use crate::types::{Command, CommandResult, NodeId, Raft, SnapshotMeta, TypeConfig, Vote};
+use crate::raft::Raft;
+use crate::types::{Command, CommandResult, NodeId, SnapshotMeta, TypeConfig, Vote};
+use quorumdb_state::format::FormatVersion;
+use quorumdb_state::now_ms;
 
 /// The leader's answer to a forwarded write.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -36,14 +43,12 @@ pub enum ForwardReply {
     Failed(String),
 }
 
-/// Milliseconds since the Unix epoch: the clock used for "last contact with the leader".
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// The Raft transport service of one node.
 #[derive(Clone)]
 pub struct TransportService {
+    me: NodeId,
+    /// The newest format version this node's binary reads (what `NodeInfo` reports).
+    max_format: FormatVersion,
     raft: Raft,
     faults: Faults,
     snapshot_dir: PathBuf,
@@ -54,13 +59,14 @@ pub struct TransportService {
 
 impl TransportService {
     pub fn new(
+        (me, max_format): (NodeId, FormatVersion),
         raft: Raft,
         faults: Faults,
         snapshot_dir: PathBuf,
         last_leader_contact: Arc<AtomicU64>,
         transfers: Transfers,
     ) -> Self {
-        Self { raft, faults, snapshot_dir, last_leader_contact, transfers }
+        Self { me, max_format, raft, faults, snapshot_dir, last_leader_contact, transfers }
     }
 
     fn check_inbound<T>(&self, req: &Request<T>) -> Result<(), Status> {
@@ -92,7 +98,7 @@ async fn receive_snapshot(
     mut stream: Streaming<SnapshotChunk>,
 ) -> Result<(Vote, SnapshotMeta, PathBuf), Status> {
     let first = stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
-    let (from, vote, meta): (NodeId, Vote, SnapshotMeta) = decode(&Envelope { data: first.header.clone() })?;
+    let (from, vote, meta): (NodeId, Vote, SnapshotMeta) = decode(&Envelope { data: first.header.clone(), format: super::codec::ENVELOPE_FORMAT })?;
     let index = meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0);
     let d = dir.clone();
     let opened = tokio::task::spawn_blocking(move || Incoming::open(&d, index))
@@ -101,8 +107,8 @@ async fn receive_snapshot(
         .map_err(|e| Status::failed_precondition(format!("no offered snapshot at {index}: {e}")))?;
     let mut tracker = transfers.start("receive", from, index, opened.manifest.total_bytes(), opened.received_bytes());
     let dir = opened.dir.clone();
-    let mut incoming = Some(opened);
     let result = async {
+        let mut incoming = opened;
         let mut chunk = Some(first);
         loop {
             let c = match chunk.take() {
@@ -118,7 +124,7 @@ async fn receive_snapshot(
             let done = c.done;
             if !c.data.is_empty() {
                 // File writes (and the fsyncs every 8 MiB and at file ends) off the runtime.
-                let mut inc = incoming.take().expect("present between chunks");
+                let mut inc = incoming;
                 let (inc, written) = tokio::task::spawn_blocking(move || {
                     let r = inc.write(c.file, c.offset, &c.data);
                     (inc, r)
@@ -126,14 +132,14 @@ async fn receive_snapshot(
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?;
                 tracker.advance(inc.received_bytes());
-                incoming = Some(inc);
+                incoming = inc;
                 written.map_err(io_status)?;
             }
             if done {
-                let Some(inc) = incoming.as_ref().filter(|i| i.is_complete()) else {
+                if !incoming.is_complete() {
                     return Err(Status::failed_precondition("snapshot stream ended before every file was sent"));
-                };
-                return inc.finish().map_err(io_status);
+                }
+                return incoming.finish().map_err(io_status);
             }
         }
     }
@@ -151,28 +157,28 @@ impl RaftTransport for TransportService {
         if self.raft.current_leader().await.is_some() {
             self.last_leader_contact.store(now_ms(), Ordering::Relaxed);
         }
-        Ok(Response::new(encode(&resp)))
+        Ok(Response::new(encode(&resp)?))
     }
 
     async fn vote(&self, req: Request<Envelope>) -> Result<Response<Envelope>, Status> {
         self.check_inbound(&req)?;
         let rpc: VoteRequest<TypeConfig> = decode(req.get_ref())?;
         let resp = self.raft.vote(rpc).await.map_err(fatal)?;
-        Ok(Response::new(encode(&resp)))
+        Ok(Response::new(encode(&resp)?))
     }
 
     async fn pre_vote(&self, req: Request<Envelope>) -> Result<Response<Envelope>, Status> {
         self.check_inbound(&req)?;
         let rpc: VoteRequest<TypeConfig> = decode(req.get_ref())?;
         let resp = self.raft.pre_vote(rpc).await.map_err(fatal)?;
-        Ok(Response::new(encode(&resp)))
+        Ok(Response::new(encode(&resp)?))
     }
 
     async fn transfer_leader(&self, req: Request<Envelope>) -> Result<Response<Envelope>, Status> {
         self.check_inbound(&req)?;
         let rpc: TransferLeaderRequest<TypeConfig> = decode(req.get_ref())?;
         let resp = self.raft.handle_transfer_leader(rpc).await.map_err(fatal)?;
-        Ok(Response::new(encode(&resp)))
+        Ok(Response::new(encode(&resp)?))
     }
 
     async fn offer_snapshot(&self, req: Request<Envelope>) -> Result<Response<Envelope>, Status> {
@@ -183,7 +189,7 @@ impl RaftTransport for TransportService {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(io_status)?;
-        Ok(Response::new(encode(&resume)))
+        Ok(Response::new(encode(&resume)?))
     }
 
     async fn install_snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<Envelope>, Status> {
@@ -197,7 +203,7 @@ impl RaftTransport for TransportService {
         if tokio::fs::metadata(&path).await.is_ok() {
             let _ = tokio::fs::remove_dir_all(&path).await;
         }
-        Ok(Response::new(encode(&resp.map_err(fatal)?)))
+        Ok(Response::new(encode(&resp.map_err(fatal)?)?))
     }
 
     async fn forward_write(&self, req: Request<Envelope>) -> Result<Response<Envelope>, Status> {
@@ -213,7 +219,7 @@ impl RaftTransport for TransportService {
             }
             Err(e) => ForwardReply::Failed(e.to_string()),
         };
-        Ok(Response::new(encode(&reply)))
+        Ok(Response::new(encode(&reply)?))
     }
 
     async fn read_index(&self, req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
@@ -223,5 +229,14 @@ impl RaftTransport for TransportService {
             Ok(lin) => Ok(Response::new(ReadIndexResponse { index: lin.read_log_id().index() })),
             Err(e) => Err(Status::failed_precondition(e.to_string())),
         }
+    }
+
+    async fn node_info(&self, req: Request<NodeInfoRequest>) -> Result<Response<NodeInfoResponse>, Status> {
+        self.check_inbound(&req)?;
+        Ok(Response::new(NodeInfoResponse {
+            id: self.me,
+            max_format: u32::from(self.max_format),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
     }
 }

@@ -13,11 +13,13 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::server::now_ms;
+use quorumdb_state::now_ms;
 use crate::snapshot::{Manifest, write_synced};
 use crate::types::NodeId;
 
@@ -153,8 +155,19 @@ impl Incoming {
     }
 
     fn current(&mut self) -> std::io::Result<&mut (File, crc32fast::Hasher)> {
-        if self.current.is_none() {
-            let entry = &self.manifest.files[self.progress.file as usize];
+        let opened = match self.current.take() {
+            Some(open) => open,
+            None => self.open_current()?,
+        };
+        Ok(self.current.insert(opened))
+    }
+
+    /// Opens the file being received, cut back to its durable progress.
+    fn open_current(&self) -> std::io::Result<(File, crc32fast::Hasher)> {
+        {
+            let Some(entry) = self.manifest.files.get(self.progress.file as usize) else {
+                return Err(invalid(format!("no file {} in the snapshot manifest", self.progress.file)));
+            };
             let path = self.dir.join(&entry.path);
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
@@ -164,9 +177,8 @@ impl Incoming {
             f.set_len(self.progress.offset)?;
             f.seek(SeekFrom::End(0))?;
             let h = crc32fast::Hasher::new_with_initial_len(self.progress.crc, self.progress.offset);
-            self.current = Some((f, h));
+            Ok((f, h))
         }
-        Ok(self.current.as_mut().expect("just opened"))
     }
 
     /// Writes one chunk; it must continue exactly where the progress is.
@@ -186,15 +198,25 @@ impl Incoming {
         if offset + data.len() as u64 > entry.size {
             return Err(invalid(format!("snapshot file {} is longer than its manifest says", entry.path)));
         }
+        let len = data.len() as u64;
+        let done = offset + len == entry.size;
+        let sync = done || self.unsynced + len >= SYNC_EVERY;
         let (f, h) = self.current()?;
         f.write_all(data)?;
         h.update(data);
-        self.progress.offset += data.len() as u64;
-        self.unsynced += data.len() as u64;
-        if self.progress.offset == entry.size {
-            let (f, h) = self.current.take().expect("open");
-            f.sync_all()?;
-            if h.finalize() != entry.crc32 {
+        // The CRC of the file so far, once its bytes are on disk.
+        let synced_crc = if sync {
+            if done { f.sync_all()? } else { f.sync_data()? }
+            Some(h.clone().finalize())
+        } else {
+            None
+        };
+        self.progress.offset += len;
+        self.unsynced += len;
+        let Some(crc) = synced_crc else { return Ok(()) };
+        if done {
+            self.current = None;
+            if crc != entry.crc32 {
                 let _ = std::fs::remove_file(self.dir.join(&entry.path));
                 self.progress = Progress { file, offset: 0, crc: 0 };
                 write_progress(&self.dir, &self.progress)?;
@@ -204,10 +226,8 @@ impl Incoming {
             self.unsynced = 0;
             write_progress(&self.dir, &self.progress)?;
             self.skip_empty()?;
-        } else if self.unsynced >= SYNC_EVERY {
-            let (f, h) = self.current.as_ref().expect("open");
-            f.sync_data()?;
-            self.progress.crc = h.clone().finalize();
+        } else {
+            self.progress.crc = crc;
             self.unsynced = 0;
             write_progress(&self.dir, &self.progress)?;
         }
@@ -243,7 +263,7 @@ pub struct Transfers(Arc<Mutex<BTreeMap<(&'static str, NodeId), TransferStatus>>
 
 impl Transfers {
     pub fn list(&self) -> Vec<TransferStatus> {
-        self.0.lock().expect("transfers lock").values().cloned().collect()
+        self.0.lock().values().cloned().collect()
     }
 
     pub(crate) fn start(
@@ -266,7 +286,7 @@ impl Transfers {
             started_ms: now,
             updated_ms: now,
         };
-        self.0.lock().expect("transfers lock").insert((direction, peer), status);
+        self.0.lock().insert((direction, peer), status);
         tracing::info!(direction, peer, snapshot_index, total, resumed_from, "snapshot transfer started");
         Tracker { transfers: self.clone(), key: (direction, peer), logged_tenth: resumed_from * 10 / total.max(1) }
     }
@@ -283,7 +303,7 @@ impl Tracker {
     pub fn advance(&mut self, bytes: u64) {
         let (direction, peer) = self.key;
         let total = {
-            let mut all = self.transfers.0.lock().expect("transfers lock");
+            let mut all = self.transfers.0.lock();
             let Some(s) = all.get_mut(&self.key) else { return };
             s.bytes = bytes;
             s.updated_ms = now_ms();
@@ -301,7 +321,7 @@ impl Tracker {
 
     pub fn finish(self, ok: bool) {
         let (direction, peer) = self.key;
-        if let Some(s) = self.transfers.0.lock().expect("transfers lock").get_mut(&self.key) {
+        if let Some(s) = self.transfers.0.lock().get_mut(&self.key) {
             s.state = if ok { "done" } else { "failed" };
             s.updated_ms = now_ms();
             let secs = (s.updated_ms.saturating_sub(s.started_ms)) as f64 / 1000.0;
