@@ -11,7 +11,9 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use hnsw_rs::api::AnnT;
 use hnsw_rs::hnsw::Hnsw;
@@ -185,27 +187,27 @@ impl HnswIndex {
 
     /// Points in the graph, tombstones included.
     pub fn points(&self) -> usize {
-        self.ids.read().expect("ids lock").points
+        self.ids.read().points
     }
 
     /// Points not deleted.
     pub fn live(&self) -> usize {
-        let ids = self.ids.read().expect("ids lock");
+        let ids = self.ids.read();
         ids.points - ids.dead_count
     }
 
     pub fn tombstones(&self) -> usize {
-        self.ids.read().expect("ids lock").dead_count
+        self.ids.read().dead_count
     }
 
     /// True when tombstones outnumber live points enough that a compaction pays off.
     pub fn needs_compaction(&self) -> bool {
-        let ids = self.ids.read().expect("ids lock");
+        let ids = self.ids.read();
         ids.dead_count >= 1000 && ids.dead_count > ids.points - ids.dead_count
     }
 
     pub fn contains(&self, id: u64) -> bool {
-        let ids = self.ids.read().expect("ids lock");
+        let ids = self.ids.read();
         bit(&ids.present, id) && !bit(&ids.dead, id)
     }
 
@@ -215,9 +217,9 @@ impl HnswIndex {
     /// for another vector.
     pub fn insert(&self, id: u64, vector: &[f32]) {
         assert_eq!(vector.len(), self.spec.dim, "vector dimension checked before insert");
-        let _w = self.writer.lock().expect("writer lock");
+        let _w = self.writer.lock();
         {
-            let mut ids = self.ids.write().expect("ids lock");
+            let mut ids = self.ids.write();
             if bit(&ids.present, id) {
                 if set_bit(&mut ids.dead, id, false) {
                     ids.dead_count -= 1;
@@ -228,12 +230,12 @@ impl HnswIndex {
         let v = self.spec.metric.prepare(vector);
         self.graph.insert_slice((&v, id as usize));
         {
-            let mut ids = self.ids.write().expect("ids lock");
+            let mut ids = self.ids.write();
             set_bit(&mut ids.present, id, true);
             ids.points += 1;
         }
-        if self.flat.read().expect("flat lock").is_some() {
-            self.delta.write().expect("delta lock").push((id, v));
+        if self.flat.read().is_some() {
+            self.delta.write().push((id, v));
         }
     }
 
@@ -241,7 +243,7 @@ impl HnswIndex {
     /// graph from existing rows. Same preconditions as [`Self::insert`]; the ids must be new.
     /// The graph differs from a sequential build's (order of insertion), not its quality.
     pub fn insert_parallel(&self, points: &[(u64, Vec<f32>)]) {
-        let _w = self.writer.lock().expect("writer lock");
+        let _w = self.writer.lock();
         let prepared: Vec<(u64, Vec<f32>)> = points
             .iter()
             .map(|(id, v)| {
@@ -251,15 +253,15 @@ impl HnswIndex {
             .collect();
         let slices: Vec<(&[f32], usize)> = prepared.iter().map(|(id, v)| (v.as_slice(), *id as usize)).collect();
         self.graph.parallel_insert_slice(&slices);
-        let mut ids = self.ids.write().expect("ids lock");
+        let mut ids = self.ids.write();
         for (id, _) in &prepared {
             if !set_bit(&mut ids.present, *id, true) {
                 ids.points += 1;
             }
         }
         drop(ids);
-        if self.flat.read().expect("flat lock").is_some() {
-            self.delta.write().expect("delta lock").extend(prepared);
+        if self.flat.read().is_some() {
+            self.delta.write().extend(prepared);
         }
     }
 
@@ -269,9 +271,9 @@ impl HnswIndex {
         if self.refreshing.load(Ordering::Relaxed) {
             return false;
         }
-        match &*self.flat.read().expect("flat lock") {
+        match &*self.flat.read() {
             None => self.points() > 0,
-            Some(f) => self.delta.read().expect("delta lock").len() > (f.len() / 16).max(1024),
+            Some(f) => self.delta.read().len() > (f.len() / 16).max(1024),
         }
     }
 
@@ -281,7 +283,7 @@ impl HnswIndex {
         if self.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let _w = self.writer.lock().expect("writer lock");
+        let _w = self.writer.lock();
         let mut points = Vec::with_capacity(self.points());
         // hnsw_rs's point iterator panics on a graph without an entry point (no points).
         if self.points() > 0 {
@@ -292,14 +294,14 @@ impl HnswIndex {
             }
         }
         let flat = FlatGraph::build(self.spec.metric, self.spec.dim, points).map(Arc::new);
-        *self.flat.write().expect("flat lock") = flat;
-        self.delta.write().expect("delta lock").clear();
+        *self.flat.write() = flat;
+        self.delta.write().clear();
         self.refreshing.store(false, Ordering::Release);
     }
 
     /// Marks a point deleted; searches skip it from now on.
     pub fn delete(&self, id: u64) {
-        let mut ids = self.ids.write().expect("ids lock");
+        let mut ids = self.ids.write();
         if bit(&ids.present, id) && !set_bit(&mut ids.dead, id, true) {
             ids.dead_count += 1;
         }
@@ -325,18 +327,18 @@ impl HnswIndex {
                 return ok;
             }
             let ok = {
-                let ids = self.ids.read().expect("ids lock");
+                let ids = self.ids.read();
                 !bit(&ids.dead, id)
             } && accept.is_none_or(|f| f(id));
             memo.borrow_mut().insert(id, ok);
             ok
         };
-        let flat = self.flat.read().expect("flat lock").clone();
+        let flat = self.flat.read().clone();
         if let Some(flat) = flat {
             // The flat copy, plus an exact look at the points inserted since it was made.
             let mut hits = flat.search(&q, k, ef, &filter);
             let seen: std::collections::HashSet<u64> = hits.iter().map(|h| h.0).collect();
-            for (id, v) in self.delta.read().expect("delta lock").iter() {
+            for (id, v) in self.delta.read().iter() {
                 if !seen.contains(id) && filter(*id) {
                     hits.push((*id, self.spec.metric.graph_distance(&q, v)));
                 }
@@ -356,7 +358,7 @@ impl HnswIndex {
 
     /// Calls `f` with the id and (prepared) vector of every live point.
     pub fn for_each_live(&self, f: &mut dyn FnMut(u64, &[f32])) {
-        let ids = self.ids.read().expect("ids lock");
+        let ids = self.ids.read();
         if ids.points == 0 {
             return; // hnsw_rs's iterator panics on an empty graph
         }
@@ -371,7 +373,7 @@ impl HnswIndex {
     /// Writes the graph to `dir` (replaced atomically: written beside it, then renamed).
     /// Blocks inserts while it runs.
     pub fn dump(&self, dir: &Path, generation: u64, watermark: u64) -> Result<DumpManifest> {
-        let _w = self.writer.lock().expect("writer lock");
+        let _w = self.writer.lock();
         let parent = dir.parent().ok_or_else(|| VectorError::InvalidParameter("dump dir has no parent".into()))?;
         std::fs::create_dir_all(parent)?;
         let tmp = dir.with_extension("tmp");
@@ -459,7 +461,7 @@ impl HnswIndex {
 
     /// Ids present in the graph (tombstones included), for reconciling a loaded dump.
     pub fn present_ids(&self) -> Vec<u64> {
-        let ids = self.ids.read().expect("ids lock");
+        let ids = self.ids.read();
         let mut out = Vec::with_capacity(ids.points);
         for (w, word) in ids.present.iter().enumerate() {
             let mut word = *word;
