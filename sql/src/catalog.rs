@@ -12,7 +12,8 @@ use quorumdb_vector::Metric;
 
 use crate::codec;
 use crate::error::{Result, SqlError};
-use crate::store::KvRead;
+use quorumdb_state::StateRead;
+use quorumdb_state::format::{self, FormatVersion};
 use crate::types::{ColumnType, Value};
 
 /// The name of the hidden row key column DML planning reads (raw key bytes).
@@ -165,19 +166,25 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn load(read: &dyn KvRead) -> Result<Self> {
+    pub fn load(read: &dyn StateRead) -> Result<Self> {
         match read.get(codec::CATALOG_KEY)? {
             Some(bytes) => Self::decode(&bytes),
             None => Ok(Self::default()),
         }
     }
 
+    /// Decodes a catalog of any format version: version 0 is MessagePack with field names,
+    /// later ones the same inside a versioned envelope ([`quorumdb_state::format`]).
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        rmp_serde::from_slice(bytes).map_err(|e| SqlError::Storage(format!("corrupt catalog: {e}")))
+        let corrupt = |e: format::FormatError| SqlError::Storage(format!("corrupt catalog: {e}"));
+        let (_, body) = format::split(bytes).map_err(corrupt)?;
+        format::decode_named(body).map_err(corrupt)
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        rmp_serde::to_vec_named(self).expect("the catalog always encodes")
+    /// The catalog in `version` (apply writes it in the version of the command that changed it).
+    pub fn encode(&self, version: FormatVersion) -> Result<Vec<u8>> {
+        let bytes = if version == format::LEGACY { format::encode_named(self) } else { format::encode(version, self) };
+        bytes.map_err(|e| SqlError::Internal(format!("cannot encode the catalog: {e}")))
     }
 
     pub fn table(&self, name: &str) -> Result<&TableDef> {

@@ -104,17 +104,8 @@ pub fn row_id_key(table: u32) -> Vec<u8> {
     k
 }
 
-/// The first key after every key starting with `prefix`.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0xff; prefix.len() + 1]
-}
+/// The first key after every key starting with `prefix` (the one shared definition).
+pub use quorumdb_state::prefix_end;
 
 const NULL: u8 = 0x00;
 const NOT_NULL: u8 = 0x01;
@@ -177,37 +168,31 @@ pub fn decode_key_value(input: &mut &[u8], ty: &ColumnType) -> Result<Value> {
     if flag == NULL {
         return Ok(Value::Null);
     }
-    let mut take = |n: usize| -> Result<&[u8]> {
-        if input.len() < n {
-            return Err(corrupt());
-        }
-        let (a, b) = input.split_at(n);
-        *input = b;
-        Ok(a)
-    };
-    let u64_of = |b: &[u8]| u64::from_be_bytes(b.try_into().expect("8 bytes"));
+    let u64_of = |input: &mut &[u8]| take_array::<8>(input).map(u64::from_be_bytes).ok_or_else(corrupt);
+    let byte = |input: &mut &[u8]| take_array::<1>(input).map(|[b]| b).ok_or_else(corrupt);
     Ok(match ty {
-        ColumnType::Int16 | ColumnType::Int32 | ColumnType::Int64 => Value::Int((u64_of(take(8)?) ^ (1 << 63)) as i64),
-        ColumnType::Timestamp => Value::Timestamp((u64_of(take(8)?) ^ (1 << 63)) as i64),
-        ColumnType::Date => Value::Date(((u64_of(take(8)?) ^ (1 << 63)) as i64) as i32),
-        ColumnType::Bool => Value::Bool(take(1)?[0] != 0),
+        ColumnType::Int16 | ColumnType::Int32 | ColumnType::Int64 => Value::Int((u64_of(input)? ^ (1 << 63)) as i64),
+        ColumnType::Timestamp => Value::Timestamp((u64_of(input)? ^ (1 << 63)) as i64),
+        ColumnType::Date => Value::Date(((u64_of(input)? ^ (1 << 63)) as i64) as i32),
+        ColumnType::Bool => Value::Bool(byte(input)? != 0),
         ColumnType::Float32 | ColumnType::Float64 => {
-            let o = u64_of(take(8)?);
+            let o = u64_of(input)?;
             let bits = if o >> 63 == 1 { o & !(1 << 63) } else { !o };
             Value::Float(f64::from_bits(bits))
         }
         ColumnType::Decimal { .. } => {
-            Value::Decimal((u128::from_be_bytes(take(16)?.try_into().expect("16 bytes")) ^ (1 << 127)) as i128)
+            let raw = take_array::<16>(input).ok_or_else(corrupt)?;
+            Value::Decimal((u128::from_be_bytes(raw) ^ (1 << 127)) as i128)
         }
         ColumnType::Text { .. } | ColumnType::Json | ColumnType::Bytea => {
             let mut out = Vec::new();
             loop {
-                let c = take(1)?[0];
+                let c = byte(input)?;
                 if c != 0 {
                     out.push(c);
                     continue;
                 }
-                match take(1)?[0] {
+                match byte(input)? {
                     0xff => out.push(0),
                     0x01 => break,
                     _ => return Err(corrupt()),
@@ -221,6 +206,13 @@ pub fn decode_key_value(input: &mut &[u8], ty: &ColumnType) -> Result<Value> {
         }
         ColumnType::Vector { .. } => return Err(corrupt()),
     })
+}
+
+/// The next `N` bytes of `input` as an array (advancing it), if there are that many.
+fn take_array<const N: usize>(input: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, rest) = input.split_first_chunk::<N>()?;
+    *input = rest;
+    Some(*head)
 }
 
 // ---- rows ----
@@ -326,10 +318,10 @@ pub fn decode_row(mut input: &[u8], types: &[ColumnType], defaults: &[Value]) ->
             ColumnType::Timestamp => Value::Timestamp(unzigzag(get_varint(&mut input)?)),
             ColumnType::Date => Value::Date(unzigzag(get_varint(&mut input)?) as i32),
             ColumnType::Float32 | ColumnType::Float64 => {
-                Value::Float(f64::from_le_bytes(take(&mut input, 8)?.try_into().expect("8 bytes")))
+                Value::Float(f64::from_le_bytes(take_array(&mut input).ok_or_else(|| corrupt("truncated float"))?))
             }
             ColumnType::Decimal { .. } => {
-                Value::Decimal(i128::from_le_bytes(take(&mut input, 16)?.try_into().expect("16 bytes")))
+                Value::Decimal(i128::from_le_bytes(take_array(&mut input).ok_or_else(|| corrupt("truncated decimal"))?))
             }
             ColumnType::Text { .. } | ColumnType::Json => {
                 let len = get_varint(&mut input)? as usize;
@@ -342,7 +334,7 @@ pub fn decode_row(mut input: &[u8], types: &[ColumnType], defaults: &[Value]) ->
             ColumnType::Vector { .. } => {
                 let len = get_varint(&mut input)? as usize;
                 let raw = take(&mut input, len.checked_mul(4).ok_or_else(|| corrupt("vector length"))?)?;
-                Value::Vector(raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
+                Value::Vector(raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
             }
         };
         out.push(v);

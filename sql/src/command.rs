@@ -6,21 +6,37 @@
 //! planned against, and the hash of each row it read), enforces key uniqueness, maintains
 //! secondary indexes in the same write, and rejects the whole command — nothing applied — on
 //! any violation. The outcome depends only on the command and the state, so replicas agree.
+//!
+//! # Format
+//! A command, its response and its rejection are version-0 positional MessagePack (structs as
+//! arrays in field order; the version-0 rejection a map with field names) or versioned
+//! envelopes with field names ([`quorumdb_state::format`]). Apply answers in the command's
+//! version and writes the catalog in it too, so what a command does never depends on the
+//! binary that applies it. `docs/formats.md` gives every field.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use quorumdb_state::format::{self, FormatError, FormatVersion};
+use quorumdb_state::{Applied, Application, Rejection, SharedRead};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, IndexDef, RowDecoder, TableDef};
 use crate::codec;
-use crate::error::{Rejection, Result, SqlError};
-use crate::store::{KvTxn, try_scan};
+use crate::error::{Result, SqlError};
+use quorumdb_state::{StateTxn, try_scan};
 use crate::types::Value;
 use crate::vectors::{Change, VectorIndexes, VectorOp, spec_of};
 
 /// The tag of SQL commands on the shared state machine.
 pub const TAG: u8 = b's';
+
+/// Apply's rejection of a command: the error's SQLSTATE and message.
+impl From<&SqlError> for Rejection {
+    fn from(e: &SqlError) -> Self {
+        Rejection::new(e.sqlstate(), e.to_string())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SqlCommand {
@@ -88,12 +104,14 @@ pub enum RowOp {
 }
 
 impl SqlCommand {
-    pub fn encode(&self) -> Vec<u8> {
-        rmp_serde::to_vec(self).expect("SQL commands always encode")
+    /// The command in `version` (see the module docs).
+    pub fn encode(&self, version: FormatVersion) -> Result<Vec<u8>> {
+        encode_in(version, self)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self> {
-        rmp_serde::from_slice(bytes).map_err(|e| SqlError::Internal(format!("undecodable SQL command: {e}")))
+    /// Decodes a command of any version; returns it with its version.
+    pub fn decode(bytes: &[u8]) -> Result<(Self, FormatVersion)> {
+        decode_any(bytes).map_err(|e| SqlError::Internal(format!("undecodable SQL command: {e}")))
     }
 }
 
@@ -103,14 +121,39 @@ pub struct SqlResponse {
     pub affected: Vec<u64>,
 }
 
-/// The SQL application: applies [`SqlCommand`]s to a [`KvTxn`] and keeps the node's vector
+impl SqlResponse {
+    /// The response in `version` (the version of the command it answers).
+    pub fn encode(&self, version: FormatVersion) -> Result<Vec<u8>> {
+        encode_in(version, self)
+    }
+
+    /// Decodes a response of any version.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        decode_any(bytes)
+            .map(|(r, _)| r)
+            .map_err(|e| SqlError::Internal(format!("undecodable SQL response: {e}")))
+    }
+}
+
+/// Version 0: positional MessagePack; later: a versioned envelope with field names.
+fn encode_in<T: Serialize>(version: FormatVersion, value: &T) -> Result<Vec<u8>> {
+    let bytes = if version == format::LEGACY { format::encode_positional(value) } else { format::encode(version, value) };
+    bytes.map_err(|e| SqlError::Internal(e.to_string()))
+}
+
+fn decode_any<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<(T, FormatVersion), FormatError> {
+    let (version, body) = format::split(bytes)?;
+    Ok((format::decode_named(body)?, version))
+}
+
+/// The SQL application: applies [`SqlCommand`]s to a [`StateTxn`] and keeps the node's vector
 /// indexes in step (after each command commits).
 #[derive(Debug)]
-pub struct SqlApp {
+pub struct SqlApplication {
     vectors: Arc<VectorIndexes>,
 }
 
-impl SqlApp {
+impl SqlApplication {
     pub fn new(vectors: Arc<VectorIndexes>) -> Self {
         Self { vectors }
     }
@@ -118,37 +161,50 @@ impl SqlApp {
     pub fn vectors(&self) -> &Arc<VectorIndexes> {
         &self.vectors
     }
+}
 
-    /// Applies one encoded command; `Err` carries an encoded [`Rejection`].
-    pub fn apply(&self, bytes: &[u8], txn: &mut dyn KvTxn) -> Result<Vec<u8>, Vec<u8>> {
-        let reject = |e: SqlError| rmp_serde::to_vec_named(&Rejection::from(&e)).expect("rejections encode");
-        let cmd = SqlCommand::decode(bytes).map_err(reject)?;
+impl Application for SqlApplication {
+    /// Applies one encoded command. An I/O error reading the state stops apply (it would not
+    /// happen on the other replicas); every other error is a deterministic rejection.
+    fn apply(&self, bytes: &[u8], txn: &mut dyn StateTxn) -> std::io::Result<Applied> {
+        let (cmd, version) = match SqlCommand::decode(bytes) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                let version = format::split(bytes).map_or(format::LEGACY, |(v, _)| v);
+                return Ok(Err(Rejection::from(&e).encode(version)));
+            }
+        };
         let mut vops = Vec::new();
-        match apply_command(&cmd, txn, &mut vops) {
+        match apply_command(&cmd, version, txn, &mut vops) {
             Ok(resp) => {
                 if !vops.is_empty() {
                     let vectors = self.vectors.clone();
                     txn.on_commit(Box::new(move || vectors.apply(vops)));
                 }
-                Ok(rmp_serde::to_vec(&resp).expect("responses encode"))
+                Ok(resp.encode(version).map_err(|e| Rejection::from(&e).encode(version)))
             }
-            Err(e) => Err(reject(e)),
+            Err(SqlError::Io(e)) => Err(e),
+            Err(e) => Ok(Err(Rejection::from(&e).encode(version))),
+        }
+    }
+
+    fn opened(&self, state: &SharedRead) -> std::io::Result<()> {
+        self.vectors.open(state).map_err(std::io::Error::other)
+    }
+
+    fn snapshot_files(&self, dest: &std::path::Path) -> std::io::Result<()> {
+        self.vectors.export_dumps(dest)
+    }
+
+    fn state_replaced(&self, state: &SharedRead, files: Option<&std::path::Path>) {
+        if let Err(e) = self.vectors.reset(state, files) {
+            tracing::error!(error = %e, "could not reload vector indexes after installing a snapshot");
         }
     }
 }
 
-pub fn decode_response(bytes: &[u8]) -> Result<SqlResponse> {
-    rmp_serde::from_slice(bytes).map_err(|e| SqlError::Internal(format!("undecodable SQL response: {e}")))
-}
-
-pub fn decode_rejection(bytes: &[u8]) -> SqlError {
-    match rmp_serde::from_slice::<Rejection>(bytes) {
-        Ok(r) => SqlError::from_rejection(&r),
-        Err(_) => SqlError::Internal(String::from_utf8_lossy(bytes).into_owned()),
-    }
-}
-
-fn load_catalog(txn: &dyn KvTxn) -> Result<Catalog> {
+fn load_catalog(txn: &dyn StateTxn) -> Result<Catalog> {
+    // (the catalog's own decoder reads every version)
     match txn.get(codec::CATALOG_KEY)? {
         Some(b) => Catalog::decode(&b),
         None => Ok(Catalog::default()),
@@ -168,7 +224,12 @@ fn conflict(what: String) -> SqlError {
     SqlError::SerializationFailure(what)
 }
 
-fn apply_command(cmd: &SqlCommand, txn: &mut dyn KvTxn, vops: &mut Vec<VectorOp>) -> Result<SqlResponse> {
+fn apply_command(
+    cmd: &SqlCommand,
+    version: FormatVersion,
+    txn: &mut dyn StateTxn,
+    vops: &mut Vec<VectorOp>,
+) -> Result<SqlResponse> {
     let mut catalog = load_catalog(txn)?;
     if catalog.version != cmd.catalog_version {
         return Err(conflict("the catalog changed since the statement was planned".into()));
@@ -270,7 +331,7 @@ fn apply_command(cmd: &SqlCommand, txn: &mut dyn KvTxn, vops: &mut Vec<VectorOp>
     }
     if ddl {
         catalog.version = index;
-        txn.put(codec::CATALOG_KEY, &catalog.encode());
+        txn.put(codec::CATALOG_KEY, &catalog.encode(version)?);
     }
     Ok(resp)
 }
@@ -286,7 +347,7 @@ fn unique_violation(index: &IndexDef) -> SqlError {
 /// Applies one statement's row operations: first every removal (deleted rows and the old
 /// index entries of updated rows), then every addition, so that uniqueness is checked on the
 /// statement's result rather than row by row.
-fn apply_writes(def: &TableDef, ops: &[RowOp], txn: &mut dyn KvTxn, vops: &mut Vec<VectorOp>) -> Result<u64> {
+fn apply_writes(def: &TableDef, ops: &[RowOp], txn: &mut dyn StateTxn, vops: &mut Vec<VectorOp>) -> Result<u64> {
     let rows = RowDecoder::new(def);
     let mut changes: BTreeMap<u32, Vec<Change>> = BTreeMap::new();
     let mut additions: Vec<(Vec<u8>, &[u8])> = Vec::new();
@@ -367,7 +428,7 @@ fn apply_writes(def: &TableDef, ops: &[RowOp], txn: &mut dyn KvTxn, vops: &mut V
 }
 
 /// Gives a row version a new point id in an HNSW index and records the mapping both ways.
-fn add_vector_point(table: u32, index: u32, row_key: &[u8], txn: &mut dyn KvTxn) -> Result<u64> {
+fn add_vector_point(table: u32, index: u32, row_key: &[u8], txn: &mut dyn StateTxn) -> Result<u64> {
     let nk = codec::vector_next_key(table, index);
     let point = match txn.get(&nk)? {
         Some(b) => codec::decode_u64(&b)?,
@@ -381,14 +442,14 @@ fn add_vector_point(table: u32, index: u32, row_key: &[u8], txn: &mut dyn KvTxn)
 
 /// Registers every existing row with a vector in a new HNSW index (points in key order) and
 /// returns the points for the graph build.
-fn build_vector_index(def: &TableDef, index: &IndexDef, txn: &mut dyn KvTxn) -> Result<Vec<(u64, Vec<f32>)>> {
+fn build_vector_index(def: &TableDef, index: &IndexDef, txn: &mut dyn StateTxn) -> Result<Vec<(u64, Vec<f32>)>> {
     let prefix = codec::rows_prefix(def.id);
     let rows = RowDecoder::new(def);
     let column = index.columns[0];
     let mut found = Vec::new();
     try_scan(
         |f| txn.scan(&prefix, &codec::prefix_end(&prefix), f),
-        |k, v| {
+        |k, v| -> Result<bool> {
             let mut row = rows.decode(v)?;
             if let Value::Vector(vec) = std::mem::replace(&mut row[column], Value::Null) {
                 found.push((k[prefix.len()..].to_vec(), vec));
@@ -405,7 +466,7 @@ fn build_vector_index(def: &TableDef, index: &IndexDef, txn: &mut dyn KvTxn) -> 
     Ok(points)
 }
 
-fn next_row_id(def: &TableDef, txn: &mut dyn KvTxn) -> Result<Vec<u8>> {
+fn next_row_id(def: &TableDef, txn: &mut dyn StateTxn) -> Result<Vec<u8>> {
     let k = codec::row_id_key(def.id);
     let last = match txn.get(&k)? {
         Some(b) => i64::from_be_bytes(b.as_slice().try_into().map_err(|_| SqlError::Storage("bad row id".into()))?),
@@ -416,13 +477,13 @@ fn next_row_id(def: &TableDef, txn: &mut dyn KvTxn) -> Result<Vec<u8>> {
     codec::encode_key(&[&Value::Int(next)], &[&crate::types::ColumnType::Int64])
 }
 
-fn build_index(def: &TableDef, index: &IndexDef, txn: &mut dyn KvTxn) -> Result<()> {
+fn build_index(def: &TableDef, index: &IndexDef, txn: &mut dyn StateTxn) -> Result<()> {
     let prefix = codec::rows_prefix(def.id);
     let mut entries = Vec::new();
     let rows = RowDecoder::new(def);
     try_scan(
         |f| txn.scan(&prefix, &codec::prefix_end(&prefix), f),
-        |k, v| {
+        |k, v| -> Result<bool> {
             entries.push(def.index_entry(index, &rows.decode(v)?, &k[prefix.len()..])?);
             Ok(true)
         },

@@ -1,12 +1,13 @@
 //! The SQL engine a node runs: parses a request, answers reads through DataFusion (or the
 //! primary-key fast path), and turns writes into one [`SqlCommand`] proposed through a
-//! [`Backend`] — re-planned when apply reports a conflict with a concurrent write.
+//! [`Proposer`] — re-planned when apply reports a conflict with a concurrent write.
 
 use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
@@ -17,29 +18,17 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::catalog::{Catalog, RowDecoder};
 use crate::codec;
-use crate::command::{self, SqlCommand};
+use crate::command::{SqlCommand, SqlResponse, TAG};
 use crate::error::{Result, SqlError};
 use crate::knn::{self, SearchSettings, VectorSearchRule};
 use crate::planner::{Planner, StatementResult, ident, object_name, point_keys, run_query, session};
 use crate::provider::{CatalogSource, StateView};
-use crate::store::SharedRead;
+use quorumdb_state::{CommandResult, Consistency, Proposer, Rejection, SharedRead, tagged};
 use crate::types::build_array;
 use crate::vectors::VectorIndexes;
 
 /// How many times a write batch is planned again after a conflict before giving up.
 const MAX_ATTEMPTS: usize = 30;
-
-/// What the engine needs from the replication layer.
-#[async_trait]
-pub trait Backend: Send + Sync {
-    /// Replicates an encoded [`SqlCommand`]; `Ok(Ok(response))` when applied, `Ok(Err(rejection))`
-    /// when apply rejected it (deterministically, on every node).
-    async fn propose(&self, command: Vec<u8>) -> Result<Result<Vec<u8>, Vec<u8>>>;
-    /// Waits until this node has applied everything committed before now. Called before a
-    /// write batch is planned, so a follower plans against the state its client already saw
-    /// acknowledged; `after_conflict` asks for the strict (quorum-confirmed) form.
-    async fn catch_up(&self, after_conflict: bool) -> Result<()>;
-}
 
 /// A parsed request.
 #[derive(Debug, Clone)]
@@ -107,7 +96,7 @@ struct CatalogCache {
 impl CatalogCache {
     fn current(&self) -> Result<Arc<Catalog>> {
         let raw = self.read.get(codec::CATALOG_KEY)?.unwrap_or_default();
-        let mut cached = self.cached.lock().expect("catalog cache lock");
+        let mut cached = self.cached.lock();
         if cached.0 != raw {
             let cat = if raw.is_empty() { Catalog::default() } else { Catalog::decode(&raw)? };
             *cached = (raw, Arc::new(cat));
@@ -276,15 +265,15 @@ impl Engine {
     }
 
     /// Runs a parsed request in a fresh session: reads directly, writes as one atomic command.
-    pub async fn execute(&self, parsed: Parsed, backend: &dyn Backend) -> Result<Vec<StatementResult>> {
-        self.execute_in(parsed, backend, &mut Session::default()).await
+    pub async fn execute(&self, parsed: Parsed, proposer: &dyn Proposer) -> Result<Vec<StatementResult>> {
+        self.execute_in(parsed, proposer, &mut Session::default()).await
     }
 
     /// Runs a parsed request in `session` (whose settings `SET` changes).
     pub async fn execute_in(
         &self,
         parsed: Parsed,
-        backend: &dyn Backend,
+        proposer: &dyn Proposer,
         session: &mut Session,
     ) -> Result<Vec<StatementResult>> {
         if parsed.read_only {
@@ -299,8 +288,8 @@ impl Engine {
         }
         let mut retry = Retry::default();
         loop {
-            retry.catch_up(backend).await;
-            match self.execute_once(&parsed.statements, Some(backend), session, None).await {
+            retry.catch_up(proposer).await;
+            match self.execute_once(&parsed.statements, Some(proposer), session, None).await {
                 Err(SqlError::SerializationFailure(why)) => retry.backoff(&why).await?,
                 other => return other,
             }
@@ -311,15 +300,15 @@ impl Engine {
     /// batches' columns are matched to the table's by name, and every row is coerced and
     /// checked as `INSERT` would (see [`Planner::insert_batches`]). Returns the rows inserted;
     /// an error caused by one row says which ([`SqlError::row`], counted from 0).
-    pub async fn insert_batches(&self, table: &str, batches: &[RecordBatch], backend: &dyn Backend) -> Result<u64> {
+    pub async fn insert_batches(&self, table: &str, batches: &[RecordBatch], proposer: &dyn Proposer) -> Result<u64> {
         let mut retry = Retry::default();
         loop {
-            retry.catch_up(backend).await;
+            retry.catch_up(proposer).await;
             let mut planner =
                 Planner::new(&self.state, Some((&self.query_ctx, &self.dml_ctx)), self.read.clone(), self.catalog()?);
             let outcome = match planner.insert_batches(table, batches).await {
                 Ok(n) => match planner.finish() {
-                    Some(cmd) => self.propose(&cmd, backend).await.map(|_| n),
+                    Some(cmd) => self.propose(&cmd, proposer).await.map(|_| n),
                     None => Ok(n),
                 },
                 Err(e) => Err(e),
@@ -344,26 +333,26 @@ impl Engine {
     pub async fn commit(
         &self,
         parsed: Parsed,
-        backend: &dyn Backend,
+        proposer: &dyn Proposer,
         session: &mut Session,
         reported: &[StatementResult],
     ) -> Result<Vec<StatementResult>> {
         let mut retry = Retry::default();
         loop {
-            retry.catch_up(backend).await;
-            match self.execute_once(&parsed.statements, Some(backend), session, Some(reported)).await {
+            retry.catch_up(proposer).await;
+            match self.execute_once(&parsed.statements, Some(proposer), session, Some(reported)).await {
                 Err(SqlError::SerializationFailure(why)) => retry.backoff(&why).await?,
                 other => return other,
             }
         }
     }
 
-    /// Plans `statements` as one batch and, with a backend, proposes it. With `reported`, each
+    /// Plans `statements` as one batch and, with a proposer, proposes it. With `reported`, each
     /// write must affect as many rows as reported there.
     async fn execute_once(
         &self,
         statements: &[Statement],
-        backend: Option<&dyn Backend>,
+        proposer: Option<&dyn Proposer>,
         session: &mut Session,
         reported: Option<&[StatementResult]>,
     ) -> Result<Vec<StatementResult>> {
@@ -402,18 +391,19 @@ impl Engine {
                 }
             }
         }
-        let Some(backend) = backend else { return Ok(results) };
+        let Some(proposer) = proposer else { return Ok(results) };
         if let Some(cmd) = planner.finish() {
-            self.propose(&cmd, backend).await?;
+            self.propose(&cmd, proposer).await?;
         }
         Ok(results)
     }
 
-    async fn propose(&self, cmd: &SqlCommand, backend: &dyn Backend) -> Result<command::SqlResponse> {
+    async fn propose(&self, cmd: &SqlCommand, proposer: &dyn Proposer) -> Result<SqlResponse> {
         metrics::counter!("quorumdb_sql_commands_total").increment(1);
-        match backend.propose(cmd.encode()).await? {
-            Ok(bytes) => command::decode_response(&bytes),
-            Err(rejection) => Err(command::decode_rejection(&rejection)),
+        let bytes = cmd.encode(proposer.format())?;
+        match proposer.propose(tagged(TAG, &bytes)).await? {
+            CommandResult::Applied(response) => SqlResponse::decode(&response),
+            CommandResult::Rejected(rejection) => Err(SqlError::from_rejection(&Rejection::decode(&rejection))),
         }
     }
 
@@ -577,8 +567,9 @@ impl Retry {
     /// Brings the local state up to date before (re)planning. Only freshness is at stake here
     /// (guards keep a stale plan from applying), so a barrier that cannot be confirmed — the
     /// leader just died — is not fatal: the proposal itself waits for a new leader.
-    async fn catch_up(&self, backend: &dyn Backend) {
-        if let Err(e) = backend.catch_up(self.attempt > 0).await {
+    async fn catch_up(&self, proposer: &dyn Proposer) {
+        let level = if self.attempt > 0 { Consistency::Linearizable } else { Consistency::Lease };
+        if let Err(e) = proposer.read_barrier(level).await {
             tracing::debug!(error = %e, "could not catch up before planning a write; planning on local state");
         }
     }

@@ -1,8 +1,13 @@
 //! SQL errors, each with its PostgreSQL SQLSTATE. Surfaces map them to their protocol (HTTP
 //! status + JSON, pgwire error response) from [`SqlError::sqlstate`] in one place each.
+//!
+//! DataFusion's errors are classified by their variant where it has one (schema errors, Arrow
+//! errors, our own errors passed through `External`); where DataFusion reports only text, one
+//! table ([`MESSAGE_PATTERNS`]) says which message means what, each entry with its test.
 
+use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
-use serde::{Deserialize, Serialize};
+use quorumdb_state::{Rejection, ReplicationError};
 
 pub type Result<T, E = SqlError> = std::result::Result<T, E>;
 
@@ -53,12 +58,15 @@ pub enum SqlError {
     /// A query failed in DataFusion (planning or execution).
     #[error("{0}")]
     Query(String),
-    /// Reading or applying against the state failed.
+    /// Stored data is not what it should be (a corrupt row, key or catalog).
     #[error("storage: {0}")]
     Storage(String),
+    /// Reading the state failed (RocksDB or the file system).
+    #[error("storage: {0}")]
+    Io(#[from] std::io::Error),
     /// The replication layer (the proposer or the read barrier) failed; the server maps it.
-    #[error("{0}")]
-    Backend(Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
     #[error("internal error: {0}")]
     Internal(String),
     /// A vector that does not fit (dimension, NaN) or a bad vector index parameter.
@@ -73,10 +81,6 @@ pub enum SqlError {
     #[error("{message}")]
     Rejected { code: &'static str, message: String },
 }
-
-/// The SQLSTATEs apply can reject a command with.
-const APPLY_CODES: [&str; 12] =
-    ["23505", "23502", "42P01", "42P07", "42P16", "22P02", "22001", "22003", "22000", "22023", "58030", "XX000"];
 
 impl SqlError {
     /// The PostgreSQL SQLSTATE for this error.
@@ -99,8 +103,8 @@ impl SqlError {
             Self::DivisionByZero => "22012",
             Self::SerializationFailure(_) | Self::TransactionChanged(_) => "40001",
             Self::Query(_) => "42000",
-            Self::Storage(_) => "58030",
-            Self::Backend(_) => "08006",
+            Self::Storage(_) | Self::Io(_) => "58030",
+            Self::Replication(_) => "08006",
             Self::Internal(_) => "XX000",
             Self::DataException(_) => "22000",
             Self::InvalidParameter(_) => "22023",
@@ -113,6 +117,7 @@ impl SqlError {
     pub fn retryable(&self) -> bool {
         match self {
             Self::AtRow { source, .. } => source.retryable(),
+            Self::Replication(e) => e.retryable(),
             e => matches!(e, Self::SerializationFailure(_)),
         }
     }
@@ -148,27 +153,7 @@ impl SqlError {
         if r.code == "40001" {
             return Self::SerializationFailure(r.message.clone());
         }
-        let code = APPLY_CODES.iter().find(|c| **c == r.code).copied().unwrap_or("XX000");
-        Self::Rejected { code, message: r.message.clone() }
-    }
-}
-
-/// Why an apply rejected a command: the same on every node, carried back to the proposer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rejection {
-    pub code: String,
-    pub message: String,
-}
-
-impl From<&SqlError> for Rejection {
-    fn from(e: &SqlError) -> Self {
-        Self { code: e.sqlstate().to_string(), message: e.to_string() }
-    }
-}
-
-impl From<std::io::Error> for SqlError {
-    fn from(e: std::io::Error) -> Self {
-        Self::Storage(e.to_string())
+        Self::Rejected { code: r.sqlstate(), message: r.message.clone() }
     }
 }
 
@@ -179,10 +164,46 @@ impl From<quorumdb_vector::VectorError> for SqlError {
             V::Dimension { .. } | V::NotFinite => Self::DataException(e.to_string()),
             V::Syntax(_) => Self::InvalidValue(e.to_string()),
             V::InvalidParameter(m) => Self::InvalidParameter(m),
-            V::Io(e) => Self::Storage(e.to_string()),
+            V::Io(e) => Self::Io(e),
             V::Corrupt(m) => Self::Internal(m),
         }
     }
+}
+
+/// What a DataFusion message that carries no kind of its own means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MessageKind {
+    UnknownTable,
+    UnknownColumn,
+    InvalidValue,
+    DivisionByZero,
+}
+
+/// DataFusion errors that are only text: every fragment of an entry must occur in the message.
+/// One test per entry (`tests::each_message_pattern_matches_datafusions_own_error`).
+const MESSAGE_PATTERNS: &[(&[&str], MessageKind)] = &[
+    (&["table '", "' not found"], MessageKind::UnknownTable),
+    (&["No field named "], MessageKind::UnknownColumn),
+    (&["Cannot cast string"], MessageKind::InvalidValue),
+    (&["Divide by zero"], MessageKind::DivisionByZero),
+];
+
+fn message_kind(m: &str) -> Option<MessageKind> {
+    MESSAGE_PATTERNS.iter().find(|(parts, _)| parts.iter().all(|p| m.contains(p))).map(|(_, k)| *k)
+}
+
+/// The table name in DataFusion's "table '<name>' not found", without our catalog and schema.
+fn table_in(m: &str) -> String {
+    let rest = m.split("table '").nth(1).unwrap_or(m);
+    let full = rest.split('\'').next().unwrap_or(rest);
+    full.strip_prefix("quorumdb.public.").unwrap_or(full).to_string()
+}
+
+/// The column name in DataFusion's "No field named <name>. Valid fields are …".
+fn column_in(m: &str) -> String {
+    let rest = m.split("No field named ").nth(1).unwrap_or(m);
+    let name = rest.split(". ").next().unwrap_or(rest).trim_end_matches('.');
+    name.rsplit('.').next().unwrap_or(name).trim_matches('"').to_string()
 }
 
 impl From<DataFusionError> for SqlError {
@@ -192,27 +213,26 @@ impl From<DataFusionError> for SqlError {
             DataFusionError::NotImplemented(m) => Self::Unsupported(m),
             DataFusionError::External(e) => match e.downcast::<SqlError>() {
                 Ok(e) => *e,
-                Err(e) => Self::Query(e.to_string()),
+                Err(e) => match e.downcast::<DataFusionError>() {
+                    Ok(df) => Self::from(*df),
+                    Err(e) => Self::Query(e.to_string()),
+                },
             },
             DataFusionError::Context(_, inner) => Self::from(*inner),
             DataFusionError::Diagnostic(_, inner) => Self::from(*inner),
             DataFusionError::ArrowError(e, _) => Self::from(*e),
+            DataFusionError::SchemaError(e, _) => match *e {
+                SchemaError::FieldNotFound { field, .. } => Self::UnknownColumn(field.name),
+                other => Self::Query(other.to_string()),
+            },
             other => {
-                // DataFusion reports these as planning errors; PostgreSQL has codes for them.
                 let m = other.to_string();
-                if let Some(rest) = m.split("table '").nth(1)
-                    && m.contains("not found")
-                {
-                    let full = rest.split('\'').next().unwrap_or(rest);
-                    Self::UnknownTable(full.strip_prefix("quorumdb.public.").unwrap_or(full).to_string())
-                } else if m.contains("No field named") || m.contains("Schema error") {
-                    Self::UnknownColumn(m)
-                } else if m.contains("Cannot cast string") || m.contains("Cast error") {
-                    Self::InvalidValue(m)
-                } else if m.contains("Divide by zero") {
-                    Self::DivisionByZero
-                } else {
-                    Self::Query(m)
+                match message_kind(&m) {
+                    Some(MessageKind::UnknownTable) => Self::UnknownTable(table_in(&m)),
+                    Some(MessageKind::UnknownColumn) => Self::UnknownColumn(column_in(&m)),
+                    Some(MessageKind::InvalidValue) => Self::InvalidValue(m),
+                    Some(MessageKind::DivisionByZero) => Self::DivisionByZero,
+                    None => Self::Query(m),
                 }
             }
         }
@@ -237,5 +257,73 @@ impl From<datafusion::arrow::error::ArrowError> for SqlError {
             },
             other => Self::InvalidValue(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    /// The error DataFusion gives for `sql` (planned and run against one small table).
+    async fn datafusion_error(sql: &str) -> DataFusionError {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (a INT, s VARCHAR) AS VALUES (1, 'x')").await.unwrap().collect().await.unwrap();
+        match ctx.sql(sql).await {
+            Err(e) => e,
+            Ok(df) => df.collect().await.expect_err("the statement must fail"),
+        }
+    }
+
+    /// Each pattern of the table matches a message DataFusion really produces, and the error
+    /// is classified as the entry says (so an entry no DataFusion error matches fails here).
+    #[tokio::test]
+    async fn each_message_pattern_matches_datafusions_own_error() {
+        let cases: [(&str, MessageKind); 5] = [
+            ("SELECT * FROM nope", MessageKind::UnknownTable),
+            ("SELECT nope FROM t", MessageKind::UnknownColumn),
+            ("SELECT CAST(s AS INT) FROM t", MessageKind::InvalidValue),
+            ("SELECT arrow_cast(s, 'Int32') FROM t", MessageKind::InvalidValue),
+            ("SELECT a / 0 FROM t", MessageKind::DivisionByZero),
+        ];
+        let mut used = vec![false; MESSAGE_PATTERNS.len()];
+        for (sql, kind) in cases {
+            let e = datafusion_error(sql).await;
+            let m = e.to_string();
+            if let Some(i) = MESSAGE_PATTERNS.iter().position(|(parts, _)| parts.iter().all(|p| m.contains(p))) {
+                assert_eq!(MESSAGE_PATTERNS[i].1, kind, "{sql}: {m}");
+                used[i] = true;
+            }
+            let classified = SqlError::from(e);
+            let expected = match kind {
+                MessageKind::UnknownTable => "42P01",
+                MessageKind::UnknownColumn => "42703",
+                MessageKind::InvalidValue => "22P02",
+                MessageKind::DivisionByZero => "22012",
+            };
+            assert_eq!(classified.sqlstate(), expected, "{sql}: {classified}");
+        }
+        for (i, used) in used.iter().enumerate() {
+            assert!(used, "no DataFusion error matches the pattern {:?}", MESSAGE_PATTERNS[i].0);
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_names_are_named_plainly() {
+        let e = SqlError::from(datafusion_error("SELECT nope FROM t").await);
+        assert_eq!(e.to_string(), "column \"nope\" does not exist");
+        let e = SqlError::from(datafusion_error("SELECT * FROM nope").await);
+        assert!(matches!(&e, SqlError::UnknownTable(t) if t.ends_with("nope")), "{e:?}");
+    }
+
+    #[test]
+    fn replication_errors_pass_through_typed() {
+        let e = SqlError::from(ReplicationError::NoLeader);
+        assert!(e.retryable());
+        assert!(matches!(e, SqlError::Replication(ReplicationError::NoLeader)));
+        let rejected = SqlError::from_rejection(&Rejection::new("23505", "dup"));
+        assert_eq!(rejected.sqlstate(), "23505");
+        assert_eq!(SqlError::from_rejection(&Rejection::new("40001", "x")).sqlstate(), "40001");
     }
 }

@@ -18,7 +18,9 @@
 use std::any::Any;
 use std::fmt;
 use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float32Array, Float64Array, Int32Array, RecordBatch};
@@ -579,7 +581,7 @@ impl DisplayAs for VectorSearchExec {
             write!(f, ", filter=[{}]", self.predicate_text)?;
         }
         write!(f, ", projection=[{}]", cols.join(", "))?;
-        if let Some(p) = *self.path.lock().expect("path lock") {
+        if let Some(p) = *self.path.lock() {
             write!(f, ", path={}", p.name())?;
         }
         Ok(())
@@ -666,7 +668,7 @@ impl ExecutionPlan for VectorSearchExec {
                     arrays,
                     &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(found.len())),
                 )?;
-                *path_slot.lock().expect("path lock") = Some(path);
+                *path_slot.lock() = Some(path);
                 Ok((batch, path))
             };
             let _ = tx.send(run());

@@ -1,11 +1,12 @@
 //! SQL for QuorumDB: the catalog, typed commands and their deterministic apply, row and key
 //! encodings, and reads through DataFusion over the replicated state.
 //!
-//! This crate knows nothing of Raft. It sees the replicated state only through the traits in
-//! [`store`] and replicates commands through the [`engine::Backend`] the server provides:
+//! This crate knows nothing of Raft. It sees the replicated state only through the contract in
+//! `quorumdb-state` (it reads a [`quorumdb_state::StateRead`], proposes through a
+//! [`quorumdb_state::Proposer`], and is an [`quorumdb_state::Application`]):
 //! - writes: [`engine::Engine`] parses (sqlparser, PostgreSQL dialect) and [`planner`] resolves
 //!   each statement against the catalog into a compact [`command::SqlCommand`] (encoded rows,
-//!   keys, guards); every node applies it with [`command::SqlApp`], never re-planning SQL;
+//!   keys, guards); every node applies it with [`command::SqlApplication`], never re-planning;
 //! - reads: DataFusion plans and runs queries over [`provider::QuorumTable`]s that stream rows
 //!   from the state with key-range pushdown.
 
@@ -19,14 +20,12 @@ pub mod knn;
 pub mod memory;
 pub mod planner;
 pub mod provider;
-pub mod store;
 pub mod types;
 pub mod values;
 pub mod vectors;
 
-pub use command::{SqlApp, TAG};
-pub use engine::{Backend, Description, Engine, Parsed, Session};
+pub use command::{SqlApplication, TAG};
+pub use engine::{Description, Engine, Parsed, Session};
 pub use error::{Result, SqlError};
 pub use planner::StatementResult;
-pub use store::{KvRead, KvTxn, SharedRead};
 pub use vectors::VectorIndexes;

@@ -33,7 +33,7 @@ use crate::codec;
 use crate::command::{RowGuard, RowOp, SqlCommand, Step, table_version};
 use crate::error::{Result, SqlError};
 use crate::provider::{CatalogSource, Catalogs, Pending, StateView};
-use crate::store::SharedRead;
+use quorumdb_state::SharedRead;
 use crate::types::{ColumnType, Value, build_array};
 use crate::values::{coerce_array, coerce_texts, literal_text};
 use quorumdb_vector::{IndexSpec, Metric};

@@ -1,5 +1,5 @@
 //! DataFusion over the replicated state: a [`TableProvider`] per table whose scans stream
-//! record batches from a consistent RocksDB iterator (through [`KvRead`]), with projection
+//! record batches from a consistent RocksDB iterator (through [`StateRead`]), with projection
 //! pushdown and key-range pushdown for primary-key and secondary-index predicates.
 //!
 //! Filters are accepted as `Inexact`: the scan narrows the key range and DataFusion still
@@ -26,7 +26,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Par
 use crate::catalog::{Catalog, IndexDef, RowDecoder, TableDef};
 use crate::codec;
 use crate::error::SqlError;
-use crate::store::SharedRead;
+use quorumdb_state::SharedRead;
 use crate::types::{ColumnType, Value, build_array};
 
 /// Rows per record batch.
@@ -66,7 +66,11 @@ impl StateView {
         if self.pending.is_empty() {
             return self.base.scan(start, end, f);
         }
-        let mut pending = self.pending.range(start.to_vec()..end.to_vec()).peekable();
+        let mut pending = self
+            .pending
+            .range(start.to_vec()..)
+            .take_while(|(k, _)| quorumdb_state::keys::in_range(k, start, end))
+            .peekable();
         let mut stopped = false;
         self.base.scan(start, end, &mut |k, v| {
             while let Some((pk, pv)) = pending.peek() {
@@ -104,7 +108,7 @@ impl StateView {
     }
 }
 
-impl crate::store::KvRead for StateView {
+impl quorumdb_state::StateRead for StateView {
     fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
         StateView::get(self, key)
     }
@@ -299,7 +303,7 @@ pub enum Access {
     Full,
     /// Row keys (relative to the table's row prefix) looked up one by one.
     Points(Vec<Vec<u8>>),
-    /// A primary-key range, relative row keys.
+    /// A primary-key range of full state keys.
     PkRange {
         start: Vec<u8>,
         end: Vec<u8>,
@@ -489,7 +493,8 @@ fn choose_access(def: &TableDef, filters: &[Expr]) -> Result<Access, SqlError> {
         }
         if prefixes.len() == 1 {
             let ty = &def.columns[def.primary_key[n]].ty;
-            let (start, end) = range_of(&prefixes[0], ty, next.as_ref())?;
+            let full = [codec::rows_prefix(def.id).as_slice(), &prefixes[0]].concat();
+            let (start, end) = range_of(&full, ty, next.as_ref())?;
             return Ok(Access::PkRange { start, end });
         }
     }
@@ -734,8 +739,7 @@ impl Producer {
                 self.view.scan(&prefix, &codec::prefix_end(&prefix), &mut |k, v| b.push(&k[prefix.len()..], v))?;
             }
             Access::PkRange { start, end } => {
-                let (s, e) = ([prefix.as_slice(), start].concat(), [prefix.as_slice(), end].concat());
-                self.view.scan(&s, &e, &mut |k, v| b.push(&k[prefix.len()..], v))?;
+                self.view.scan(start, end, &mut |k, v| b.push(&k[prefix.len()..], v))?;
             }
             Access::Points(keys) => {
                 for k in keys {

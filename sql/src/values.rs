@@ -83,30 +83,27 @@ pub fn vectors_of(array: &ArrayRef, dim: Option<usize>, what: &str) -> Result<Ve
     }
 }
 
+/// Arrow says "this value does not fit the type" only in a cast error's text; these fragments
+/// mean out of range (PostgreSQL's 22003) rather than invalid input (22P02). One table, each
+/// entry with a test (`tests::each_out_of_range_pattern_is_arrows_own`).
+const OUT_OF_RANGE_PATTERNS: &[&str] = &["Can't cast value", "too large to store"];
+
+fn is_integer_or_decimal(ty: &ColumnType) -> bool {
+    matches!(ty, ColumnType::Int16 | ColumnType::Int32 | ColumnType::Int64 | ColumnType::Decimal { .. })
+}
+
 fn cast_error(e: datafusion::arrow::error::ArrowError, ty: &ColumnType, column: &str) -> SqlError {
     let m = e.to_string();
     // "Cannot cast string '40000' to value of Int16 type": a number that does not fit.
-    let numeric_text = m.split('\'').nth(1).is_some_and(|t| {
-        t.trim().parse::<f64>().is_ok()
-            && matches!(
-                ty,
-                ColumnType::Int16
-                    | ColumnType::Int32
-                    | ColumnType::Int64
-                    | ColumnType::Decimal { .. }
-                    | ColumnType::Float32
-            )
-    });
-    if numeric_text
-        || m.contains("overflow")
-        || m.contains("Overflow")
-        || m.contains("Can't cast value")
-        || m.contains("too large")
-        || m.contains("is too large to store")
-    {
-        SqlError::NumericOutOfRange(format!("value out of range for type {} (column {column}): {m}", ty.sql_name()))
+    let numeric_text = (is_integer_or_decimal(ty) || matches!(ty, ColumnType::Float32))
+        && m.split('\'').nth(1).is_some_and(|t| t.trim().parse::<f64>().is_ok());
+    let out_of_range = matches!(e, datafusion::arrow::error::ArrowError::ArithmeticOverflow(_))
+        || numeric_text
+        || OUT_OF_RANGE_PATTERNS.iter().any(|p| m.contains(p));
+    if out_of_range {
+        SqlError::NumericOutOfRange(format!("value out of range for type {} (column {column}): {e}", ty.sql_name()))
     } else {
-        SqlError::InvalidValue(format!("invalid input for type {} (column {column}): {m}", ty.sql_name()))
+        SqlError::InvalidValue(format!("invalid input for type {} (column {column}): {e}", ty.sql_name()))
     }
 }
 
@@ -175,4 +172,43 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
             Some(d(p[0])? * 16 + d(p[1])?)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+
+    use super::*;
+
+    fn code_of(array: ArrayRef, ty: ColumnType) -> &'static str {
+        coerce_array(&array, &ty, "c").expect_err("the value must not fit").sqlstate()
+    }
+
+    /// Every pattern of the table matches the text of an error Arrow really gives for a value
+    /// that does not fit, and each such error is 22003; text that is not a number is 22P02.
+    #[test]
+    fn each_out_of_range_pattern_is_arrows_own() {
+        let cases: Vec<(ArrayRef, ColumnType)> = vec![
+            (Arc::new(Int64Array::from(vec![40_000])), ColumnType::Int16),
+            (Arc::new(Float64Array::from(vec![12_345.678])), ColumnType::Decimal { precision: 5, scale: 2 }),
+            (Arc::new(Float64Array::from(vec![1e20])), ColumnType::Int32),
+            (Arc::new(StringArray::from(vec!["40000"])), ColumnType::Int16),
+            (Arc::new(StringArray::from(vec!["99999999"])), ColumnType::Decimal { precision: 5, scale: 2 }),
+        ];
+        let mut used = vec![false; OUT_OF_RANGE_PATTERNS.len()];
+        for (array, ty) in cases {
+            let opts = CastOptions { safe: false, ..Default::default() };
+            let m = cast_with_options(&array, &ty.arrow(), &opts).expect_err("does not fit").to_string();
+            for (i, p) in OUT_OF_RANGE_PATTERNS.iter().enumerate() {
+                used[i] |= m.contains(p);
+            }
+            assert_eq!(code_of(array, ty.clone()), "22003", "{ty:?}: {m}");
+        }
+        for (i, used) in used.iter().enumerate() {
+            assert!(used, "no Arrow error matches the pattern {:?}", OUT_OF_RANGE_PATTERNS[i]);
+        }
+        assert_eq!(code_of(Arc::new(StringArray::from(vec!["abc"])), ColumnType::Int32), "22P02");
+    }
 }

@@ -11,19 +11,27 @@
 //! own threads: meanwhile changes are applied to the old graph (if any) and queued for the new
 //! one, and searches use the old graph or fall back to an exact scan. Searches never block
 //! apply, nor apply searches.
+//!
+//! A change that fails inside the graph library (a panic in an insert) never stops the node:
+//! the graph is marked for rebuild and rebuilt in the background from the points the state
+//! says exist — read at once, inside the commit hook, where the state is exactly as of the
+//! command — while later changes queue for the new graph. A thread that cannot be started
+//! leaves the index building (searches stay exact) and is logged.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use parking_lot::{Mutex, RwLock};
+use quorumdb_state::{SharedRead, StateRead, try_scan};
 use quorumdb_vector::{HnswIndex, IndexSpec, Metric, TopK};
 
 use crate::catalog::{Catalog, IndexDef, IndexKind, RowDecoder, TableDef};
 use crate::codec;
 use crate::error::{Result, SqlError};
-use crate::store::{KvRead, try_scan};
 use crate::types::Value;
 
 /// Dump a graph again after this many inserts (a restart then replays only the rest).
@@ -80,7 +88,7 @@ struct Slot {
 
 impl Slot {
     fn current(&self) -> Option<Arc<HnswIndex>> {
-        match &*self.state.lock().expect("slot lock") {
+        match &*self.state.lock() {
             SlotState::Ready(ix) => Some(ix.clone()),
             SlotState::Building { current, .. } => current.clone(),
         }
@@ -93,6 +101,10 @@ pub struct VectorIndexes {
     dir: Option<PathBuf>,
     slots: RwLock<HashMap<(u32, u32), Arc<Slot>>>,
     epochs: AtomicU64,
+    /// The applied state, once opened: what a graph is rebuilt from after a failed change.
+    state: RwLock<Option<SharedRead>>,
+    /// Fault injection for tests: this many graph inserts panic (see [`Self::inject_insert_panics`]).
+    failing_inserts: AtomicU32,
 }
 
 impl std::fmt::Debug for VectorIndexes {
@@ -144,11 +156,17 @@ pub fn spec_of(def: &TableDef, ix: &IndexDef) -> Option<IndexSpec> {
 
 impl VectorIndexes {
     pub fn new(dir: Option<PathBuf>) -> Arc<Self> {
-        Arc::new(Self { dir, slots: RwLock::default(), epochs: AtomicU64::new(1) })
+        Arc::new(Self {
+            dir,
+            slots: RwLock::default(),
+            epochs: AtomicU64::new(1),
+            state: RwLock::default(),
+            failing_inserts: AtomicU32::new(0),
+        })
     }
 
     fn slot(&self, table: u32, index: u32) -> Option<Arc<Slot>> {
-        self.slots.read().expect("slots lock").get(&(table, index)).cloned()
+        self.slots.read().get(&(table, index)).cloned()
     }
 
     fn dump_dir(&self, table: u32, index: u32) -> Option<PathBuf> {
@@ -182,7 +200,7 @@ impl VectorIndexes {
                     self.change(table, index, &slot, changes);
                 }
                 VectorOp::Drop { table, index } => {
-                    self.slots.write().expect("slots lock").remove(&(table, index));
+                    self.slots.write().remove(&(table, index));
                     if let Some(d) = self.dump_dir(table, index) {
                         let _ = std::fs::remove_dir_all(d);
                     }
@@ -198,49 +216,39 @@ impl VectorIndexes {
         metrics::gauge!("quorumdb_hnsw_tombstones", &labels).set(ix.tombstones() as f64);
     }
 
+    /// Makes the next `n` graph inserts panic, as a bug in the graph library would: for tests
+    /// of the recovery path (the node keeps applying, the index is rebuilt).
+    pub fn inject_insert_panics(&self, n: u32) {
+        self.failing_inserts.store(n, Ordering::Relaxed);
+    }
+
+    fn insert_point(&self, ix: &HnswIndex, id: u64, v: &[f32]) {
+        if self.failing_inserts.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+            panic!("injected HNSW insert failure (point {id})");
+        }
+        ix.insert(id, v);
+    }
+
     fn change(self: &Arc<Self>, table: u32, index: u32, slot: &Arc<Slot>, changes: Vec<Change>) {
-        let mut inserts = 0;
-        let compact = {
-            let mut state = slot.state.lock().expect("slot lock");
-            let (current, pending) = match &mut *state {
-                SlotState::Ready(ix) => (Some(ix.clone()), None),
-                SlotState::Building { current, pending } => (current.clone(), Some(pending)),
-            };
-            for c in &changes {
-                match c {
-                    Change::Insert(id, v) => {
-                        inserts += 1;
-                        slot.next.fetch_max(id + 1, Ordering::Relaxed);
-                        if let Some(ix) = &current {
-                            ix.insert(*id, v);
-                        }
-                    }
-                    Change::Delete(id) => {
-                        if let Some(ix) = &current {
-                            ix.delete(*id);
-                        }
-                    }
-                }
-            }
-            if let Some(p) = pending {
-                p.extend(changes);
-                None
-            } else {
-                let ix = current.expect("a ready slot has a graph");
-                if ix.needs_compaction() {
-                    let mut points = Vec::with_capacity(ix.live());
-                    ix.for_each_live(&mut |id, v| points.push((id, v.to_vec())));
-                    *state = SlotState::Building { current: Some(ix), pending: Vec::new() };
-                    Some(points)
-                } else {
-                    None
-                }
+        let inserts = changes.iter().filter(|c| matches!(c, Change::Insert(..))).count() as u64;
+        let compact = match catch_unwind(AssertUnwindSafe(|| self.apply_changes(slot, changes))) {
+            Ok(compact) => compact,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                metrics::counter!("quorumdb_hnsw_failed_changes_total").increment(1);
+                tracing::error!(table, index, panic = %what, "an HNSW change failed; rebuilding the index from the state");
+                self.rebuild_from_state(table, index, slot);
+                return;
             }
         };
         if let Some(ix) = slot.current() {
             Self::gauges(table, index, &ix);
             if ix.wants_refresh() {
-                std::thread::spawn(move || ix.refresh());
+                spawn_logged(format!("hnsw-refresh-{table}-{index}"), move || ix.refresh());
             }
         }
         if let Some(points) = compact {
@@ -254,20 +262,95 @@ impl VectorIndexes {
         } else if slot.inserts_since_dump.fetch_add(inserts, Ordering::Relaxed) + inserts >= DUMP_EVERY {
             slot.inserts_since_dump.store(0, Ordering::Relaxed);
             let (me, slot) = (self.clone(), slot.clone());
-            std::thread::spawn(move || me.dump_slot(table, index, &slot));
+            spawn_logged(format!("hnsw-dump-{table}-{index}"), move || me.dump_slot(table, index, &slot));
         }
+    }
+
+    /// Hands `changes` to the slot's graph (or queues them for the one being built); returns
+    /// the points to rebuild from when tombstones call for a compaction.
+    fn apply_changes(&self, slot: &Slot, changes: Vec<Change>) -> Option<Vec<(u64, Vec<f32>)>> {
+        let mut state = slot.state.lock();
+        let (current, pending) = match &mut *state {
+            SlotState::Ready(ix) => (Some(ix.clone()), None),
+            SlotState::Building { current, pending } => (current.clone(), Some(pending)),
+        };
+        for c in &changes {
+            match c {
+                Change::Insert(id, v) => {
+                    slot.next.fetch_max(id + 1, Ordering::Relaxed);
+                    if let Some(ix) = &current {
+                        self.insert_point(ix, *id, v);
+                    }
+                }
+                Change::Delete(id) => {
+                    if let Some(ix) = &current {
+                        ix.delete(*id);
+                    }
+                }
+            }
+        }
+        if let Some(p) = pending {
+            p.extend(changes);
+            return None;
+        }
+        let ix = current?;
+        if !ix.needs_compaction() {
+            return None;
+        }
+        let mut points = Vec::with_capacity(ix.live());
+        ix.for_each_live(&mut |id, v| points.push((id, v.to_vec())));
+        *state = SlotState::Building { current: Some(ix), pending: Vec::new() };
+        Some(points)
+    }
+
+    /// Replaces a graph that a failed change may have left inconsistent: the points are read
+    /// from the state now (a commit hook runs with the state exactly as of its command), the
+    /// slot turns to building (later changes queue, searches are exact) and a new graph is
+    /// built in the background.
+    fn rebuild_from_state(self: &Arc<Self>, table: u32, index: u32, slot: &Arc<Slot>) {
+        let points = self.state_points(table, index);
+        *slot.state.lock() = SlotState::Building { current: None, pending: Vec::new() };
+        match points {
+            Ok(points) => {
+                metrics::counter!("quorumdb_hnsw_rebuilds_total").increment(1);
+                self.build_in_background(table, index, slot.clone(), points);
+            }
+            // Searches stay exact (correct, slower); the next start rebuilds from the rows.
+            Err(e) => tracing::error!(table, index, error = %e, "cannot read the points to rebuild an HNSW index"),
+        }
+    }
+
+    /// Every point of an index with its vector, as the applied state has them.
+    fn state_points(&self, table: u32, index: u32) -> Result<Vec<(u64, Vec<f32>)>> {
+        let read = self.state.read().clone();
+        let read = read.ok_or_else(|| SqlError::Internal("the vector indexes were never opened".into()))?;
+        let catalog = Catalog::load(read.as_ref())?;
+        let def = catalog.by_id(table).ok_or_else(|| SqlError::UnknownTable(format!("table id {table}")))?;
+        let ix = def
+            .indexes
+            .iter()
+            .find(|ix| ix.id == index)
+            .ok_or_else(|| SqlError::UnknownIndex(format!("index id {index}")))?;
+        let (live, _) = live_points(read.as_ref(), def, ix)?;
+        vectors_of(read.as_ref(), def, ix, &live)
     }
 
     fn build_in_background(self: &Arc<Self>, table: u32, index: u32, slot: Arc<Slot>, points: Vec<(u64, Vec<f32>)>) {
         let me = self.clone();
-        std::thread::Builder::new()
-            .name(format!("hnsw-build-{table}-{index}"))
-            .spawn(move || {
+        spawn_logged(format!("hnsw-build-{table}-{index}"), move || {
                 let started = std::time::Instant::now();
-                let fresh = HnswIndex::with_capacity(slot.spec, points.len());
-                fresh.insert_parallel(&points);
-                fresh.refresh();
-                let mut state = slot.state.lock().expect("slot lock");
+                let built = catch_unwind(AssertUnwindSafe(|| {
+                    let fresh = HnswIndex::with_capacity(slot.spec, points.len());
+                    fresh.insert_parallel(&points);
+                    fresh.refresh();
+                    fresh
+                }));
+                let Ok(fresh) = built else {
+                    // Searches stay exact (correct, slower); the next start builds it again.
+                    tracing::error!(table, index, "building an HNSW index panicked; it stays unbuilt");
+                    return;
+                };
+                let mut state = slot.state.lock();
                 let still_ours = me.slot(table, index).is_some_and(|s| s.epoch == slot.epoch);
                 if let (true, SlotState::Building { pending, .. }) = (still_ours, &mut *state) {
                     for c in pending.drain(..) {
@@ -289,13 +372,12 @@ impl VectorIndexes {
                 }
                 drop(state);
                 me.dump_slot(table, index, &slot);
-            })
-            .expect("spawn an HNSW build thread");
+        });
     }
 
     fn dump_slot(&self, table: u32, index: u32, slot: &Slot) {
         let Some(dir) = self.dump_dir(table, index) else { return };
-        let state = slot.state.lock().expect("slot lock");
+        let state = slot.state.lock();
         let SlotState::Ready(ix) = &*state else { return };
         // Holding the slot lock: no change reaches the graph while it is written.
         match ix.dump(&dir, slot.generation, slot.next.load(Ordering::Relaxed)) {
@@ -307,7 +389,7 @@ impl VectorIndexes {
     /// Dumps every ready graph (at shutdown), so the next start loads instead of rebuilding.
     pub fn dump_all(&self) {
         let slots: Vec<((u32, u32), Arc<Slot>)> =
-            self.slots.read().expect("slots lock").iter().map(|(k, v)| (*k, v.clone())).collect();
+            self.slots.read().iter().map(|(k, v)| (*k, v.clone())).collect();
         for ((t, i), slot) in slots {
             self.dump_slot(t, i, &slot);
         }
@@ -319,11 +401,11 @@ impl VectorIndexes {
     pub fn export_dumps(&self, dest: &Path) -> std::io::Result<()> {
         let Some(dir) = &self.dir else { return Ok(()) };
         let mut slots: Vec<((u32, u32), Arc<Slot>)> =
-            self.slots.read().expect("slots lock").iter().map(|(k, v)| (*k, v.clone())).collect();
+            self.slots.read().iter().map(|(k, v)| (*k, v.clone())).collect();
         slots.sort_by_key(|(k, _)| *k);
         for ((t, i), slot) in slots {
             // The slot lock keeps a concurrent dump from replacing the files meanwhile.
-            let _state = slot.state.lock().expect("slot lock");
+            let _state = slot.state.lock();
             let src = dir.join(format!("{t}-{i}"));
             if src.join("manifest.json").exists() {
                 copy_dir_linked(&src, &dest.join(format!("{t}-{i}")))?;
@@ -335,8 +417,8 @@ impl VectorIndexes {
     /// Forgets every graph (the state was replaced), takes the dumps that came with the new
     /// state (`files`, as [`Self::export_dumps`] wrote them) and loads the graphs again from
     /// `read`.
-    pub fn reset(self: &Arc<Self>, read: &dyn KvRead, files: Option<&Path>) -> Result<()> {
-        self.slots.write().expect("slots lock").clear();
+    pub fn reset(self: &Arc<Self>, read: &SharedRead, files: Option<&Path>) -> Result<()> {
+        self.slots.write().clear();
         if let (Some(dir), Some(files)) = (&self.dir, files) {
             for e in std::fs::read_dir(files)? {
                 let e = e?;
@@ -354,41 +436,21 @@ impl VectorIndexes {
     /// Brings up the graph of every HNSW index in the state: a dump that matches the state is
     /// loaded and completed with the points added since; otherwise the graph is rebuilt in
     /// the background (searches are exact meanwhile).
-    pub fn open(self: &Arc<Self>, read: &dyn KvRead) -> Result<()> {
-        let catalog = Catalog::load(read)?;
+    pub fn open(self: &Arc<Self>, read: &SharedRead) -> Result<()> {
+        *self.state.write() = Some(read.clone());
+        let catalog = Catalog::load(read.as_ref())?;
         for def in catalog.tables.values() {
             for ix in &def.indexes {
                 let Some(spec) = spec_of(def, ix) else { continue };
-                self.open_index(read, def, ix, spec)?;
+                self.open_index(read.as_ref(), def, ix, spec)?;
             }
         }
         Ok(())
     }
 
-    fn open_index(self: &Arc<Self>, read: &dyn KvRead, def: &TableDef, ix: &IndexDef, spec: IndexSpec) -> Result<()> {
+    fn open_index(self: &Arc<Self>, read: &dyn StateRead, def: &TableDef, ix: &IndexDef, spec: IndexSpec) -> Result<()> {
         let (t, i) = (def.id, ix.id);
-        let generation =
-            read.get(&codec::vector_generation_key(t, i))?.map(|b| codec::decode_u64(&b)).transpose()?.unwrap_or(0);
-        let next = read.get(&codec::vector_next_key(t, i))?.map(|b| codec::decode_u64(&b)).transpose()?.unwrap_or(0);
-        // The points the state says exist.
-        let mut live: Vec<(u64, Vec<u8>)> = Vec::new();
-        let (start, end) = codec::vector_points_range(t, i);
-        try_scan(
-            |f| read.scan(&start, &end, f),
-            |k, v| {
-                live.push((codec::decode_u64(&k[start.len()..])?, v.to_vec()));
-                Ok(true)
-            },
-        )?;
-        let rows = RowDecoder::new(def);
-        let vector_of = |row_key: &[u8]| -> Result<Option<Vec<f32>>> {
-            let Some(bytes) = read.get(&codec::row_key(t, row_key))? else { return Ok(None) };
-            let row = rows.decode(&bytes)?;
-            Ok(match &row[ix.columns[0]] {
-                Value::Vector(v) => Some(v.clone()),
-                _ => None,
-            })
-        };
+        let (live, (generation, next)) = live_points(read, def, ix)?;
         let loaded = match self.dump_dir(t, i).map(|d| HnswIndex::load(&d, &spec, generation)) {
             Some(Ok(Some((graph, m)))) if m.watermark <= next => Some((graph, m.watermark)),
             Some(Ok(Some(_))) => {
@@ -403,13 +465,10 @@ impl VectorIndexes {
         };
         if let Some((graph, watermark)) = loaded {
             let mut alive = std::collections::HashSet::with_capacity(live.len());
-            for (id, row_key) in &live {
-                alive.insert(*id);
-                if *id >= watermark
-                    && let Some(v) = vector_of(row_key)?
-                {
-                    graph.insert(*id, &v);
-                }
+            let newer: Vec<(u64, Vec<u8>)> = live.iter().filter(|(id, _)| *id >= watermark).cloned().collect();
+            alive.extend(live.iter().map(|(id, _)| *id));
+            for (id, v) in vectors_of(read, def, ix, &newer)? {
+                graph.insert(id, &v);
             }
             for id in graph.present_ids() {
                 if !alive.contains(&id) {
@@ -425,15 +484,10 @@ impl VectorIndexes {
                 "loaded HNSW index from its dump"
             );
             let slot = self.new_slot(spec, generation, SlotState::Ready(Arc::new(graph)), next);
-            self.slots.write().expect("slots lock").insert((t, i), slot);
+            self.slots.write().insert((t, i), slot);
             return Ok(());
         }
-        let mut points = Vec::with_capacity(live.len());
-        for (id, row_key) in &live {
-            if let Some(v) = vector_of(row_key)? {
-                points.push((*id, v));
-            }
-        }
+        let points = vectors_of(read, def, ix, &live)?;
         self.install(t, i, spec, generation, next, points);
         Ok(())
     }
@@ -455,7 +509,7 @@ impl VectorIndexes {
             SlotState::Building { current: None, pending: Vec::new() }
         };
         let slot = self.new_slot(spec, generation, state, next);
-        self.slots.write().expect("slots lock").insert((table, index), slot.clone());
+        self.slots.write().insert((table, index), slot.clone());
         if !points.is_empty() {
             self.build_in_background(table, index, slot, points);
         }
@@ -474,7 +528,7 @@ impl VectorIndexes {
     #[allow(clippy::too_many_arguments)]
     pub fn search(
         &self,
-        read: &dyn KvRead,
+        read: &dyn StateRead,
         def: &TableDef,
         ix: &IndexDef,
         query: &[f32],
@@ -559,7 +613,7 @@ impl VectorIndexes {
 
 /// Exact k-nearest search over every row of `def` (no index).
 pub fn exact_search(
-    read: &dyn KvRead,
+    read: &dyn StateRead,
     def: &TableDef,
     column: usize,
     metric: Metric,
@@ -572,7 +626,7 @@ pub fn exact_search(
     let mut top = TopK::new(k);
     try_scan(
         |f| read.scan(&prefix, &codec::prefix_end(&prefix), f),
-        |key, bytes| {
+        |key, bytes| -> Result<bool> {
             let row = rows.decode(bytes)?;
             let Value::Vector(v) = &row[column] else { return Ok(true) };
             if v.len() != query.len() {
@@ -592,6 +646,53 @@ pub fn exact_search(
         },
     )?;
     Ok(top.into_sorted().into_iter().map(|(distance, (key, row))| Found { key, row, distance }).collect())
+}
+
+/// The points an HNSW index has according to the state (`point id → row key`), with the
+/// index's generation and next point id.
+fn live_points(read: &dyn StateRead, def: &TableDef, ix: &IndexDef) -> Result<(Vec<(u64, Vec<u8>)>, (u64, u64))> {
+    let (t, i) = (def.id, ix.id);
+    let counter =
+        |key: Vec<u8>| -> Result<u64> { Ok(read.get(&key)?.map(|b| codec::decode_u64(&b)).transpose()?.unwrap_or(0)) };
+    let generation = counter(codec::vector_generation_key(t, i))?;
+    let next = counter(codec::vector_next_key(t, i))?;
+    let mut live: Vec<(u64, Vec<u8>)> = Vec::new();
+    let (start, end) = codec::vector_points_range(t, i);
+    try_scan(
+        |f| read.scan(&start, &end, f),
+        |k, v| -> Result<bool> {
+            live.push((codec::decode_u64(&k[start.len()..])?, v.to_vec()));
+            Ok(true)
+        },
+    )?;
+    Ok((live, (generation, next)))
+}
+
+/// The vectors of `points` (`point id → row key`), read from their rows; rows without a
+/// vector are left out.
+fn vectors_of(
+    read: &dyn StateRead,
+    def: &TableDef,
+    ix: &IndexDef,
+    points: &[(u64, Vec<u8>)],
+) -> Result<Vec<(u64, Vec<f32>)>> {
+    let rows = RowDecoder::new(def);
+    let mut out = Vec::with_capacity(points.len());
+    for (id, row_key) in points {
+        let Some(bytes) = read.get(&codec::row_key(def.id, row_key))? else { continue };
+        if let Value::Vector(v) = rows.decode(&bytes)?.swap_remove(ix.columns[0]) {
+            out.push((*id, v));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `f` on a new named thread; a thread that cannot be started is logged (callers leave
+/// their work to the next occasion: an index stays exact-searched, a dump waits).
+fn spawn_logged(name: String, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new().name(name.clone()).spawn(f) {
+        tracing::error!(thread = %name, error = %e, "cannot start a thread");
+    }
 }
 
 /// Hard-links (or copies, across file systems) the files of `src` into a new `dest`.

@@ -229,7 +229,8 @@ async fn a_restart_after_a_crash_loads_the_old_graph_dump_and_catches_up_from_th
     db.ok("UPDATE p SET e = '[0,0,0]' WHERE id < 20").await;
     db.ok("DELETE FROM p WHERE id >= 650").await;
     let restarted = quorumdb_sql::VectorIndexes::new(Some(dir.path().to_path_buf()));
-    restarted.open(db.state.as_ref()).unwrap();
+    let state: quorumdb_state::SharedRead = db.state.clone();
+    restarted.open(&state).unwrap();
     // Loaded (not rebuilt: a rebuild would not be ready at once): the dump's 500 points, plus
     // the live points added since (150 new rows, 20 moved ones); the 20 old versions are
     // tombstones; rows added and deleted since the dump never enter the graph.
