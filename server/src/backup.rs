@@ -22,8 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ServerError;
-use crate::http::AppState;
-use crate::sql::StateRead;
+use crate::context::NodeContext;
 
 /// The prefix of the checkpoint directories under the data dir.
 const TMP_PREFIX: &str = "backup-tmp-";
@@ -33,7 +32,7 @@ struct BackupBody {
     to: PathBuf,
 }
 
-pub async fn backup(State(s): State<AppState>, body: Bytes) -> Result<Json<Value>, ServerError> {
+pub async fn backup(State(s): State<NodeContext>, body: Bytes) -> Result<Json<Value>, ServerError> {
     let body: BackupBody = serde_json::from_slice(&body)
         .map_err(|e| ServerError::BadRequest(format!("the body must be JSON {{\"to\": \"/absolute/dir\"}}: {e}")))?;
     let to = body.to;
@@ -120,8 +119,8 @@ fn prepare_dir(dir: &Path) -> Result<bool, ServerError> {
 /// Takes the checkpoint and writes the files and the manifest (blocking).
 fn write_backup(reader: &StateReader, data_dir: &Path, to: &Path, node_id: u64) -> Result<Manifest, ServerError> {
     let tmp = tempfile::Builder::new().prefix(TMP_PREFIX).tempdir_in(data_dir)?;
-    let frozen = StateRead(reader.checkpoint(&tmp.path().join("state"))?);
-    let (applied, _) = frozen.0.applied()?;
+    let frozen = reader.checkpoint(&tmp.path().join("state"))?;
+    let (applied, _) = frozen.applied()?;
     let applied_index = applied.as_ref().map_or(0, |l| l.index);
     let applied_term = applied.as_ref().map_or(0, |l| l.leader_id.term);
     let tables = format::export_tables(&frozen, to)?;

@@ -22,8 +22,7 @@ use datafusion::arrow::json::reader::infer_json_schema;
 use serde_json::{Value, json};
 
 use crate::error::ServerError;
-use crate::http::AppState;
-use crate::sql::ReplicaBackend;
+use crate::context::NodeContext;
 
 /// The largest body accepted: one request is one Raft entry, and entries travel in batches
 /// under the transport's 256 MiB message limit.
@@ -32,7 +31,7 @@ pub const MAX_BODY: usize = 16 << 20;
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 pub async fn insert_rows(
-    State(s): State<AppState>,
+    State(s): State<NodeContext>,
     Path(table): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -54,7 +53,7 @@ pub async fn insert_rows(
         }
     };
     metrics::counter!("quorumdb_bulk_rows_total").increment(batches.iter().map(|b| b.num_rows() as u64).sum());
-    let n = s.sql.insert_batches(&table, &batches, &ReplicaBackend(&s.replica)).await?;
+    let n = s.sql.insert_batches(&table, &batches, &s.replica).await?;
     Ok(Json(json!({ "rows_affected": n })))
 }
 

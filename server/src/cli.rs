@@ -86,17 +86,8 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
         node.addr,
         config.data_dir.display()
     );
-    shutdown_signal().await;
+    crate::node::shutdown_signal().await;
     tracing::info!("shutting down");
     node.stop().await;
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-    }
 }

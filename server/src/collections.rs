@@ -7,20 +7,12 @@
 //! Writes go through the SQL engine (one atomic command per request); searches call the same
 //! index search as SQL, with the filter evaluated on each candidate's payload.
 //!
-//! - `GET /v1/collections`, `PUT|GET|DELETE /v1/collections/{name}`
-//! - `PUT /v1/collections/{name}/points` (upsert), `POST .../points/delete`,
-//!   `GET .../points/{id}`
-//! - `POST .../search` (also `.../points/search`), `POST .../search/batch`
-//!
-//! Answers are `{"result": ..., "status": "ok", "time": seconds}`; errors are the server's
-//! JSON error body.
+//! This module is the protocol-free part: validation, the SQL each operation runs, searches
+//! and payload filters, called with a [`NodeContext`] by the HTTP routes
+//! ([`crate::http::collections`]) and the gRPC `Vectors` service ([`crate::grpc`]) alike.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
 use quorumdb_replication::Consistency;
 use quorumdb_sql::catalog::{Catalog, IndexDef, TableDef};
 use quorumdb_sql::types::Value as SqlValue;
@@ -30,25 +22,19 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ServerError;
-use crate::http::{AppState, ReadParams};
+use crate::context::NodeContext;
 
-type ApiResult<T> = Result<T, ServerError>;
+pub(crate) type ApiResult<T> = Result<T, ServerError>;
 
 /// The most points one upsert or delete may carry, and the largest `limit`.
-const MAX_BATCH: usize = 10_000;
+pub(crate) const MAX_BATCH: usize = 10_000;
 const MAX_LIMIT: usize = 10_000;
 
-fn ok(result: Value, started: Instant) -> Json<Value> {
-    Json(json!({"result": result, "status": "ok", "time": started.elapsed().as_secs_f64()}))
-}
 
-fn bad(msg: impl Into<String>) -> ServerError {
+pub(crate) fn bad(msg: impl Into<String>) -> ServerError {
     ServerError::BadRequest(msg.into())
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| bad(format!("malformed JSON body: {e}")))
-}
 
 fn check_name(name: &str) -> ApiResult<()> {
     let mut chars = name.chars();
@@ -94,7 +80,7 @@ struct Collection {
     payload: usize,
 }
 
-fn collection(state: &AppState, name: &str) -> ApiResult<Collection> {
+fn collection(state: &NodeContext, name: &str) -> ApiResult<Collection> {
     let catalog = state.sql.catalog()?;
     collection_in(&catalog, name)
 }
@@ -123,7 +109,7 @@ fn quoted(name: &str) -> String {
     format!("\"{name}\"")
 }
 
-async fn run_sql(state: &AppState, sql: &str, params: &[Value]) -> ApiResult<Vec<quorumdb_sql::StatementResult>> {
+async fn run_sql(state: &NodeContext, sql: &str, params: &[Value]) -> ApiResult<Vec<quorumdb_sql::StatementResult>> {
     let (results, _) = crate::sql::execute(&state.sql, &state.replica, sql, params, Consistency::Linearizable).await?;
     Ok(results)
 }
@@ -131,15 +117,9 @@ async fn run_sql(state: &AppState, sql: &str, params: &[Value]) -> ApiResult<Vec
 // ---------------------------------------------------------------------------------------
 // Collections
 
-pub async fn list(State(s): State<AppState>, Query(p): Query<ReadParams>) -> ApiResult<Json<Value>> {
-    let started = Instant::now();
-    let names = list_names(&s, crate::kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?).await?;
-    let names: Vec<Value> = names.into_iter().map(|n| json!({"name": n})).collect();
-    Ok(ok(json!({"collections": names}), started))
-}
 
 /// The names of every collection.
-pub(crate) async fn list_names(s: &AppState, level: Consistency) -> ApiResult<Vec<String>> {
+pub(crate) async fn list_names(s: &NodeContext, level: Consistency) -> ApiResult<Vec<String>> {
     s.replica.read_barrier(level).await?;
     let catalog = s.sql.catalog()?;
     Ok(catalog.tables.keys().filter(|n| collection_in(&catalog, n).is_ok()).cloned().collect())
@@ -167,14 +147,9 @@ pub(crate) struct CreateCollection {
     pub(crate) hnsw_config: HnswConfig,
 }
 
-pub async fn create(State(s): State<AppState>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
-    let started = Instant::now();
-    create_collection(&s, &name, parse_body(&body)?).await?;
-    Ok(ok(json!(true), started))
-}
 
 /// Creates a collection: its table and HNSW index, in one atomic command.
-pub(crate) async fn create_collection(s: &AppState, name: &str, req: CreateCollection) -> ApiResult<()> {
+pub(crate) async fn create_collection(s: &NodeContext, name: &str, req: CreateCollection) -> ApiResult<()> {
     check_name(name)?;
     let metric = parse_metric(&req.vectors.distance)?;
     let spec = IndexSpec {
@@ -198,27 +173,6 @@ pub(crate) async fn create_collection(s: &AppState, name: &str, req: CreateColle
     Ok(())
 }
 
-pub async fn get(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    Query(p): Query<ReadParams>,
-) -> ApiResult<Json<Value>> {
-    let started = Instant::now();
-    let level = crate::kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?;
-    let i = collection_info(&s, &name, level).await?;
-    Ok(ok(
-        json!({
-            "status": if i.ready { "green" } else { "yellow" },
-            "points_count": i.points,
-            "indexed_vectors_count": i.indexed,
-            "config": {
-                "params": {"vectors": {"size": i.spec.dim, "distance": metric_name(i.spec.metric)}},
-                "hnsw_config": {"m": i.spec.m, "ef_construct": i.spec.ef_construction},
-            },
-        }),
-        started,
-    ))
-}
 
 /// What `GET` a collection reports.
 pub(crate) struct CollectionInfo {
@@ -228,13 +182,13 @@ pub(crate) struct CollectionInfo {
     pub(crate) ready: bool,
 }
 
-pub(crate) async fn collection_info(s: &AppState, name: &str, level: Consistency) -> ApiResult<CollectionInfo> {
+pub(crate) async fn collection_info(s: &NodeContext, name: &str, level: Consistency) -> ApiResult<CollectionInfo> {
     s.replica.read_barrier(level).await?;
     let c = collection(s, name)?;
     let stats = s.vectors.stats(c.def.id, c.index.id);
     // Counted on the state the barrier above caught up with (at the caller's level).
     let parsed = s.sql.parse(&format!("SELECT count(*) FROM {}", quoted(name)), &[])?;
-    let count = s.sql.execute(parsed, &crate::sql::ReplicaBackend(&s.replica)).await?;
+    let count = s.sql.execute(parsed, &s.replica).await?;
     let points = match count.first() {
         Some(quorumdb_sql::StatementResult::Rows { batches, .. }) => batches
             .first()
@@ -247,13 +201,8 @@ pub(crate) async fn collection_info(s: &AppState, name: &str, level: Consistency
     Ok(CollectionInfo { spec: c.spec, points, indexed: stats.map_or(0, |(_, live)| live), ready: stats.is_some() })
 }
 
-pub async fn delete(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    let started = Instant::now();
-    drop_collection(&s, &name).await?;
-    Ok(ok(json!(true), started))
-}
 
-pub(crate) async fn drop_collection(s: &AppState, name: &str) -> ApiResult<()> {
+pub(crate) async fn drop_collection(s: &NodeContext, name: &str) -> ApiResult<()> {
     // The collection may have been created through another node a moment ago.
     s.replica.read_barrier(Consistency::Linearizable).await?;
     collection(s, name)?;
@@ -279,7 +228,7 @@ pub(crate) struct Upsert {
     pub(crate) points: Vec<PointIn>,
 }
 
-fn point_id(v: &Value) -> ApiResult<i64> {
+pub(crate) fn point_id(v: &Value) -> ApiResult<i64> {
     v.as_u64()
         .and_then(|n| i64::try_from(n).ok())
         .ok_or_else(|| bad(format!("point ids must be unsigned integers below 2^63, not {v}")))
@@ -295,14 +244,9 @@ fn vector_of(v: &[Value], dim: usize) -> ApiResult<Vec<f32>> {
     Ok(floats)
 }
 
-pub async fn upsert(State(s): State<AppState>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
-    let started = Instant::now();
-    let n = upsert_points(&s, &name, parse_body(&body)?).await?;
-    Ok(ok(json!({"status": "completed", "points": n}), started))
-}
 
 /// Upserts points (all validated before anything is written; one atomic command).
-pub(crate) async fn upsert_points(s: &AppState, name: &str, req: Upsert) -> ApiResult<usize> {
+pub(crate) async fn upsert_points(s: &NodeContext, name: &str, req: Upsert) -> ApiResult<usize> {
     // The collection may have been created through another node a moment ago.
     s.replica.read_barrier(Consistency::Linearizable).await?;
     let c = collection(s, name)?;
@@ -333,22 +277,10 @@ pub(crate) async fn upsert_points(s: &AppState, name: &str, req: Upsert) -> ApiR
     Ok(req.points.len())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeletePoints {
-    points: Vec<Value>,
-}
 
-pub async fn delete_points(State(s): State<AppState>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
-    let started = Instant::now();
-    let req: DeletePoints = parse_body(&body)?;
-    let ids: Vec<i64> = req.points.iter().map(point_id).collect::<ApiResult<_>>()?;
-    let deleted = remove_points(&s, &name, &ids).await?;
-    Ok(ok(json!({"status": "completed", "deleted": deleted}), started))
-}
 
 /// Deletes points by id; returns how many existed.
-pub(crate) async fn remove_points(s: &AppState, name: &str, ids: &[i64]) -> ApiResult<u64> {
+pub(crate) async fn remove_points(s: &NodeContext, name: &str, ids: &[i64]) -> ApiResult<u64> {
     // The collection may have been created through another node a moment ago.
     s.replica.read_barrier(Consistency::Linearizable).await?;
     collection(s, name)?;
@@ -386,25 +318,14 @@ fn point_json(c: &Collection, row: &[SqlValue], with_payload: bool, with_vector:
     Value::Object(o)
 }
 
-pub async fn get_point(
-    State(s): State<AppState>,
-    Path((name, id)): Path<(String, String)>,
-    Query(p): Query<ReadParams>,
-) -> ApiResult<Json<Value>> {
-    let started = Instant::now();
-    let id: i64 = id.parse().map_err(|_| bad(format!("point ids are unsigned integers, not {id:?}")))?;
-    let level = crate::kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?;
-    Ok(ok(read_point(&s, &name, id, level).await?, started))
-}
 
 /// One point as JSON (`id`, `payload`, `vector`).
-pub(crate) async fn read_point(s: &AppState, name: &str, id: i64, level: Consistency) -> ApiResult<Value> {
+pub(crate) async fn read_point(s: &NodeContext, name: &str, id: i64, level: Consistency) -> ApiResult<Value> {
     s.replica.read_barrier(level).await?;
     let c = collection(s, name)?;
     let key =
         c.def.key_of(&pk_row(&c, id))?.ok_or_else(|| ServerError::NotFound(format!("collection {name} not found")))?;
-    let read = crate::sql::StateRead(s.replica.reader().clone());
-    let bytes = quorumdb_sql::KvRead::get(&read, &quorumdb_sql::codec::row_key(c.def.id, &key))?
+    let bytes = s.replica.reader().get(&quorumdb_sql::codec::row_key(c.def.id, &key))?
         .ok_or_else(|| ServerError::NotFound(format!("point {id} not found in {name}")))?;
     let row = quorumdb_sql::catalog::RowDecoder::new(&c.def).decode(&bytes)?;
     Ok(point_json(&c, &row, true, true))
@@ -444,11 +365,6 @@ pub(crate) struct SearchRequest {
     pub(crate) consistency: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchRequest {
-    searches: Vec<SearchRequest>,
-}
 
 /// A payload filter: Qdrant's `must` / `should` / `must_not` over conditions.
 #[derive(Debug)]
@@ -575,7 +491,7 @@ fn same(a: &Value, b: &Value) -> bool {
 /// Runs searches against a collection after one read barrier (at the first search's or the
 /// query string's consistency).
 pub(crate) async fn search_collection(
-    s: &AppState,
+    s: &NodeContext,
     name: &str,
     searches: Vec<SearchRequest>,
     default_level: Option<&str>,
@@ -595,7 +511,7 @@ pub(crate) async fn search_collection(
 }
 
 /// Runs one search against a collection on a blocking thread.
-async fn run_search(s: &AppState, c: Arc<Collection>, req: SearchRequest) -> ApiResult<Value> {
+async fn run_search(s: &NodeContext, c: Arc<Collection>, req: SearchRequest) -> ApiResult<Value> {
     let limit = req.limit.unwrap_or(10);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(bad(format!("limit must be 1..{MAX_LIMIT}, not {limit}")));
@@ -608,7 +524,7 @@ async fn run_search(s: &AppState, c: Arc<Collection>, req: SearchRequest) -> Api
     let query = vector_of(&req.vector, c.spec.dim)?;
     let filter = req.filter.as_ref().filter(|f| !f.is_null()).map(parse_filter).transpose()?;
     let (with_payload, with_vector) = (req.with_payload.unwrap_or(true), req.with_vector.unwrap_or(false));
-    let read = crate::sql::StateRead(s.replica.reader().clone());
+    let read = s.replica.reader().clone();
     let vectors = s.vectors.clone();
     let points = tokio::task::spawn_blocking(move || -> ApiResult<Vec<Value>> {
         let pred = filter.as_ref().map(|f| {
@@ -641,26 +557,4 @@ async fn run_search(s: &AppState, c: Arc<Collection>, req: SearchRequest) -> Api
     Ok(Value::Array(points))
 }
 
-pub async fn search(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    Query(p): Query<ReadParams>,
-    body: Bytes,
-) -> ApiResult<Json<Value>> {
-    let started = Instant::now();
-    let req: SearchRequest = parse_body(&body)?;
-    let mut out = search_collection(&s, &name, vec![req], p.consistency.as_deref(), p.max_staleness_ms).await?;
-    Ok(ok(out.pop().unwrap_or(Value::Null), started))
-}
 
-pub async fn search_batch(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-    Query(p): Query<ReadParams>,
-    body: Bytes,
-) -> ApiResult<Json<Value>> {
-    let started = Instant::now();
-    let req: BatchRequest = parse_body(&body)?;
-    let out = search_collection(&s, &name, req.searches, p.consistency.as_deref(), p.max_staleness_ms).await?;
-    Ok(ok(Value::Array(out), started))
-}

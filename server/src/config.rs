@@ -54,6 +54,9 @@ pub struct StartArgs {
     /// Password PostgreSQL and Redis clients must give (any user name); none: no authentication.
     #[arg(long, env = "QUORUMDB_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// Act as a binary that reads format versions only up to this one (rolling-upgrade tests).
+    #[arg(long, hide = true)]
+    pub max_format_version: Option<u8>,
 }
 
 /// The config file's shape (same names as the flags, with underscores).
@@ -96,6 +99,8 @@ pub struct NodeConfig {
     pub redis_listen: Option<String>,
     /// The password pgwire and RESP clients must give, if any.
     pub password: Option<String>,
+    /// The newest format version this node reads and writes (lower only in upgrade tests).
+    pub max_format: quorumdb_replication::format::FormatVersion,
 }
 
 /// `off` (or an empty value) turns a listener off.
@@ -124,6 +129,7 @@ impl NodeConfig {
             pg_listen: None,
             redis_listen: None,
             password: None,
+            max_format: quorumdb_replication::format::CURRENT,
         }
     }
 
@@ -132,19 +138,19 @@ impl NodeConfig {
             Some(p) => read_file(p)?,
             None => FileConfig::default(),
         };
-        let id = args.id.or(file.id).ok_or_else(|| ServerError::BadRequest("--id is required".into()))?;
+        let id = args.id.or(file.id).ok_or_else(|| ServerError::Config("--id is required".into()))?;
         if id == 0 {
-            return Err(ServerError::BadRequest("--id must be greater than 0".into()));
+            return Err(ServerError::Config("--id must be greater than 0".into()));
         }
         let data_dir =
-            args.data_dir.or(file.data_dir).ok_or_else(|| ServerError::BadRequest("--data-dir is required".into()))?;
+            args.data_dir.or(file.data_dir).ok_or_else(|| ServerError::Config("--data-dir is required".into()))?;
         let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:7001".into());
         let mut c = Self::new(id, data_dir, listen);
         c.advertise = args.advertise.or(file.advertise);
         c.init = args.init || file.init.unwrap_or(false);
         c.join = args.join.or(file.join);
         if c.init && c.join.is_some() {
-            return Err(ServerError::BadRequest("--init and --join exclude each other".into()));
+            return Err(ServerError::Config("--init and --join exclude each other".into()));
         }
         c.heartbeat_ms = args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(c.heartbeat_ms);
         c.election_timeout_ms = args.election_timeout_ms.or(file.election_timeout_ms).unwrap_or(c.election_timeout_ms);
@@ -154,7 +160,21 @@ impl NodeConfig {
         c.redis_listen = listener_setting(args.redis_listen.or(file.redis_listen), "127.0.0.1:6380");
         c.password = args.password.or(file.password).filter(|p| !p.is_empty());
         if c.election_timeout_ms < 3 * c.heartbeat_ms {
-            return Err(ServerError::BadRequest("the election timeout must be at least 3 heartbeats".into()));
+            return Err(ServerError::Config("the election timeout must be at least 3 heartbeats".into()));
+        }
+        for (flag, addr) in [("--advertise", &c.advertise), ("--join", &c.join)] {
+            if let Some(addr) = addr {
+                quorumdb_replication::network::check_peer_addr(addr).map_err(|e| ServerError::Config(format!("{flag}: {e}")))?;
+            }
+        }
+        if let Some(v) = args.max_format_version {
+            if v > quorumdb_replication::format::CURRENT {
+                return Err(ServerError::Config(format!(
+                    "--max-format-version {v}: this binary reads up to {}",
+                    quorumdb_replication::format::CURRENT
+                )));
+            }
+            c.max_format = v;
         }
         Ok(c)
     }
@@ -162,8 +182,8 @@ impl NodeConfig {
 
 fn read_file(p: &Path) -> Result<FileConfig, ServerError> {
     let text =
-        std::fs::read_to_string(p).map_err(|e| ServerError::BadRequest(format!("reading {}: {e}", p.display())))?;
-    toml::from_str(&text).map_err(|e| ServerError::BadRequest(format!("{}: {e}", p.display())))
+        std::fs::read_to_string(p).map_err(|e| ServerError::Config(format!("reading {}: {e}", p.display())))?;
+    toml::from_str(&text).map_err(|e| ServerError::Config(format!("{}: {e}", p.display())))
 }
 
 #[cfg(test)]
@@ -182,5 +202,21 @@ mod tests {
         std::fs::write(&f, "id = 3\nbogus = 1\n").unwrap();
         let err = NodeConfig::from_args(StartArgs { config: Some(f), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn addresses_are_checked_before_the_node_starts() {
+        let args = |advertise: &str| StartArgs {
+            id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            advertise: Some(advertise.into()),
+            ..Default::default()
+        };
+        assert!(NodeConfig::from_args(args("127.0.0.1:7001")).is_ok());
+        assert!(NodeConfig::from_args(args("node-1.example:7001")).is_ok());
+        for bad in ["127.0.0.1 :7001", "127.0.0.1", "host:0", "host:99999", "http://x:1", "[zz]:1", ""] {
+            let err = NodeConfig::from_args(args(bad)).unwrap_err();
+            assert!(matches!(err, ServerError::Config(_)), "{bad:?}: {err}");
+        }
     }
 }

@@ -249,7 +249,7 @@ async fn demo_body(
         return Ok(());
     }
     println!("\nCtrl-C stops the cluster (data stays in {}).", dir.display());
-    crate::cli::shutdown_signal().await;
+    crate::node::shutdown_signal().await;
     println!("stopping ...");
     Ok(())
 }

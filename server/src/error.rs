@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use quorumdb_replication::ReplicationError;
 use quorumdb_sql::SqlError;
+use quorumdb_state::Rejection;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -19,26 +20,41 @@ pub enum ServerError {
     /// A compare-and-set found another value.
     #[error("compare-and-set failed: the current value differs from the expected one")]
     CasFailed { current: Option<Vec<u8>> },
+    /// The KV table rejected a command (the same on every node).
+    #[error("{}", .0.message)]
+    Rejected(Rejection),
     /// The leader could not be reached to forward an admin request.
     #[error("forwarding to the leader failed: {0}")]
     Forward(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// A setting (flag, environment variable, config file) is missing or invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A listener could not be opened.
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind { what: &'static str, addr: String, source: std::io::Error },
+    /// A bug: something that should not fail did.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error(transparent)]
-    Sql(#[from] SqlError),
+    Sql(SqlError),
 }
 
-/// The replication error inside a SQL error, if the SQL layer only passed it through.
-fn sql_replication(e: &SqlError) -> Option<&ReplicationError> {
-    match e {
-        SqlError::Backend(b) => b.downcast_ref::<ReplicationError>(),
-        _ => None,
+/// SQL errors that only passed a replication error through become that replication error,
+/// so each surface maps it in its one place.
+impl From<SqlError> for ServerError {
+    fn from(e: SqlError) -> Self {
+        match e {
+            SqlError::Replication(r) => Self::Replication(r),
+            other => Self::Sql(other),
+        }
     }
 }
 
-/// The HTTP status for a SQL error, by SQLSTATE class.
-fn sql_status(e: &SqlError) -> StatusCode {
-    match e.sqlstate() {
+/// The HTTP status for a SQLSTATE, by class.
+fn sqlstate_status(code: &str) -> StatusCode {
+    match code {
         "42P01" | "42704" => StatusCode::NOT_FOUND,
         s if s.starts_with("23") || s == "40001" || s == "42P07" => StatusCode::CONFLICT,
         s if s.starts_with("58") || s.starts_with("XX") => StatusCode::INTERNAL_SERVER_ERROR,
@@ -56,8 +72,11 @@ impl ServerError {
             Self::NotFound(_) => "not_found",
             Self::CasFailed { .. } => "cas_failed",
             Self::Forward(_) => "unreachable",
-            Self::Io(_) => "internal",
-            Self::Sql(e) => sql_replication(e).map_or_else(|| e.sqlstate(), Self::replication_code),
+            Self::Rejected(r) => r.sqlstate(),
+            Self::Io(_) | Self::Internal(_) => "internal",
+            Self::Config(_) => "invalid_config",
+            Self::Bind { .. } => "cannot_listen",
+            Self::Sql(e) => e.sqlstate(),
         }
     }
 
@@ -76,12 +95,14 @@ impl ServerError {
         };
         match self {
             Self::Replication(e) => replication(e),
-            Self::Sql(e) => sql_replication(e).map_or_else(|| e.sqlstate(), replication),
-            Self::BadRequest(_) => "22023",
+            Self::Sql(e) => e.sqlstate(),
+            Self::Rejected(r) => r.sqlstate(),
+            Self::BadRequest(_) | Self::Config(_) => "22023",
             Self::NotFound(_) => "42704",
             Self::CasFailed { .. } => "40001",
             Self::Forward(_) => "57P03",
-            Self::Io(_) => "58030",
+            Self::Io(_) | Self::Bind { .. } => "58030",
+            Self::Internal(_) => "XX000",
         }
     }
 
@@ -105,8 +126,10 @@ impl ServerError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::CasFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::Forward(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Sql(e) => sql_replication(e).map_or_else(|| sql_status(e), Self::replication_status),
+            Self::Rejected(r) => sqlstate_status(r.sqlstate()),
+            Self::Config(_) => StatusCode::BAD_REQUEST,
+            Self::Io(_) | Self::Bind { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Sql(e) => sqlstate_status(e.sqlstate()),
         }
     }
 
@@ -125,8 +148,8 @@ impl ServerError {
 
     pub fn retryable(&self) -> bool {
         match self {
-            Self::Replication(e) => e.is_retryable(),
-            Self::Sql(e) => sql_replication(e).map_or(e.retryable(), ReplicationError::is_retryable),
+            Self::Replication(e) => e.retryable(),
+            Self::Sql(e) => e.retryable(),
             Self::Forward(_) => true,
             _ => false,
         }
@@ -193,6 +216,7 @@ pub fn to_resp(e: &ServerError) -> String {
     let message = match e {
         // A deterministic rejection from the state machine reads as Redis words it.
         ServerError::BadRequest(m) | ServerError::Replication(ReplicationError::Invalid(m)) => m.clone(),
+        ServerError::Rejected(r) => r.message.clone(),
         other => format!("{}: {other}", other.code()),
     };
     format!("{prefix} {message}").replace(['\r', '\n'], " ")

@@ -19,10 +19,10 @@ use pb::kv_server::{Kv, KvServer};
 use pb::vectors_server::{Vectors, VectorsServer};
 
 use crate::collections as coll;
-use crate::http::AppState;
+use crate::context::NodeContext;
 
 /// Every gRPC service of a node: the Raft transport and the client API.
-pub fn routes(state: AppState) -> Routes {
+pub fn routes(state: NodeContext) -> Routes {
     let replica = state.replica.clone();
     Routes::new(replica.transport_service())
         .add_service(KvServer::new(KvService(replica.clone())))
@@ -109,7 +109,7 @@ impl Cluster for ClusterService {
     }
 }
 
-pub struct VectorService(AppState);
+pub struct VectorService(NodeContext);
 
 fn json_text(v: &serde_json::Value) -> String {
     if v.is_null() { String::new() } else { v.to_string() }

@@ -4,7 +4,8 @@
 //! expired keys.
 
 use quorumdb_replication::kv::{self, KvCommand, KvResponse, MAX_KEY_LEN};
-use quorumdb_replication::{CommandResult, Consistency, ReadInfo, Replica, ReplicationError};
+use quorumdb_replication::{CommandResult, Consistency, Proposer, ReadInfo, Replica, ReplicationError};
+use quorumdb_state::Rejection;
 
 use crate::error::ServerError;
 
@@ -24,9 +25,10 @@ pub async fn write(replica: &Replica, cmd: KvCommand) -> Result<KvResponse, Serv
         check_key(key)?;
     }
     metrics::counter!("quorumdb_kv_writes_total").increment(1);
-    match replica.write(cmd.encode()).await? {
-        CommandResult::Applied(bytes) => KvResponse::decode(&bytes).map_err(|e| ReplicationError::Codec(e).into()),
-        CommandResult::Rejected(err) => Err(ServerError::BadRequest(String::from_utf8_lossy(&err).into_owned())),
+    let encoded = cmd.encode(replica.format()).map_err(ReplicationError::from)?;
+    match replica.write(encoded).await? {
+        CommandResult::Applied(bytes) => Ok(KvResponse::decode(&bytes).map_err(ReplicationError::from)?),
+        CommandResult::Rejected(bytes) => Err(ServerError::Rejected(Rejection::decode(&bytes))),
     }
 }
 

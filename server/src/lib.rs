@@ -10,6 +10,7 @@ pub mod bulk;
 pub mod cli;
 pub mod collections;
 pub mod config;
+pub mod context;
 pub mod demo;
 pub mod error;
 pub mod grpc;

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use quorumdb_replication::kv::{self, KvApp};
 use quorumdb_replication::{Replica, ReplicaConfig, Router};
-use quorumdb_sql::{Engine, VectorIndexes};
+use quorumdb_sql::{Engine, SqlApplication, VectorIndexes};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::NodeConfig;
+use crate::context::{NodeContext, Surfaces};
 use crate::error::ServerError;
 
 /// One QuorumDB node, running.
@@ -38,7 +39,7 @@ impl Node {
         crate::telemetry::install_recorder();
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
-            .map_err(|e| ServerError::BadRequest(format!("cannot listen on {}: {e}", config.listen)))?;
+            .map_err(|e| ServerError::Bind { what: "gRPC and HTTP", addr: config.listen.clone(), source: e })?;
         let addr = listener.local_addr()?;
         let pg_listener = bind_optional(config.pg_listen.as_deref(), "PostgreSQL").await?;
         let redis_listener = bind_optional(config.redis_listen.as_deref(), "Redis").await?;
@@ -51,31 +52,32 @@ impl Node {
         rc.snapshot_every = config.snapshot_every;
         rc.keep_logs = config.snapshot_every / 5;
         rc.snapshot_rate = config.snapshot_rate;
+        rc.max_format = config.max_format;
         crate::backup::remove_leftovers(&config.data_dir);
         let vectors = VectorIndexes::new(Some(quorumdb_sql::vectors::dump_dir(&config.data_dir)));
         let apps = Router::new()
             .with(kv::TAG, Arc::new(KvApp))
-            .with(quorumdb_sql::TAG, Arc::new(crate::sql::SqlApplication::new(vectors.clone())));
+            .with(quorumdb_sql::TAG, Arc::new(SqlApplication::new(vectors.clone())));
         let replica = Replica::open(rc, Arc::new(apps)).await?;
-        let sql = Arc::new(Engine::new(Arc::new(crate::sql::StateRead(replica.reader().clone())), vectors.clone()));
+        let sql = Arc::new(Engine::new(Arc::new(replica.reader().clone()), vectors.clone()));
 
         let (stop, mut stopped) = watch::channel(false);
-        let state = crate::http::AppState {
+        let state = NodeContext {
             replica: replica.clone(),
             sql: sql.clone(),
             vectors: vectors.clone(),
-            surfaces: Arc::new(crate::http::Surfaces { pg_addr, redis_addr, password: config.password.clone() }),
+            surfaces: Arc::new(Surfaces { pg_addr, redis_addr, password: config.password.clone() }),
             data_dir: config.data_dir.clone(),
         };
         let mut listeners = Vec::new();
         if let Some(l) = pg_listener {
             listeners.push(tokio::spawn(crate::pg::serve(l, state.clone(), stopped.clone())));
-            tracing::info!(addr = %pg_addr.expect("bound"), "serving PostgreSQL clients");
+            tracing::info!(addr = ?pg_addr, "serving PostgreSQL clients");
         }
         listeners.push(tokio::spawn(crate::kv::purge_expired(replica.clone(), stopped.clone())));
         if let Some(l) = redis_listener {
             listeners.push(tokio::spawn(crate::resp::serve(l, state.clone(), stopped.clone())));
-            tracing::info!(addr = %redis_addr.expect("bound"), "serving Redis clients");
+            tracing::info!(addr = ?redis_addr, "serving Redis clients");
         }
         let router = crate::grpc::routes(state.clone())
             .into_axum_router()
@@ -119,18 +121,27 @@ impl Node {
     }
 }
 
-async fn bind_optional(addr: Option<&str>, what: &str) -> Result<Option<tokio::net::TcpListener>, ServerError> {
+async fn bind_optional(
+    addr: Option<&str>,
+    what: &'static str,
+) -> Result<Option<tokio::net::TcpListener>, ServerError> {
     let Some(addr) = addr else { return Ok(None) };
     let l = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| ServerError::BadRequest(format!("cannot listen for {what} clients on {addr}: {e}")))?;
+        .map_err(|e| ServerError::Bind { what, addr: addr.to_string(), source: e })?;
     Ok(Some(l))
 }
 
 /// Asks `seed` (any member) to add us, until it answers yes. Joining is idempotent, so a
 /// restarted node that was already a member just gets "ok".
 async fn join_until_done(seed: String, id: u64, addr: String) {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
+    let client = match reqwest::Client::builder().timeout(Duration::from_secs(30)).build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build an HTTP client to join the cluster");
+            return;
+        }
+    };
     let url = format!("http://{seed}/v1/cluster/join");
     let body = serde_json::json!({ "id": id, "addr": addr });
     let mut attempt = 0u32;
@@ -149,5 +160,14 @@ async fn join_until_done(seed: String, id: u64, addr: String) {
             Err(e) => tracing::warn!(%seed, error = %e, attempt, "join request failed; retrying"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
     }
 }

@@ -34,7 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::http::AppState;
+use crate::context::NodeContext;
 use commands::{Session, Shared};
 use parse::{Limits, Parser};
 
@@ -100,7 +100,7 @@ impl Reply {
 }
 
 /// Accepts Redis clients until `stop` turns true.
-pub async fn serve(listener: TcpListener, state: AppState, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, state: NodeContext, mut stop: watch::Receiver<bool>) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let shared = Arc::new(Shared::new(state, port));
     let mut connections = JoinSet::new();

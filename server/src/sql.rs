@@ -1,104 +1,17 @@
-//! SQL on a node: adapts the replication crate's state and proposer to the `sql` crate's
-//! traits, runs requests at a consistency level, and renders results as JSON.
+//! SQL on a node: runs requests on the engine at a consistency level (the replica is the
+//! engine's proposer) and renders results as JSON.
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, TimeUnit};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use quorumdb_replication::{Application, CommandResult, Consistency, ReadInfo, Replica, StateReader, StateTxn, tagged};
+use quorumdb_replication::{Consistency, ReadInfo, Replica};
 use quorumdb_sql::types::arrow_sql_name;
-use quorumdb_sql::{Backend, Engine, KvRead, KvTxn, Parsed, Session, SqlApp, SqlError, StatementResult, VectorIndexes};
+use quorumdb_sql::{Engine, Parsed, Session, SqlError, StatementResult};
 use serde_json::{Value, json};
 
 use crate::error::ServerError;
-
-/// The applied state as the SQL crate reads it.
-pub struct StateRead(pub StateReader);
-
-impl KvRead for StateRead {
-    fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
-        self.0.get(key)
-    }
-    fn scan(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()> {
-        self.0.scan_range(start, end, f)
-    }
-}
-
-struct Txn<'a>(&'a mut dyn StateTxn);
-
-impl KvTxn for Txn<'_> {
-    fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
-        self.0.get(key)
-    }
-    fn put(&mut self, key: &[u8], value: &[u8]) {
-        self.0.put(key, value)
-    }
-    fn delete(&mut self, key: &[u8]) {
-        self.0.delete(key)
-    }
-    fn delete_range(&mut self, start: &[u8], end: &[u8]) {
-        self.0.delete_range(start, end)
-    }
-    fn scan(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()> {
-        self.0.scan(start, end, f)
-    }
-    fn log_index(&self) -> u64 {
-        self.0.log_index()
-    }
-    fn on_commit(&mut self, f: Box<dyn FnOnce() + Send>) {
-        self.0.on_commit(f)
-    }
-}
-
-/// SQL commands on the replicated state machine, and the vector indexes beside it.
-#[derive(Debug)]
-pub struct SqlApplication(SqlApp);
-
-impl SqlApplication {
-    pub fn new(vectors: Arc<VectorIndexes>) -> Self {
-        Self(SqlApp::new(vectors))
-    }
-}
-
-impl Application for SqlApplication {
-    fn apply(&self, command: &[u8], txn: &mut dyn StateTxn) -> Result<Vec<u8>, Vec<u8>> {
-        self.0.apply(command, &mut Txn(txn))
-    }
-
-    fn opened(&self, state: &StateReader) -> std::io::Result<()> {
-        self.0.vectors().open(&StateRead(state.clone())).map_err(std::io::Error::other)
-    }
-
-    fn snapshot_files(&self, dest: &std::path::Path) -> std::io::Result<()> {
-        self.0.vectors().export_dumps(dest)
-    }
-
-    fn state_replaced(&self, state: &StateReader, files: Option<&std::path::Path>) {
-        if let Err(e) = self.0.vectors().reset(&StateRead(state.clone()), files) {
-            tracing::error!(error = %e, "could not reload vector indexes after installing a snapshot");
-        }
-    }
-}
-
-/// Proposes SQL commands through the replica.
-pub struct ReplicaBackend<'a>(pub &'a Replica);
-
-#[async_trait]
-impl Backend for ReplicaBackend<'_> {
-    async fn propose(&self, command: Vec<u8>) -> quorumdb_sql::Result<Result<Vec<u8>, Vec<u8>>> {
-        match self.0.write(tagged(quorumdb_sql::TAG, &command)).await {
-            Ok(CommandResult::Applied(r)) => Ok(Ok(r)),
-            Ok(CommandResult::Rejected(r)) => Ok(Err(r)),
-            Err(e) => Err(SqlError::Backend(Box::new(e))),
-        }
-    }
-    async fn catch_up(&self, after_conflict: bool) -> quorumdb_sql::Result<()> {
-        let level = if after_conflict { Consistency::Linearizable } else { Consistency::Lease };
-        self.0.read_barrier(level).await.map(|_| ()).map_err(|e| SqlError::Backend(Box::new(e)))
-    }
-}
 
 /// Runs a request: reads wait for `level` first; writes go through Raft.
 pub async fn execute(
@@ -124,7 +37,7 @@ pub async fn run(
     let info = if parsed.read_only { Some(replica.read_barrier(level).await?) } else { None };
     metrics::counter!("quorumdb_sql_requests_total", "kind" => if parsed.read_only { "read" } else { "write" })
         .increment(1);
-    let results = engine.execute_in(parsed, &ReplicaBackend(replica), session).await?;
+    let results = engine.execute_in(parsed, replica, session).await?;
     Ok((results, info))
 }
 

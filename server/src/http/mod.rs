@@ -17,13 +17,12 @@
 //! - `POST /v1/backup`: body `{"to": "/abs/dir"}`; every table as Arrow IPC files plus
 //!   `manifest.json`, at one applied index, written on this node's file system
 //!   ([`crate::backup`]).
-//! - `/v1/collections/...`: the Qdrant-style vector API ([`crate::collections`]).
+//! - `/v1/collections/...`: the Qdrant-style vector API ([`collections`]).
 //! - `GET /metrics`: Prometheus.
 //!
 //! Errors are JSON `{"error": {"code", "message", "retryable"}}` with a fitting status.
 
 use axum::body::Bytes;
-use std::sync::Arc;
 
 use axum::extract::{FromRef, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -33,46 +32,27 @@ use axum::{Json, Router};
 use openraft::ServerState;
 use quorumdb_replication::kv::{self as kvstate, KvCommand, KvResponse};
 use quorumdb_replication::network::FaultRules;
-use quorumdb_replication::{NodeStatus, ReadInfo, Replica};
-use quorumdb_sql::{Engine, VectorIndexes};
+use quorumdb_replication::{NodeStatus, ReadInfo, Replica, ReplicationError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::context::NodeContext;
 use crate::error::ServerError;
 use crate::kv;
+
+pub mod collections;
 
 /// Marks a request already forwarded once, so two confused nodes never bounce it forever.
 const FORWARDED: &str = "x-quorumdb-forwarded";
 
-/// What the HTTP handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub replica: Replica,
-    pub sql: Arc<Engine>,
-    pub vectors: Arc<VectorIndexes>,
-    pub surfaces: Arc<Surfaces>,
-    /// This node's data directory (backups take their checkpoint under it).
-    pub data_dir: std::path::PathBuf,
-}
-
-/// This node's other client surfaces, reported by `/v1/status` so clients (the shell) can find
-/// them from the node's main address.
-#[derive(Debug, Default)]
-pub struct Surfaces {
-    pub pg_addr: Option<std::net::SocketAddr>,
-    pub redis_addr: Option<std::net::SocketAddr>,
-    /// The password pgwire and RESP clients must give, if configured.
-    pub password: Option<String>,
-}
-
-impl FromRef<AppState> for Replica {
-    fn from_ref(s: &AppState) -> Replica {
+impl FromRef<NodeContext> for Replica {
+    fn from_ref(s: &NodeContext) -> Replica {
         s.replica.clone()
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    use crate::collections as c;
+pub fn router(state: NodeContext) -> Router {
+    use self::collections as c;
     Router::new()
         .route("/v1/sql", post(sql_post))
         .route(
@@ -109,9 +89,9 @@ pub async fn not_found(req: Request) -> ServerError {
 
 type ApiResult<T> = Result<T, ServerError>;
 
-async fn status(State(s): State<AppState>) -> ApiResult<Json<Value>> {
+async fn status(State(s): State<NodeContext>) -> ApiResult<Json<Value>> {
     let status: NodeStatus = s.replica.status()?;
-    let mut v = serde_json::to_value(status).map_err(|e| ServerError::BadRequest(e.to_string()))?;
+    let mut v = serde_json::to_value(status).map_err(|e| ServerError::Internal(e.to_string()))?;
     v["pg_addr"] = json!(s.surfaces.pg_addr.map(|a| a.to_string()));
     v["redis_addr"] = json!(s.surfaces.redis_addr.map(|a| a.to_string()));
     Ok(Json(v))
@@ -150,7 +130,7 @@ where
     }
     let (leader, addr) = match r.leader() {
         Some(l) if headers.get(FORWARDED).is_none() && l.0 != r.id => l,
-        _ => return Err(quorumdb_replication::ReplicationError::NoLeader.into()),
+        _ => return Err(ReplicationError::NoLeader.into()),
     };
     tracing::debug!(leader, path, "forwarding admin request to the leader");
     let resp = reqwest::Client::new()
@@ -175,9 +155,11 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<(T, Val
 
 async fn join(State(r): State<Replica>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     let (b, v): (JoinBody, _) = parse_json(&body)?;
-    if b.id == 0 || b.addr.is_empty() {
-        return Err(ServerError::BadRequest("join needs a node id > 0 and an address".into()));
+    if b.id == 0 {
+        return Err(ServerError::BadRequest("join needs a node id > 0".into()));
     }
+    // Checked here, before anything is proposed: a bad address must never reach the membership.
+    quorumdb_replication::network::check_peer_addr(&b.addr).map_err(ServerError::BadRequest)?;
     on_leader(&r, &headers, "/v1/cluster/join", &v, || async { Ok(r.add_voter(b.id, &b.addr).await?) }).await
 }
 
@@ -229,7 +211,7 @@ struct SqlBody {
     params: Vec<Value>,
 }
 
-async fn sql_post(State(s): State<AppState>, Query(p): Query<ReadParams>, body: Bytes) -> ApiResult<Response> {
+async fn sql_post(State(s): State<NodeContext>, Query(p): Query<ReadParams>, body: Bytes) -> ApiResult<Response> {
     let body: SqlBody = serde_json::from_slice(&body).map_err(|e| {
         ServerError::BadRequest(format!("the body must be JSON {{\"sql\": \"...\", \"params\": [...]}}: {e}"))
     })?;

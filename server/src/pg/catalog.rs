@@ -17,7 +17,7 @@ use quorumdb_sql::catalog::{Catalog, IndexKind, TableDef};
 use quorumdb_sql::types::ColumnType;
 use regex::Regex;
 
-use crate::http::AppState;
+use crate::context::NodeContext;
 
 /// OIDs of user tables start here, as in PostgreSQL.
 const FIRST_OID: u64 = 16384;
@@ -96,7 +96,7 @@ fn index_def(t: &TableDef, idx_name: &str, unique: bool, cols: &[usize], kind: &
 }
 
 /// Answers `query` if it is a catalog query of a PostgreSQL client; `None` otherwise.
-pub async fn answer(state: &AppState, query: &str) -> Option<PgWireResult<Vec<StatementResult>>> {
+pub async fn answer(state: &NodeContext, query: &str) -> Option<PgWireResult<Vec<StatementResult>>> {
     if !query.contains("pg_catalog.") {
         return None;
     }

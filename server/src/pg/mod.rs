@@ -46,13 +46,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 
 use crate::error::{ServerError, to_pg};
-use crate::http::AppState;
+use crate::context::NodeContext;
 
 /// The server version clients see: the PostgreSQL release whose protocol and catalog we follow.
 const SERVER_VERSION: &str = "15.0";
 
 /// Accepts PostgreSQL clients until `stop` turns true.
-pub async fn serve(listener: TcpListener, state: AppState, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, state: NodeContext, mut stop: watch::Receiver<bool>) {
     let manager = Arc::new(ConnectionManager::new());
     let handlers = Arc::new(Handlers {
         query: Arc::new(QueryHandler { state: state.clone(), parser: Arc::new(Parser { state: state.clone() }) }),
@@ -391,7 +391,7 @@ enum Answer {
 }
 
 struct QueryHandler {
-    state: AppState,
+    state: NodeContext,
     parser: Arc<Parser>,
 }
 
@@ -443,7 +443,7 @@ impl QueryHandler {
                 let parsed = Parsed { read_only: false, statements: block.statements };
                 self.state
                     .sql
-                    .commit(parsed, &crate::sql::ReplicaBackend(&self.state.replica), &mut s.engine, &block.reported)
+                    .commit(parsed, &self.state.replica, &mut s.engine, &block.reported)
                     .await
                     .map_err(sql_error)?;
             }
@@ -578,7 +578,7 @@ pub struct Prepared {
 }
 
 struct Parser {
-    state: AppState,
+    state: NodeContext,
 }
 
 fn show_description(name: &str) -> Description {

@@ -26,7 +26,7 @@ use super::Reply;
 use super::barrier::ReadBarriers;
 use super::glob::Glob;
 use crate::error::{ServerError, to_resp};
-use crate::http::AppState;
+use crate::context::NodeContext;
 
 /// Cursors a node remembers for `SCAN`; the oldest is forgotten first.
 pub const MAX_CURSORS: usize = 10_000;
@@ -39,7 +39,7 @@ const REDIS_VERSION: &str = "7.0.0";
 
 /// What every connection of a node shares.
 pub struct Shared {
-    pub state: AppState,
+    pub state: NodeContext,
     pub connected: AtomicUsize,
     linearizable: ReadBarriers,
     lease: ReadBarriers,
@@ -50,7 +50,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(state: AppState, port: u16) -> Self {
+    pub fn new(state: NodeContext, port: u16) -> Self {
         // Cursor numbers start at this node's clock, so one from before a restart is unknown
         // rather than silently pointing elsewhere.
         let first = kvstate::now_ms().saturating_mul(1_000).max(1);

@@ -1,0 +1,29 @@
+//! What every protocol surface of a node shares: the replica, the SQL engine, the vector
+//! indexes, where the node's other surfaces listen, and its data directory. HTTP, gRPC,
+//! pgwire and RESP each take a [`NodeContext`] and nothing from one another.
+
+use std::sync::Arc;
+
+use quorumdb_replication::Replica;
+use quorumdb_sql::{Engine, VectorIndexes};
+
+/// The handles a node's surfaces serve requests with. Cheap to clone.
+#[derive(Clone)]
+pub struct NodeContext {
+    pub replica: Replica,
+    pub sql: Arc<Engine>,
+    pub vectors: Arc<VectorIndexes>,
+    pub surfaces: Arc<Surfaces>,
+    /// This node's data directory (backups take their checkpoint under it).
+    pub data_dir: std::path::PathBuf,
+}
+
+/// This node's other client surfaces, reported by `/v1/status` so clients (the shell) can find
+/// them from the node's main address.
+#[derive(Debug, Default)]
+pub struct Surfaces {
+    pub pg_addr: Option<std::net::SocketAddr>,
+    pub redis_addr: Option<std::net::SocketAddr>,
+    /// The password pgwire and RESP clients must give, if configured.
+    pub password: Option<String>,
+}
