@@ -46,6 +46,11 @@ impl TestCluster {
     }
 
     pub async fn start_with(n: u64, snapshot_every: u64) -> Self {
+        Self::start_tweaked(n, snapshot_every, |_| {}).await
+    }
+
+    /// Starts `n` nodes, each config changed by `tweak` first.
+    pub async fn start_tweaked(n: u64, snapshot_every: u64, tweak: impl Fn(&mut NodeConfig)) -> Self {
         init_logging();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
         let mut c = Self {
@@ -55,11 +60,11 @@ impl TestCluster {
             http,
             snapshot_every,
         };
-        c.add_node(1, None).await;
+        c.add_node_with(1, None, &tweak).await;
         c.wait_leader().await;
         let seed = c.addr(1);
         for id in 2..=n {
-            c.add_node(id, Some(seed.clone())).await;
+            c.add_node_with(id, Some(seed.clone()), &tweak).await;
         }
         c.wait_voters(n as usize).await;
         c
@@ -67,6 +72,11 @@ impl TestCluster {
 
     /// Starts node `id` (new data dir); it joins through `seed`, or initializes without one.
     pub async fn add_node(&mut self, id: u64, seed: Option<String>) {
+        self.add_node_with(id, seed, |_| {}).await
+    }
+
+    /// [`Self::add_node`] with the node's config changed by `tweak` first (kept for restarts).
+    pub async fn add_node_with(&mut self, id: u64, seed: Option<String>, tweak: impl FnOnce(&mut NodeConfig)) {
         let mut cfg = NodeConfig::new(id, self.dir.path().join(format!("n{id}")), "127.0.0.1:0");
         cfg.heartbeat_ms = 50;
         cfg.election_timeout_ms = 300;
@@ -75,6 +85,7 @@ impl TestCluster {
         cfg.join = seed;
         cfg.pg_listen = Some("127.0.0.1:0".into());
         cfg.redis_listen = Some("127.0.0.1:0".into());
+        tweak(&mut cfg);
         let node = Node::start(cfg.clone()).await.expect("node starts");
         // Keep the ports for restarts.
         cfg.listen = node.addr.to_string();
@@ -83,6 +94,11 @@ impl TestCluster {
         cfg.init = false;
         self.configs.insert(id, cfg);
         self.nodes.insert(id, node);
+    }
+
+    /// Node `id`'s config, as its next restart will use it.
+    pub fn config_mut(&mut self, id: u64) -> &mut NodeConfig {
+        self.configs.get_mut(&id).expect("a known node")
     }
 
     /// Node `id`'s data directory.

@@ -4,6 +4,7 @@
 //! and loaders, t9x snapshots and backups.
 
 mod t05_storage_suite;
+mod t06_old_format;
 mod t10_election;
 mod t11_replication;
 mod t12_follower_reads;
@@ -11,11 +12,14 @@ mod t20_leader_kill;
 mod t21_catch_up;
 mod t30_membership;
 mod t31_transfer_leader;
+mod t32_rolling_upgrade;
+mod t33_join_checks;
 mod t40_pre_vote;
 mod t50_processes;
 mod t60_sql;
 mod t61_sql_determinism;
 mod t70_vectors;
+mod t72_index_failure;
 mod t80_resp;
 mod t82_load;
 mod t84_shell;
