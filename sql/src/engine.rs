@@ -297,14 +297,12 @@ impl Engine {
             }
             return Ok(out);
         }
-        let mut retry = Retry::default();
-        loop {
-            retry.catch_up(backend).await;
-            match self.execute_once(&parsed.statements, Some(backend), session, None).await {
-                Err(SqlError::SerializationFailure(why)) => retry.backoff(&why).await?,
-                other => return other,
-            }
-        }
+        let statements = &parsed.statements;
+        with_retries(backend, session, |mut session| async move {
+            let outcome = self.execute_once(statements, Some(backend), &mut session, None).await;
+            (session, outcome)
+        })
+        .await
     }
 
     /// Inserts the rows of `batches` into `table` as one atomic command (a bulk load): the
@@ -312,23 +310,21 @@ impl Engine {
     /// checked as `INSERT` would (see [`Planner::insert_batches`]). Returns the rows inserted;
     /// an error caused by one row says which ([`SqlError::row`], counted from 0).
     pub async fn insert_batches(&self, table: &str, batches: &[RecordBatch], backend: &dyn Backend) -> Result<u64> {
-        let mut retry = Retry::default();
-        loop {
-            retry.catch_up(backend).await;
-            let mut planner =
-                Planner::new(&self.state, Some((&self.query_ctx, &self.dml_ctx)), self.read.clone(), self.catalog()?);
-            let outcome = match planner.insert_batches(table, batches).await {
-                Ok(n) => match planner.finish() {
-                    Some(cmd) => self.propose(&cmd, backend).await.map(|_| n),
-                    None => Ok(n),
-                },
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Err(SqlError::SerializationFailure(why)) => retry.backoff(&why).await?,
-                other => return other,
-            }
+        with_retries(backend, &mut Session::default(), |session| async move {
+            (session, self.load_once(table, batches, backend).await)
+        })
+        .await
+    }
+
+    /// One attempt of [`Engine::insert_batches`].
+    async fn load_once(&self, table: &str, batches: &[RecordBatch], backend: &dyn Backend) -> Result<u64> {
+        let mut planner =
+            Planner::new(&self.state, Some((&self.query_ctx, &self.dml_ctx)), self.read.clone(), self.catalog()?);
+        let n = planner.insert_batches(table, batches).await?;
+        if let Some(cmd) = planner.finish() {
+            self.propose(&cmd, backend).await?;
         }
+        Ok(n)
     }
 
     /// What `parsed` would return if run now, planned against the applied state; nothing is
@@ -348,14 +344,12 @@ impl Engine {
         session: &mut Session,
         reported: &[StatementResult],
     ) -> Result<Vec<StatementResult>> {
-        let mut retry = Retry::default();
-        loop {
-            retry.catch_up(backend).await;
-            match self.execute_once(&parsed.statements, Some(backend), session, Some(reported)).await {
-                Err(SqlError::SerializationFailure(why)) => retry.backoff(&why).await?,
-                other => return other,
-            }
-        }
+        let statements = &parsed.statements;
+        with_retries(backend, session, |mut session| async move {
+            let outcome = self.execute_once(statements, Some(backend), &mut session, Some(reported)).await;
+            (session, outcome)
+        })
+        .await
     }
 
     /// Plans `statements` as one batch and, with a backend, proposes it. With `reported`, each
@@ -567,7 +561,35 @@ fn only_key_equalities(e: &Expr) -> bool {
     }
 }
 
-/// The retry loop of a write (plan, then propose) that conflicted with a concurrent one.
+/// Runs a write (plan, then propose) until it does not conflict with a concurrent one: the
+/// local state is caught up before every attempt (strictly after a conflict), and a conflict
+/// (40001) backs off and plans again, at most [`MAX_ATTEMPTS`] times. Any other outcome,
+/// success or error, is returned as it is.
+///
+/// Each attempt is handed the session's settings and hands them back (a `SET` in the batch
+/// changes them), so they carry from one attempt to the next and to the caller, as through a
+/// `&mut Session` (which an attempt's future could not borrow from the closure).
+async fn with_retries<T, F>(
+    backend: &dyn Backend,
+    session: &mut Session,
+    mut attempt: impl FnMut(Session) -> F,
+) -> Result<T>
+where
+    F: Future<Output = (Session, Result<T>)>,
+{
+    let mut retry = Retry::default();
+    loop {
+        retry.catch_up(backend).await;
+        let (after, outcome) = attempt(*session).await;
+        *session = after;
+        match outcome {
+            Err(SqlError::SerializationFailure(why)) => retry.backoff(&why).await?,
+            other => return other,
+        }
+    }
+}
+
+/// The state of [`with_retries`]: how many attempts conflicted so far.
 #[derive(Default)]
 struct Retry {
     attempt: usize,
