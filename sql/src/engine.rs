@@ -20,7 +20,7 @@ use crate::codec;
 use crate::command::{self, SqlCommand};
 use crate::error::{Result, SqlError};
 use crate::knn::{self, SearchSettings, VectorSearchRule};
-use crate::planner::{Planner, StatementResult, ident, object_name, point_keys, run_query, session};
+use crate::planner::{Planner, StatementResult, ident, object_name, pure_point_keys, run_query, session};
 use crate::provider::{CatalogSource, StateView};
 use crate::store::SharedRead;
 use crate::types::build_array;
@@ -215,6 +215,12 @@ impl Engine {
         self.catalog.current()
     }
 
+    /// A planner for one write batch, over the current catalog and the applied state: what a
+    /// write is planned with before it is proposed.
+    pub fn planner(&self) -> Result<Planner<'_>> {
+        Ok(Planner::new(&self.state, Some((&self.query_ctx, &self.dml_ctx)), self.read.clone(), self.catalog()?))
+    }
+
     pub fn parse(&self, sql: &str, params: &[serde_json::Value]) -> Result<Parsed> {
         let mut parsed = self.prepare(sql)?;
         bind(&mut parsed.statements, params)?;
@@ -318,8 +324,7 @@ impl Engine {
 
     /// One attempt of [`Engine::insert_batches`].
     async fn load_once(&self, table: &str, batches: &[RecordBatch], backend: &dyn Backend) -> Result<u64> {
-        let mut planner =
-            Planner::new(&self.state, Some((&self.query_ctx, &self.dml_ctx)), self.read.clone(), self.catalog()?);
+        let mut planner = self.planner()?;
         let n = planner.insert_batches(table, batches).await?;
         if let Some(cmd) = planner.finish() {
             self.propose(&cmd, backend).await?;
@@ -361,8 +366,7 @@ impl Engine {
         session: &mut Session,
         reported: Option<&[StatementResult]>,
     ) -> Result<Vec<StatementResult>> {
-        let mut planner =
-            Planner::new(&self.state, Some((&self.query_ctx, &self.dml_ctx)), self.read.clone(), self.catalog()?);
+        let mut planner = self.planner()?;
         let mut results = Vec::with_capacity(statements.len());
         let mut rolled_back = false;
         for s in statements {
@@ -500,11 +504,8 @@ impl Engine {
         let Ok(tname) = object_name(name) else { return Ok(None) };
         let Some(def) = catalog.tables.get(&tname) else { return Ok(None) };
         let Some(selection) = &sel.selection else { return Ok(None) };
-        // Every other conjunct must be a key equality too, or the fast path would skip a filter.
-        if !only_key_equalities(selection) {
-            return Ok(None);
-        }
-        let Some(keys) = point_keys(def, selection) else { return Ok(None) };
+        // Only key equalities: any other conjunct is a filter the fast path would skip.
+        let Some(keys) = pure_point_keys(def, selection) else { return Ok(None) };
         let mut cols = Vec::new();
         for item in &sel.projection {
             match item {
@@ -542,22 +543,6 @@ impl Engine {
         let batch = RecordBatch::try_new(schema.clone(), arrays)?;
         let n = batch.num_rows();
         Ok(Some(StatementResult::Rows { schema, batches: vec![batch], tag: format!("SELECT {n}") }))
-    }
-}
-
-/// True when `e` is only `column = literal` comparisons joined by AND.
-fn only_key_equalities(e: &Expr) -> bool {
-    match e {
-        Expr::BinaryOp { left, op: ast::BinaryOperator::And, right } => {
-            only_key_equalities(left) && only_key_equalities(right)
-        }
-        Expr::Nested(inner) => only_key_equalities(inner),
-        Expr::BinaryOp { left, op: ast::BinaryOperator::Eq, right } => {
-            let is_col = |x: &Expr| matches!(x, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
-            let is_lit = |x: &Expr| matches!(crate::values::literal_text(x), Some(Some(_)));
-            (is_col(left) && is_lit(right)) || (is_lit(left) && is_col(right))
-        }
-        _ => false,
     }
 }
 

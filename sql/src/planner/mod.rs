@@ -47,7 +47,7 @@ use crate::store::SharedRead;
 use crate::types::{Value, build_array};
 use crate::values::{coerce_array, coerce_texts, literal_text};
 
-pub use point::point_keys;
+pub use point::{point_keys, pure_point_keys};
 
 /// What one statement produced.
 #[derive(Debug, Clone)]
@@ -170,13 +170,21 @@ impl<'a> Planner<'a> {
     }
 
     fn guard_table(&mut self, id: u32) -> Result<()> {
-        if !self.table_guards.contains_key(&id)
-            && !self.steps.iter().any(|s| matches!(s, Step::CreateTable(d) if d.id == id))
-        {
-            let v = table_version(|k| self.read.get(k), id)?;
+        if let Some(v) = self.table_version_to_guard(id)? {
             self.table_guards.insert(id, v);
         }
         Ok(())
+    }
+
+    /// The version to guard table `id` at, read now; `None` when the batch already guards it
+    /// (at an earlier version) or created it.
+    fn table_version_to_guard(&self, id: u32) -> Result<Option<u64>> {
+        if self.table_guards.contains_key(&id)
+            || self.steps.iter().any(|s| matches!(s, Step::CreateTable(d) if d.id == id))
+        {
+            return Ok(None);
+        }
+        Ok(Some(table_version(|k| self.read.get(k), id)?))
     }
 
     /// Guards every table `stmt` reads (except `skip`).

@@ -20,7 +20,8 @@ use crate::values::coerce_array;
 impl Planner<'_> {
     /// Reads the rows an UPDATE/DELETE targets: key, hash and every visible column, plus
     /// `extra` expressions. Returns the batches and the row guards to record (the target table
-    /// is guarded as a whole unless the read is a primary-key point).
+    /// is guarded as a whole unless the read is a primary-key point whose rows it returned or
+    /// that has none).
     async fn read_targets(
         &mut self,
         def: &TableDef,
@@ -30,9 +31,15 @@ impl Planner<'_> {
     ) -> Result<(Vec<RecordBatch>, Vec<RowGuard>)> {
         let target_refs = self.guard_relations(stmt_for_relations, Some(&def.name))?;
         let points = if target_refs == 1 { selection.and_then(|s| point_keys(def, s)) } else { None };
-        if points.is_none() {
-            self.guard_table(def.id)?;
-        }
+        // A point read may still need the table guard (see `point_guards`): its version is read
+        // before the rows, so a write in between is a conflict.
+        let fallback = match points {
+            Some(_) => self.table_version_to_guard(def.id)?,
+            None => {
+                self.guard_table(def.id)?;
+                None
+            }
+        };
         let mut select = vec![quote(KEY_COLUMN), quote(HASH_COLUMN)];
         select.extend(def.visible().map(|c| quote(&def.columns[c].name)));
         select.extend(extra.iter().cloned());
@@ -41,8 +48,16 @@ impl Planner<'_> {
             sql.push_str(&format!(" WHERE {s}"));
         }
         let (_, batches) = run_query(&self.ctx(true), parse_one(&sql)?).await?;
-        let guards = points.as_deref().map(|keys| point_guards(keys, &batches)).unwrap_or_default();
-        Ok((batches, guards))
+        let Some(keys) = points else { return Ok((batches, Vec::new())) };
+        match point_guards(&self.view(), def.id, &keys, &batches)? {
+            Some(guards) => Ok((batches, guards)),
+            None => {
+                if let Some(version) = fallback {
+                    self.table_guards.insert(def.id, version);
+                }
+                Ok((batches, Vec::new()))
+            }
+        }
     }
 
     pub(super) async fn update(&mut self, up: ast::Update) -> Result<StatementResult> {
