@@ -21,7 +21,7 @@ use crate::codec;
 use crate::command::{SqlCommand, SqlResponse, TAG};
 use crate::error::{Result, SqlError};
 use crate::knn::{self, SearchSettings, VectorSearchRule};
-use crate::planner::{Planner, StatementResult, ident, object_name, point_keys, run_query, session};
+use crate::planner::{Planner, StatementResult, ident, object_name, pure_point_keys, run_query, session};
 use crate::provider::{CatalogSource, StateView};
 use quorumdb_state::{CommandResult, Consistency, Proposer, Rejection, SharedRead, tagged};
 use crate::types::build_array;
@@ -204,6 +204,12 @@ impl Engine {
         self.catalog.current()
     }
 
+    /// A planner for one write batch, over the current catalog and the applied state: what a
+    /// write is planned with before it is proposed.
+    pub fn planner(&self) -> Result<Planner<'_>> {
+        Ok(Planner::new(&self.state, Some((&self.query_ctx, &self.dml_ctx)), self.read.clone(), self.catalog()?))
+    }
+
     pub fn parse(&self, sql: &str, params: &[serde_json::Value]) -> Result<Parsed> {
         let mut parsed = self.prepare(sql)?;
         bind(&mut parsed.statements, params)?;
@@ -286,14 +292,12 @@ impl Engine {
             }
             return Ok(out);
         }
-        let mut retry = Retry::default();
-        loop {
-            retry.catch_up(proposer).await;
-            match self.execute_once(&parsed.statements, Some(proposer), session, None).await {
-                Err(SqlError::SerializationFailure(why)) => retry.backoff(&why).await?,
-                other => return other,
-            }
-        }
+        let statements = &parsed.statements;
+        with_retries(proposer, session, |mut session| async move {
+            let outcome = self.execute_once(statements, Some(proposer), &mut session, None).await;
+            (session, outcome)
+        })
+        .await
     }
 
     /// Inserts the rows of `batches` into `table` as one atomic command (a bulk load): the
@@ -301,23 +305,20 @@ impl Engine {
     /// checked as `INSERT` would (see [`Planner::insert_batches`]). Returns the rows inserted;
     /// an error caused by one row says which ([`SqlError::row`], counted from 0).
     pub async fn insert_batches(&self, table: &str, batches: &[RecordBatch], proposer: &dyn Proposer) -> Result<u64> {
-        let mut retry = Retry::default();
-        loop {
-            retry.catch_up(proposer).await;
-            let mut planner =
-                Planner::new(&self.state, Some((&self.query_ctx, &self.dml_ctx)), self.read.clone(), self.catalog()?);
-            let outcome = match planner.insert_batches(table, batches).await {
-                Ok(n) => match planner.finish() {
-                    Some(cmd) => self.propose(&cmd, proposer).await.map(|_| n),
-                    None => Ok(n),
-                },
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Err(SqlError::SerializationFailure(why)) => retry.backoff(&why).await?,
-                other => return other,
-            }
+        with_retries(proposer, &mut Session::default(), |session| async move {
+            (session, self.load_once(table, batches, proposer).await)
+        })
+        .await
+    }
+
+    /// One attempt of [`Engine::insert_batches`].
+    async fn load_once(&self, table: &str, batches: &[RecordBatch], proposer: &dyn Proposer) -> Result<u64> {
+        let mut planner = self.planner()?;
+        let n = planner.insert_batches(table, batches).await?;
+        if let Some(cmd) = planner.finish() {
+            self.propose(&cmd, proposer).await?;
         }
+        Ok(n)
     }
 
     /// What `parsed` would return if run now, planned against the applied state; nothing is
@@ -337,14 +338,12 @@ impl Engine {
         session: &mut Session,
         reported: &[StatementResult],
     ) -> Result<Vec<StatementResult>> {
-        let mut retry = Retry::default();
-        loop {
-            retry.catch_up(proposer).await;
-            match self.execute_once(&parsed.statements, Some(proposer), session, Some(reported)).await {
-                Err(SqlError::SerializationFailure(why)) => retry.backoff(&why).await?,
-                other => return other,
-            }
-        }
+        let statements = &parsed.statements;
+        with_retries(proposer, session, |mut session| async move {
+            let outcome = self.execute_once(statements, Some(proposer), &mut session, Some(reported)).await;
+            (session, outcome)
+        })
+        .await
     }
 
     /// Plans `statements` as one batch and, with a proposer, proposes it. With `reported`, each
@@ -356,8 +355,7 @@ impl Engine {
         session: &mut Session,
         reported: Option<&[StatementResult]>,
     ) -> Result<Vec<StatementResult>> {
-        let mut planner =
-            Planner::new(&self.state, Some((&self.query_ctx, &self.dml_ctx)), self.read.clone(), self.catalog()?);
+        let mut planner = self.planner()?;
         let mut results = Vec::with_capacity(statements.len());
         let mut rolled_back = false;
         for s in statements {
@@ -496,11 +494,8 @@ impl Engine {
         let Ok(tname) = object_name(name) else { return Ok(None) };
         let Some(def) = catalog.tables.get(&tname) else { return Ok(None) };
         let Some(selection) = &sel.selection else { return Ok(None) };
-        // Every other conjunct must be a key equality too, or the fast path would skip a filter.
-        if !only_key_equalities(selection) {
-            return Ok(None);
-        }
-        let Some(keys) = point_keys(def, selection) else { return Ok(None) };
+        // Only key equalities: any other conjunct is a filter the fast path would skip.
+        let Some(keys) = pure_point_keys(def, selection) else { return Ok(None) };
         let mut cols = Vec::new();
         for item in &sel.projection {
             match item {
@@ -541,23 +536,35 @@ impl Engine {
     }
 }
 
-/// True when `e` is only `column = literal` comparisons joined by AND.
-fn only_key_equalities(e: &Expr) -> bool {
-    match e {
-        Expr::BinaryOp { left, op: ast::BinaryOperator::And, right } => {
-            only_key_equalities(left) && only_key_equalities(right)
+/// Runs a write (plan, then propose) until it does not conflict with a concurrent one: the
+/// local state is caught up before every attempt (strictly after a conflict), and a conflict
+/// (40001) backs off and plans again, at most [`MAX_ATTEMPTS`] times. Any other outcome,
+/// success or error, is returned as it is.
+///
+/// Each attempt is handed the session's settings and hands them back (a `SET` in the batch
+/// changes them), so they carry from one attempt to the next and to the caller, as through a
+/// `&mut Session` (which an attempt's future could not borrow from the closure).
+async fn with_retries<T, F>(
+    proposer: &dyn Proposer,
+    session: &mut Session,
+    mut attempt: impl FnMut(Session) -> F,
+) -> Result<T>
+where
+    F: Future<Output = (Session, Result<T>)>,
+{
+    let mut retry = Retry::default();
+    loop {
+        retry.catch_up(proposer).await;
+        let (after, outcome) = attempt(*session).await;
+        *session = after;
+        match outcome {
+            Err(SqlError::SerializationFailure(why)) => retry.backoff(&why).await?,
+            other => return other,
         }
-        Expr::Nested(inner) => only_key_equalities(inner),
-        Expr::BinaryOp { left, op: ast::BinaryOperator::Eq, right } => {
-            let is_col = |x: &Expr| matches!(x, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
-            let is_lit = |x: &Expr| matches!(crate::values::literal_text(x), Some(Some(_)));
-            (is_col(left) && is_lit(right)) || (is_lit(left) && is_col(right))
-        }
-        _ => false,
     }
 }
 
-/// The retry loop of a write (plan, then propose) that conflicted with a concurrent one.
+/// The state of [`with_retries`]: how many attempts conflicted so far.
 #[derive(Default)]
 struct Retry {
     attempt: usize,

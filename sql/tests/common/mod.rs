@@ -6,8 +6,10 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use quorumdb_sql::catalog::TableDef;
+use quorumdb_sql::command::SqlCommand;
 use quorumdb_sql::memory::MemoryState;
-use quorumdb_sql::{Engine, SqlError, StatementResult};
+use quorumdb_sql::{Engine, SqlError, StatementResult, TAG};
+use quorumdb_state::{CommandResult, Proposer, Rejection, tagged};
 
 pub struct Db {
     pub state: Arc<MemoryState>,
@@ -51,6 +53,16 @@ impl Db {
 
     pub async fn load(&self, table: &str, batches: &[RecordBatch]) -> Result<u64, SqlError> {
         self.engine.insert_batches(table, batches, self.state.as_ref()).await
+    }
+
+    /// Proposes a command as the engine would (in the current format); apply's rejection comes
+    /// back as the error it decodes to.
+    pub async fn propose(&self, cmd: &SqlCommand) -> Result<(), SqlError> {
+        let bytes = cmd.encode(quorumdb_state::format::CURRENT)?;
+        match self.state.propose(tagged(TAG, &bytes)).await? {
+            CommandResult::Applied(_) => Ok(()),
+            CommandResult::Rejected(r) => Err(SqlError::from_rejection(&Rejection::decode(&r))),
+        }
     }
 
     pub fn def(&self, table: &str) -> TableDef {
