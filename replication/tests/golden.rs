@@ -1,6 +1,7 @@
 //! Golden bytes of what the replication layer persists or sends: KV commands and responses of
 //! every version, log store records, state metadata, transport payloads and the snapshot
 //! manifest. Each sample is decoded by the current code and encoded again to the same bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may unwrap: a failure is a failed test
 
 #[path = "../../state/tests/support/golden.rs"]
 mod golden;

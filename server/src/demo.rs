@@ -138,7 +138,7 @@ async fn demo_body(
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     // Write through a follower: it forwards to the leader.
-    let via = nodes.iter().find(|n| n.id != leader).expect("3 nodes");
+    let via = nodes.iter().find(|n| n.id != leader).context("the demo cluster has no follower")?;
     for (name, doc) in PLANETS {
         http.put(format!("http://{}/v1/kv/planet/{name}", via.addr)).body(doc).send().await?.error_for_status()?;
     }

@@ -1,6 +1,7 @@
 //! Apply-side checks of [`SqlCommand`]s, driven by commands built by hand (so each check is
 //! reached even where the planner would have refused first) and by SQL: key uniqueness,
 //! unique indexes, NOT NULL, index maintenance, guards, and all-or-nothing rejection.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may unwrap: a failure is a failed test
 
 use quorumdb_sql::catalog::{RowDecoder, TableDef};
 use quorumdb_sql::codec;

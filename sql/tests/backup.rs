@@ -2,6 +2,7 @@
 //! (the visible columns, in key order, batch after batch), and the manifest's DDL recreating
 //! tables whose definitions and rows equal the originals once the files are loaded back
 //! through `Engine::insert_batches` (the path `quorumdb restore` takes over HTTP).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may unwrap: a failure is a failed test
 
 use std::fs::File;
 

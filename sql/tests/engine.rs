@@ -1,4 +1,5 @@
 //! The SQL engine on the in-memory state: statements, constraints, pushdown, conflicts.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may unwrap: a failure is a failed test
 
 use std::sync::Arc;
 

@@ -2,6 +2,7 @@
 //! kind of step, responses, the catalog (each in every format version), rows and keys of
 //! every column type, and the backup manifest. Each sample is decoded by the current code and
 //! encoded again to the same bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may unwrap: a failure is a failed test
 
 #[path = "../../state/tests/support/golden.rs"]
 mod golden;

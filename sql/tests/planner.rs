@@ -2,6 +2,7 @@
 //! proposed, and the `WHERE` shapes [`point_keys`] treats as primary-key points.
 //!
 //! [`Planner::finish`]: quorumdb_sql::planner::Planner::finish
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may unwrap: a failure is a failed test
 
 use datafusion::sql::sqlparser::ast::Expr;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;

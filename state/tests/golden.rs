@@ -1,5 +1,6 @@
 //! Golden bytes of the encodings this crate owns: the versioned envelope (through the system
 //! command that moves the cluster's format) and rejections of every version.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may unwrap: a failure is a failed test
 
 #[path = "support/golden.rs"]
 mod golden;

@@ -1,5 +1,6 @@
 //! Test helpers: in-process clusters on loopback with temp dirs, nodes killed and restarted by
 //! id, and HTTP helpers. The tests themselves live in `tests/`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failure is a failed test
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
 //! Golden text of the HNSW dump manifest (`manifest.json` beside the graph files). The graph
 //! files themselves are `hnsw_rs`'s own format, guarded by the CRCs in this manifest.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may unwrap: a failure is a failed test
 
 #[path = "../../state/tests/support/golden.rs"]
 mod golden;

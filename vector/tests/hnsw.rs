@@ -1,4 +1,5 @@
 //! HNSW behaviour: recall against exact search, filters, tombstones, compaction, dump/load.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may unwrap: a failure is a failed test
 
 use quorumdb_vector::{HnswIndex, IndexSpec, Metric, TopK};
 use rand::rngs::StdRng;

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use pgwire::error::PgWireResult;
 use quorumdb_sql::StatementResult;
 use quorumdb_sql::catalog::{Catalog, IndexKind, TableDef};
@@ -36,13 +36,20 @@ fn rows(columns: &[&str], data: Vec<Vec<Option<String>>>) -> StatementResult {
 pub(super) fn text_rows(columns: &[&str], data: Vec<Vec<Option<String>>>, tag: &str) -> StatementResult {
     let schema =
         Arc::new(Schema::new(columns.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect::<Vec<_>>()));
+    // A missing cell is NULL, so every array has one entry per row.
     let arrays: Vec<ArrayRef> = (0..columns.len())
-        .map(|i| Arc::new(data.iter().map(|r| r[i].clone()).collect::<StringArray>()) as ArrayRef)
+        .map(|i| Arc::new(data.iter().map(|r| r.get(i).cloned().flatten()).collect::<StringArray>()) as ArrayRef)
         .collect();
-    let n = data.len();
-    let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
-    let batch = RecordBatch::try_new_with_options(schema.clone(), arrays, &options).expect("columns match the schema");
+    let batch = text_batch(schema.clone(), arrays, data.len());
     StatementResult::Rows { schema, batches: vec![batch], tag: tag.to_string() }
+}
+
+/// A batch of `rows` rows from one UTF-8 array per field of `schema`, each `rows` long: it
+/// matches the schema by construction, so building it cannot fail.
+#[allow(clippy::expect_used)]
+fn text_batch(schema: SchemaRef, arrays: Vec<ArrayRef>, rows: usize) -> RecordBatch {
+    let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(schema, arrays, &options).expect("one nullable UTF-8 array per field, rows long")
 }
 
 fn s(v: impl ToString) -> Option<String> {

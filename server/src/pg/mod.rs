@@ -469,7 +469,9 @@ impl QueryHandler {
         if read_only {
             self.state.replica.read_barrier(s.consistency).await.map_err(|e| to_pg(&e.into()))?;
         }
-        let mut block = s.block.take().expect("a block is open");
+        let Some(mut block) = s.block.take() else {
+            return Err(user_error("XX000", "internal error: no transaction block is open"));
+        };
         block.statements.push(st);
         let parsed = Parsed { statements: block.statements.clone(), read_only: false };
         let result = self.state.sql.dry_run(&parsed, &mut s.engine).await;

@@ -109,7 +109,9 @@ impl Parser {
                 // Capacity grows with what actually arrives, not with what the header claims.
                 self.partial = Some(Partial { remaining: n, args: Vec::with_capacity(n.min(64)), bytes: 0 });
             }
-            let partial = self.partial.as_mut().expect("set above");
+            let Some(partial) = self.partial.as_mut() else {
+                return Err(ProtocolError::Malformed("internal: a multibulk request lost its state".into()));
+            };
             while partial.remaining > 0 {
                 let rest = &buf[*pos..];
                 let Some(&first) = rest.first() else { return Ok(None) };

@@ -154,7 +154,7 @@ impl Planner<'_> {
                 }
                 return Err(SqlError::UnknownIndex(name));
             };
-            let def = self.catalog_mut().tables.get_mut(&t).expect("owner exists");
+            let def = self.catalog_mut().tables.get_mut(&t).ok_or_else(|| SqlError::UnknownTable(t.clone()))?;
             def.indexes.retain(|x| x.id != i);
             let table = def.id;
             self.steps.push(Step::DropIndex { table, index: i });
@@ -240,7 +240,7 @@ impl Planner<'_> {
             return Err(SqlError::TableExists(name));
         }
         let index = IndexDef { id: def.next_index_id, name, columns, unique: ci.unique, kind };
-        let d = self.catalog_mut().tables.get_mut(&table).expect("table exists");
+        let d = self.catalog_mut().tables.get_mut(&table).ok_or_else(|| SqlError::UnknownTable(table.clone()))?;
         d.next_index_id += 1;
         d.indexes.push(index.clone());
         // The build reads every row: guard the table.

@@ -2,6 +2,7 @@
 //! t0x storage, t1x basic replication, t2x failures and recovery, t3x membership and
 //! leadership, t4x network faults, t5x separate processes, t6x SQL, t7x vectors, t8x clients
 //! and loaders, t9x snapshots and backups.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may unwrap: a failure is a failed test
 
 mod t05_storage_suite;
 mod t06_old_format;

@@ -22,6 +22,7 @@
 //!
 //! Records may be guarded with `onlyif quorumdb` / `skipif quorumdb` (engine-specific output,
 //! such as Arrow type names in `information_schema`), and `onlyif nodes1` / `onlyif nodes3`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may unwrap: a failure is a failed test
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
