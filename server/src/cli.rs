@@ -27,13 +27,13 @@ enum Command {
     /// Run a local 3-node cluster with sample data until Ctrl-C.
     Demo(DemoArgs),
     /// Load a CSV, Parquet, JSON-lines or vector (.fvecs/.npy) file into a running cluster.
-    Load(quorumdb_examples::load_command::LoadArgs),
+    Load(quorumdb_client::load_command::LoadArgs),
     /// Write every table, at one consistent point, as Arrow IPC files plus a manifest into a
     /// directory on the node's file system.
-    Backup(quorumdb_examples::backup::BackupArgs),
+    Backup(quorumdb_client::backup::BackupArgs),
     /// Load a backup into a cluster that has none of its tables (rows through the log, in
     /// batches; then the indexes).
-    Restore(quorumdb_examples::backup::RestoreArgs),
+    Restore(quorumdb_client::backup::RestoreArgs),
     /// An interactive SQL shell connected to a node (psql-like; `.help` lists its commands).
     #[command(disable_help_flag = true)]
     Shell(crate::shell::ShellArgs),
@@ -58,13 +58,13 @@ pub fn main() -> ExitCode {
         match command {
             Command::Start(args) => start(args).await,
             Command::Demo(args) => crate::demo::run(args).await,
-            Command::Load(args) => match quorumdb_examples::load_command::run(args).await {
+            Command::Load(args) => match quorumdb_client::load_command::run(args).await {
                 Ok(true) => Ok(()),
                 Ok(false) => anyhow::bail!("some rows were rejected"),
                 Err(e) => Err(e),
             },
-            Command::Backup(args) => quorumdb_examples::backup::run_backup(args).await,
-            Command::Restore(args) => quorumdb_examples::backup::run_restore(args).await,
+            Command::Backup(args) => quorumdb_client::backup::run_backup(args).await,
+            Command::Restore(args) => quorumdb_client::backup::run_restore(args).await,
             Command::Shell(_) => unreachable!("the shell runs above"),
         }
     });
