@@ -1,7 +1,8 @@
-//! The command line: `quorumdb start` runs one node, `quorumdb demo` a local 3-node cluster,
-//! `quorumdb load` loads a file into a running cluster, `quorumdb backup` / `quorumdb restore`
-//! write a cluster's tables to Arrow files and load them back, `quorumdb shell` is the
-//! interactive SQL client ([`crate::shell`]).
+//! The command line: `quorumdb start` runs one node, `quorumdb demo` a local 3-node cluster.
+//! The client commands are `quorumdb-client`'s, parsed here and run there: `quorumdb load`
+//! loads a file into a running cluster, `quorumdb backup` / `quorumdb restore` write a
+//! cluster's tables to Arrow files and load them back, `quorumdb shell` is the interactive SQL
+//! client ([`quorumdb_client::shell`]).
 
 use std::process::ExitCode;
 
@@ -36,14 +37,14 @@ enum Command {
     Restore(quorumdb_client::backup::RestoreArgs),
     /// An interactive SQL shell connected to a node (psql-like; `.help` lists its commands).
     #[command(disable_help_flag = true)]
-    Shell(crate::shell::ShellArgs),
+    Shell(quorumdb_client::shell::ShellArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
         // The shell is a client: its own runtime, no server logging on its output.
-        Command::Shell(args) => return crate::shell::main(args),
+        Command::Shell(args) => return quorumdb_client::shell::main(args),
         c => c,
     };
     crate::telemetry::init_logging();
