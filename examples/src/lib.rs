@@ -1,9 +1,9 @@
-//! Library parts of the example clients: loaders callable from their binaries and from tests.
-
-pub mod backup;
-pub mod load;
-pub mod load_command;
-pub mod vectors;
+//! Examples and benchmarks run against QuorumDB: `kv_bench`, `sql_bench`, `snapshot_bench`,
+//! and the `load` / `vector_load` examples, which call the loaders of `quorumdb-client` (the
+//! product's `quorumdb load`, `backup` and `restore` live there, not here).
+//!
+//! This library holds only what the benchmarks and the cluster tests share: latency
+//! percentiles and poorly compressible text.
 
 use std::time::Duration;
 

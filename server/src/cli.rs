@@ -1,7 +1,8 @@
-//! The command line: `quorumdb start` runs one node, `quorumdb demo` a local 3-node cluster,
-//! `quorumdb load` loads a file into a running cluster, `quorumdb backup` / `quorumdb restore`
-//! write a cluster's tables to Arrow files and load them back, `quorumdb shell` is the
-//! interactive SQL client ([`crate::shell`]).
+//! The command line: `quorumdb start` runs one node, `quorumdb demo` a local 3-node cluster.
+//! The client commands are `quorumdb-client`'s, parsed here and run there: `quorumdb load`
+//! loads a file into a running cluster, `quorumdb backup` / `quorumdb restore` write a
+//! cluster's tables to Arrow files and load them back, `quorumdb shell` is the interactive SQL
+//! client ([`quorumdb_client::shell`]).
 
 use std::process::ExitCode;
 
@@ -27,23 +28,23 @@ enum Command {
     /// Run a local 3-node cluster with sample data until Ctrl-C.
     Demo(DemoArgs),
     /// Load a CSV, Parquet, JSON-lines or vector (.fvecs/.npy) file into a running cluster.
-    Load(quorumdb_examples::load_command::LoadArgs),
+    Load(quorumdb_client::load_command::LoadArgs),
     /// Write every table, at one consistent point, as Arrow IPC files plus a manifest into a
     /// directory on the node's file system.
-    Backup(quorumdb_examples::backup::BackupArgs),
+    Backup(quorumdb_client::backup::BackupArgs),
     /// Load a backup into a cluster that has none of its tables (rows through the log, in
     /// batches; then the indexes).
-    Restore(quorumdb_examples::backup::RestoreArgs),
+    Restore(quorumdb_client::backup::RestoreArgs),
     /// An interactive SQL shell connected to a node (psql-like; `.help` lists its commands).
     #[command(disable_help_flag = true)]
-    Shell(crate::shell::ShellArgs),
+    Shell(quorumdb_client::shell::ShellArgs),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
         // The shell is a client: its own runtime, no server logging on its output.
-        Command::Shell(args) => return crate::shell::main(args),
+        Command::Shell(args) => return quorumdb_client::shell::main(args),
         c => c,
     };
     crate::telemetry::init_logging();
@@ -58,13 +59,13 @@ pub fn main() -> ExitCode {
         match command {
             Command::Start(args) => start(args).await,
             Command::Demo(args) => crate::demo::run(args).await,
-            Command::Load(args) => match quorumdb_examples::load_command::run(args).await {
+            Command::Load(args) => match quorumdb_client::load_command::run(args).await {
                 Ok(true) => Ok(()),
                 Ok(false) => anyhow::bail!("some rows were rejected"),
                 Err(e) => Err(e),
             },
-            Command::Backup(args) => quorumdb_examples::backup::run_backup(args).await,
-            Command::Restore(args) => quorumdb_examples::backup::run_restore(args).await,
+            Command::Backup(args) => quorumdb_client::backup::run_backup(args).await,
+            Command::Restore(args) => quorumdb_client::backup::run_restore(args).await,
             Command::Shell(_) => unreachable!("the shell runs above"),
         }
     });

@@ -182,9 +182,9 @@ async fn demo_body(
     sql(via.addr.clone(), "DROP TABLE IF EXISTS cities").await?;
     let csv = dir.join("cities.csv");
     std::fs::write(&csv, CITIES_CSV).with_context(|| format!("writing {}", csv.display()))?;
-    let mut load = quorumdb_examples::load::TableLoadOptions::new(&via.addr, "cities");
+    let mut load = quorumdb_client::load::TableLoadOptions::new(&via.addr, "cities");
     load.primary_key = Some("id".into());
-    let report = quorumdb_examples::load::load_table(&csv, &load).await?;
+    let report = quorumdb_client::load::load_table(&csv, &load).await?;
     anyhow::ensure!(
         report.rejected.is_empty() && report.loaded == CITIES_ROWS,
         "loading the sample cities: {} loaded, rejected {:?}",

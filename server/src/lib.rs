@@ -3,7 +3,9 @@
 //! Owns every network surface (HTTP/JSON, gRPC client API, the Raft transport mounted on the
 //! same port), the command line and config file, the error mapping to each protocol
 //! ([`error`]), Prometheus metrics and the local demo cluster. Replication itself lives in
-//! `quorumdb-replication`; this crate never touches RocksDB.
+//! `quorumdb-replication`; this crate never touches RocksDB. The client commands (`quorumdb
+//! load`, `backup`, `restore`, `shell`) live in `quorumdb-client`: [`cli`] only parses them and
+//! calls in there, and no client code lives here.
 
 pub mod backup;
 pub mod bulk;
@@ -19,7 +21,6 @@ pub mod kv;
 pub mod node;
 pub mod pg;
 pub mod resp;
-pub mod shell;
 pub mod sql;
 pub mod telemetry;
 

@@ -1,10 +1,11 @@
 //! Loads a file into a running cluster: CSV, Parquet or JSON lines into a table; `.fvecs` or
-//! `.npy` vectors into a table's VECTOR column or a collection. The same as `quorumdb load`.
+//! `.npy` vectors into a table's VECTOR column or a collection. The same as `quorumdb load`: both
+//! run [`quorumdb_client::load_command`].
 //!
 //! `cargo run -p quorumdb-examples --bin load -- --node 127.0.0.1:7001 --table trips trips.csv`
 
 use clap::Parser;
-use quorumdb_examples::load_command::{LoadArgs, run};
+use quorumdb_client::load_command::{LoadArgs, run};
 
 #[derive(Parser)]
 #[command(name = "load", about = "Load CSV, Parquet, JSON-lines or vector files into QuorumDB")]

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use quorumdb_examples::vectors::{LoadOptions, load_vectors};
+use quorumdb_client::vectors::{LoadOptions, load_vectors};
 
 #[derive(Parser)]
 struct Args {

@@ -399,7 +399,7 @@ async fn a_new_node_gets_the_vectors_by_snapshot_and_rebuilds_its_index() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fvecs_loader_loads_and_reports_rejected_batches() {
-    use quorumdb_examples::vectors::{LoadOptions, load_vectors};
+    use quorumdb_client::vectors::{LoadOptions, load_vectors};
     let c = TestCluster::start(3).await;
     let leader = c.wait_leader().await;
     let follower = (1..=3).find(|&i| i != leader).unwrap();

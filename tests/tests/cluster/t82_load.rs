@@ -12,8 +12,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
-use quorumdb_examples::load::{TableLoadOptions, load_table};
-use quorumdb_examples::vectors::{LoadOptions, TableVectorOptions, load_vectors, load_vectors_into_table};
+use quorumdb_client::load::{TableLoadOptions, load_table};
+use quorumdb_client::vectors::{LoadOptions, TableVectorOptions, load_vectors, load_vectors_into_table};
 use quorumdb_tests::TestCluster;
 use serde_json::{Value, json};
 

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::path::Path;
 
 use datafusion::arrow::ipc::reader::FileReader;
-use quorumdb_examples::backup::{RestoreOptions, restore};
+use quorumdb_client::backup::{RestoreOptions, restore};
 use quorumdb_sql::backup::{Manifest, file_crc32};
 use quorumdb_tests::TestCluster;
 use serde_json::{Value, json};
