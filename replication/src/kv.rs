@@ -39,7 +39,7 @@
 //!   the leader proposes when it sees keys due.
 
 use quorumdb_state::format::{self, FormatError, FormatVersion};
-use quorumdb_state::{Applied, Application, Command, Rejection, StateTxn, prefix_end, tagged};
+use quorumdb_state::{Application, Applied, Command, Rejection, StateTxn, prefix_end, tagged};
 use serde::{Deserialize, Serialize};
 pub use serde_bytes::ByteBuf;
 
@@ -329,7 +329,10 @@ fn byte_buf(v: Option<Vec<u8>>) -> Option<ByteBuf> {
 pub struct KvApp;
 
 impl KvApp {
-    fn run(cmd: KvCommand, txn: &mut dyn StateTxn) -> std::io::Result<Result<KvResponse, (&'static str, &'static str)>> {
+    fn run(
+        cmd: KvCommand,
+        txn: &mut dyn StateTxn,
+    ) -> std::io::Result<Result<KvResponse, (&'static str, &'static str)>> {
         let response = match cmd {
             KvCommand::Set { key, value, now_ms } => {
                 let s = load(txn, &key, now_ms)?;
@@ -447,7 +450,9 @@ impl Application for KvApp {
             }
         };
         Ok(match Self::run(cmd, txn)? {
-            Ok(response) => response.encode(version).map_err(|e| reject(version, Rejection::INTERNAL_CODE, &e.to_string())),
+            Ok(response) => {
+                response.encode(version).map_err(|e| reject(version, Rejection::INTERNAL_CODE, &e.to_string()))
+            }
             Err((code, message)) => Err(reject(version, code, message)),
         })
     }

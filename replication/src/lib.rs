@@ -9,7 +9,7 @@
 //! membership and to move the cluster's format version forward.
 //!
 //! It knows Raft and storage, never SQL: applications plug in through the contract in
-//! `quorumdb-state` ([`Application`], [`StateTxn`], [`StateRead`], [`Proposer`]) and never see
+//! `quorumdb-state` ([`Application`], [`StateTxn`], [`AppliedState`], [`Proposer`]) and never see
 //! a RocksDB or openraft type. The built-in key-value table ([`kv`]) is the first application.
 
 pub mod encoding;
@@ -25,7 +25,7 @@ pub mod types;
 
 pub use error::ReplicationError;
 pub use quorumdb_state::{
-    Application, CommitHook, Consistency, Proposer, ReadInfo, Router, StateRead, StateTxn, format, tagged,
+    Application, AppliedState, CommitHook, Consistency, Proposer, ReadInfo, Router, StateTxn, format, tagged,
 };
 pub use raft::Raft;
 pub use replica::{Member, NodeStatus, Replica, ReplicaConfig};

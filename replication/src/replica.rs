@@ -14,7 +14,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, ReadPolicy, ServerState, SnapshotPolicy};
 use quorumdb_state::format::{self, FormatVersion, SetFormat};
-use quorumdb_state::{Application, Consistency, Proposer, ReadInfo, StateRead, now_ms};
+use quorumdb_state::{Application, AppliedState, Consistency, Proposer, ReadInfo, now_ms};
 
 use crate::error::{ReplicationError, fatal};
 use crate::log_store::LogStore;
@@ -305,7 +305,9 @@ impl Replica {
             if let Some((id, node)) = leader.filter(|(id, _)| *id != self.id) {
                 match self.forward_write(id, &node.addr, &cmd).await {
                     Forwarded::Reply(ForwardReply::Done(r)) => break Ok(r),
-                    Forwarded::Reply(ForwardReply::OutcomeUnknown(e)) => break Err(ReplicationError::OutcomeUnknown(e)),
+                    Forwarded::Reply(ForwardReply::OutcomeUnknown(e)) => {
+                        break Err(ReplicationError::OutcomeUnknown(e));
+                    }
                     Forwarded::Reply(ForwardReply::Failed(e)) => break Err(ReplicationError::Invalid(e)),
                     Forwarded::Reply(ForwardReply::NotLeader { .. }) => {}
                     Forwarded::NotDelivered(reason) => {
@@ -338,7 +340,9 @@ impl Replica {
                     s.message()
                 ))),
             },
-            Err(e @ (TransportError::NotSent(_) | TransportError::Refused { .. })) => Forwarded::NotDelivered(e.to_string()),
+            Err(e @ (TransportError::NotSent(_) | TransportError::Refused { .. })) => {
+                Forwarded::NotDelivered(e.to_string())
+            }
             Err(e @ TransportError::NoAnswer(_)) => Forwarded::Reply(ForwardReply::OutcomeUnknown(format!(
                 "forwarding to leader {leader} at {addr} failed during the request: {e}"
             ))),
@@ -467,7 +471,8 @@ impl Replica {
     /// the newest format version it reads.
     async fn node_info(&self, id: NodeId, addr: &str) -> Result<(Option<NodeId>, FormatVersion), TransportError> {
         let peer = self.network.client(id, addr);
-        let call = peer.call(NodeInfoRequest {}, Duration::from_secs(2), |mut c, r| async move { c.node_info(r).await });
+        let call =
+            peer.call(NodeInfoRequest {}, Duration::from_secs(2), |mut c, r| async move { c.node_info(r).await });
         match call.await {
             Ok(info) => Ok((Some(info.id), FormatVersion::try_from(info.max_format).unwrap_or(FormatVersion::MAX))),
             // A binary from before `NodeInfo` existed: format version 0.
@@ -492,7 +497,9 @@ impl Replica {
                 Ok(Some(target)) => match (SetFormat { version: target }).command() {
                     Ok(cmd) => match self.write(cmd).await {
                         Ok(_) => tracing::info!(version = target, "the cluster's format version moved forward"),
-                        Err(e) => tracing::warn!(error = %e, "could not raise the cluster's format version; will retry"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not raise the cluster's format version; will retry")
+                        }
                     },
                     Err(e) => tracing::error!(error = %e, "cannot encode a format change"),
                 },

@@ -16,12 +16,12 @@
 //! received under `incoming-<index:020>` and renamed once installed. Leftovers of a crash are
 //! removed when the node starts.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use parking_lot::Mutex;
 
 use serde::{Deserialize, Serialize};
 

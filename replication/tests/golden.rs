@@ -52,7 +52,13 @@ fn kv_commands() -> Vec<(&'static str, KvCommand)> {
         ),
         (
             "put-keep",
-            KvCommand::Put { key: b("s"), value: b("y"), condition: Condition::IfPresent, expiry: Expiry::Keep, now_ms: 4 },
+            KvCommand::Put {
+                key: b("s"),
+                value: b("y"),
+                condition: Condition::IfPresent,
+                expiry: Expiry::Keep,
+                now_ms: 4,
+            },
         ),
         ("delete-many", KvCommand::DeleteMany { keys: vec![ByteBuf::from(b("a")), ByteBuf::from(b("b"))], now_ms: 5 }),
         ("set-many", KvCommand::SetMany { pairs: vec![(ByteBuf::from(b("a")), ByteBuf::from(b("1")))], now_ms: 6 }),

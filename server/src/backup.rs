@@ -21,8 +21,8 @@ use quorumdb_sql::backup::{self as format, Manifest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::error::ServerError;
 use crate::context::NodeContext;
+use crate::error::ServerError;
 
 /// The prefix of the checkpoint directories under the data dir.
 const TMP_PREFIX: &str = "backup-tmp-";

@@ -21,8 +21,8 @@ use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::json::reader::infer_json_schema;
 use serde_json::{Value, json};
 
-use crate::error::ServerError;
 use crate::context::NodeContext;
+use crate::error::ServerError;
 
 /// The largest body accepted: one request is one Raft entry, and entries travel in batches
 /// under the transport's 256 MiB message limit.

@@ -16,13 +16,13 @@ use std::sync::Arc;
 use quorumdb_replication::Consistency;
 use quorumdb_sql::catalog::{Catalog, IndexDef, TableDef};
 use quorumdb_sql::types::Value as SqlValue;
-use quorumdb_sql::vectors::Found;
+use quorumdb_sql::vector_indexes::Found;
 use quorumdb_vector::{IndexSpec, Metric};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::error::ServerError;
 use crate::context::NodeContext;
+use crate::error::ServerError;
 
 pub(crate) type ApiResult<T> = Result<T, ServerError>;
 
@@ -30,11 +30,9 @@ pub(crate) type ApiResult<T> = Result<T, ServerError>;
 pub(crate) const MAX_BATCH: usize = 10_000;
 const MAX_LIMIT: usize = 10_000;
 
-
 pub(crate) fn bad(msg: impl Into<String>) -> ServerError {
     ServerError::BadRequest(msg.into())
 }
-
 
 fn check_name(name: &str) -> ApiResult<()> {
     let mut chars = name.chars();
@@ -101,7 +99,7 @@ fn collection_in(catalog: &Catalog, name: &str) -> ApiResult<Collection> {
         return Err(missing());
     }
     let index = def.indexes.iter().find(|ix| ix.columns == [vector] && !ix.is_btree()).ok_or_else(missing)?;
-    let spec = quorumdb_sql::vectors::spec_of(def, index).ok_or_else(missing)?;
+    let spec = quorumdb_sql::vector_indexes::spec_of(def, index).ok_or_else(missing)?;
     Ok(Collection { def: def.clone(), index: index.clone(), spec, id, vector, payload })
 }
 
@@ -116,7 +114,6 @@ async fn run_sql(state: &NodeContext, sql: &str, params: &[Value]) -> ApiResult<
 
 // ---------------------------------------------------------------------------------------
 // Collections
-
 
 /// The names of every collection.
 pub(crate) async fn list_names(s: &NodeContext, level: Consistency) -> ApiResult<Vec<String>> {
@@ -147,7 +144,6 @@ pub(crate) struct CreateCollection {
     pub(crate) hnsw_config: HnswConfig,
 }
 
-
 /// Creates a collection: its table and HNSW index, in one atomic command.
 pub(crate) async fn create_collection(s: &NodeContext, name: &str, req: CreateCollection) -> ApiResult<()> {
     check_name(name)?;
@@ -172,7 +168,6 @@ pub(crate) async fn create_collection(s: &NodeContext, name: &str, req: CreateCo
     run_sql(s, &sql, &[]).await?;
     Ok(())
 }
-
 
 /// What `GET` a collection reports.
 pub(crate) struct CollectionInfo {
@@ -200,7 +195,6 @@ pub(crate) async fn collection_info(s: &NodeContext, name: &str, level: Consiste
     };
     Ok(CollectionInfo { spec: c.spec, points, indexed: stats.map_or(0, |(_, live)| live), ready: stats.is_some() })
 }
-
 
 pub(crate) async fn drop_collection(s: &NodeContext, name: &str) -> ApiResult<()> {
     // The collection may have been created through another node a moment ago.
@@ -244,7 +238,6 @@ fn vector_of(v: &[Value], dim: usize) -> ApiResult<Vec<f32>> {
     Ok(floats)
 }
 
-
 /// Upserts points (all validated before anything is written; one atomic command).
 pub(crate) async fn upsert_points(s: &NodeContext, name: &str, req: Upsert) -> ApiResult<usize> {
     // The collection may have been created through another node a moment ago.
@@ -276,8 +269,6 @@ pub(crate) async fn upsert_points(s: &NodeContext, name: &str, req: Upsert) -> A
     run_sql(s, &sql, &params).await?;
     Ok(req.points.len())
 }
-
-
 
 /// Deletes points by id; returns how many existed.
 pub(crate) async fn remove_points(s: &NodeContext, name: &str, ids: &[i64]) -> ApiResult<u64> {
@@ -318,14 +309,16 @@ fn point_json(c: &Collection, row: &[SqlValue], with_payload: bool, with_vector:
     Value::Object(o)
 }
 
-
 /// One point as JSON (`id`, `payload`, `vector`).
 pub(crate) async fn read_point(s: &NodeContext, name: &str, id: i64, level: Consistency) -> ApiResult<Value> {
     s.replica.read_barrier(level).await?;
     let c = collection(s, name)?;
     let key =
         c.def.key_of(&pk_row(&c, id))?.ok_or_else(|| ServerError::NotFound(format!("collection {name} not found")))?;
-    let bytes = s.replica.reader().get(&quorumdb_sql::codec::row_key(c.def.id, &key))?
+    let bytes = s
+        .replica
+        .reader()
+        .get(&quorumdb_sql::codec::row_key(c.def.id, &key))?
         .ok_or_else(|| ServerError::NotFound(format!("point {id} not found in {name}")))?;
     let row = quorumdb_sql::catalog::RowDecoder::new(&c.def).decode(&bytes)?;
     Ok(point_json(&c, &row, true, true))
@@ -364,7 +357,6 @@ pub(crate) struct SearchRequest {
     pub(crate) with_vector: Option<bool>,
     pub(crate) consistency: Option<String>,
 }
-
 
 /// A payload filter: Qdrant's `must` / `should` / `must_not` over conditions.
 #[derive(Debug)]
@@ -539,7 +531,7 @@ async fn run_search(s: &NodeContext, c: Arc<Collection>, req: SearchRequest) -> 
         });
         let pred = pred.as_ref().map(|p| p as &dyn Fn(&[SqlValue]) -> quorumdb_sql::Result<bool>);
         let found: Vec<Found> = if exact {
-            quorumdb_sql::vectors::exact_search(&read, &c.def, c.vector, c.spec.metric, &query, limit, pred)?
+            quorumdb_sql::vector_indexes::exact_search(&read, &c.def, c.vector, c.spec.metric, &query, limit, pred)?
         } else {
             vectors.search(&read, &c.def, &c.index, &query, limit, ef, pred)?.0
         };
@@ -556,5 +548,3 @@ async fn run_search(s: &NodeContext, c: Arc<Collection>, req: SearchRequest) -> 
     .map_err(|e| ServerError::BadRequest(format!("search failed: {e}")))??;
     Ok(Value::Array(points))
 }
-
-

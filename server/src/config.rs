@@ -164,7 +164,8 @@ impl NodeConfig {
         }
         for (flag, addr) in [("--advertise", &c.advertise), ("--join", &c.join)] {
             if let Some(addr) = addr {
-                quorumdb_replication::network::check_peer_addr(addr).map_err(|e| ServerError::Config(format!("{flag}: {e}")))?;
+                quorumdb_replication::network::check_peer_addr(addr)
+                    .map_err(|e| ServerError::Config(format!("{flag}: {e}")))?;
             }
         }
         if let Some(v) = args.max_format_version {
@@ -181,8 +182,7 @@ impl NodeConfig {
 }
 
 fn read_file(p: &Path) -> Result<FileConfig, ServerError> {
-    let text =
-        std::fs::read_to_string(p).map_err(|e| ServerError::Config(format!("reading {}: {e}", p.display())))?;
+    let text = std::fs::read_to_string(p).map_err(|e| ServerError::Config(format!("reading {}: {e}", p.display())))?;
     toml::from_str(&text).map_err(|e| ServerError::Config(format!("{}: {e}", p.display())))
 }
 

@@ -37,9 +37,11 @@ impl Node {
     /// Returns once the node serves; joining continues in the background until it succeeds.
     pub async fn start(config: NodeConfig) -> Result<Self, ServerError> {
         crate::telemetry::install_recorder();
-        let listener = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .map_err(|e| ServerError::Bind { what: "gRPC and HTTP", addr: config.listen.clone(), source: e })?;
+        let listener = tokio::net::TcpListener::bind(&config.listen).await.map_err(|e| ServerError::Bind {
+            what: "gRPC and HTTP",
+            addr: config.listen.clone(),
+            source: e,
+        })?;
         let addr = listener.local_addr()?;
         let pg_listener = bind_optional(config.pg_listen.as_deref(), "PostgreSQL").await?;
         let redis_listener = bind_optional(config.redis_listen.as_deref(), "Redis").await?;
@@ -54,7 +56,7 @@ impl Node {
         rc.snapshot_rate = config.snapshot_rate;
         rc.max_format = config.max_format;
         crate::backup::remove_leftovers(&config.data_dir);
-        let vectors = VectorIndexes::new(Some(quorumdb_sql::vectors::dump_dir(&config.data_dir)));
+        let vectors = VectorIndexes::new(Some(quorumdb_sql::vector_indexes::dump_dir(&config.data_dir)));
         let apps = Router::new()
             .with(kv::TAG, Arc::new(KvApp))
             .with(quorumdb_sql::TAG, Arc::new(SqlApplication::new(vectors.clone())));
@@ -121,14 +123,13 @@ impl Node {
     }
 }
 
-async fn bind_optional(
-    addr: Option<&str>,
-    what: &'static str,
-) -> Result<Option<tokio::net::TcpListener>, ServerError> {
+async fn bind_optional(addr: Option<&str>, what: &'static str) -> Result<Option<tokio::net::TcpListener>, ServerError> {
     let Some(addr) = addr else { return Ok(None) };
-    let l = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| ServerError::Bind { what, addr: addr.to_string(), source: e })?;
+    let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| ServerError::Bind {
+        what,
+        addr: addr.to_string(),
+        source: e,
+    })?;
     Ok(Some(l))
 }
 

@@ -2,7 +2,7 @@
 //! manifest that describes them (the DDL to recreate each table and its indexes, row counts,
 //! sizes and CRC-32s).
 //!
-//! This module only reads a [`StateRead`] and writes files; the server takes the frozen image of
+//! This module only reads a [`AppliedState`] and writes files; the server takes the frozen image of
 //! the state (a checkpoint at one applied index) and the restore client replays the files
 //! through the ordinary bulk-load path. Layout of a backup directory:
 //!
@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{Catalog, IndexDef, IndexKind, RowDecoder, TableDef};
 use crate::codec;
 use crate::error::{Result, SqlError};
-use quorumdb_state::{StateRead, try_scan};
 use crate::types::{Value, build_array};
+use quorumdb_state::{AppliedState, try_scan};
 
 /// The `format` field of every manifest.
 pub const FORMAT: &str = "quorumdb-backup";
@@ -235,7 +235,7 @@ pub fn file_crc32(path: &Path) -> std::io::Result<(u64, u32)> {
 /// Writes the rows of table `def`, as `read` holds them, to `out` as an Arrow IPC file, in
 /// batches as the scan streams them (a table is never held in memory whole). Returns the
 /// rows written.
-pub fn export_table(read: &dyn StateRead, def: &TableDef, out: impl Write) -> Result<u64> {
+pub fn export_table(read: &dyn AppliedState, def: &TableDef, out: impl Write) -> Result<u64> {
     let schema = file_schema(def);
     let mut writer = FileWriter::try_new(out, &schema)?;
     let visible: Vec<usize> = def.visible().collect();
@@ -299,7 +299,7 @@ fn file_names(catalog: &Catalog) -> Vec<(&TableDef, String)> {
 /// Arrow IPC file each, and returns their manifest entries, in table name order. `read` must
 /// be a frozen image (every read sees the same state). On failure the files written so far
 /// are removed.
-pub fn export_tables(read: &dyn StateRead, dir: &Path) -> Result<Vec<TableEntry>> {
+pub fn export_tables(read: &dyn AppliedState, dir: &Path) -> Result<Vec<TableEntry>> {
     let catalog = Catalog::load(read)?;
     let mut written: Vec<PathBuf> = Vec::new();
     let result = (|| {

@@ -12,9 +12,9 @@ use quorumdb_vector::Metric;
 
 use crate::codec;
 use crate::error::{Result, SqlError};
-use quorumdb_state::StateRead;
-use quorumdb_state::format::{self, FormatVersion};
 use crate::types::{ColumnType, Value};
+use quorumdb_state::AppliedState;
+use quorumdb_state::format::{self, FormatVersion};
 
 /// The name of the hidden row key column DML planning reads (raw key bytes).
 pub const KEY_COLUMN: &str = "__qdb_key";
@@ -166,7 +166,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn load(read: &dyn StateRead) -> Result<Self> {
+    pub fn load(read: &dyn AppliedState) -> Result<Self> {
         match read.get(codec::CATALOG_KEY)? {
             Some(bytes) => Self::decode(&bytes),
             None => Ok(Self::default()),

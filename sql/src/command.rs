@@ -18,15 +18,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use quorumdb_state::format::{self, FormatError, FormatVersion};
-use quorumdb_state::{Applied, Application, Rejection, SharedRead};
+use quorumdb_state::{Application, Applied, Rejection, SharedState};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, IndexDef, RowDecoder, TableDef};
 use crate::codec;
 use crate::error::{Result, SqlError};
-use quorumdb_state::{StateTxn, try_scan};
 use crate::types::Value;
-use crate::vectors::{Change, VectorIndexes, VectorOp, spec_of};
+use crate::vector_indexes::{Change, VectorIndexes, VectorOp, spec_of};
+use quorumdb_state::{StateTxn, try_scan};
 
 /// The tag of SQL commands on the shared state machine.
 pub const TAG: u8 = b's';
@@ -129,15 +129,14 @@ impl SqlResponse {
 
     /// Decodes a response of any version.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        decode_any(bytes)
-            .map(|(r, _)| r)
-            .map_err(|e| SqlError::Internal(format!("undecodable SQL response: {e}")))
+        decode_any(bytes).map(|(r, _)| r).map_err(|e| SqlError::Internal(format!("undecodable SQL response: {e}")))
     }
 }
 
 /// Version 0: positional MessagePack; later: a versioned envelope with field names.
 fn encode_in<T: Serialize>(version: FormatVersion, value: &T) -> Result<Vec<u8>> {
-    let bytes = if version == format::LEGACY { format::encode_positional(value) } else { format::encode(version, value) };
+    let bytes =
+        if version == format::LEGACY { format::encode_positional(value) } else { format::encode(version, value) };
     bytes.map_err(|e| SqlError::Internal(e.to_string()))
 }
 
@@ -188,7 +187,7 @@ impl Application for SqlApplication {
         }
     }
 
-    fn opened(&self, state: &SharedRead) -> std::io::Result<()> {
+    fn opened(&self, state: &SharedState) -> std::io::Result<()> {
         self.vectors.open(state).map_err(std::io::Error::other)
     }
 
@@ -196,7 +195,7 @@ impl Application for SqlApplication {
         self.vectors.export_dumps(dest)
     }
 
-    fn state_replaced(&self, state: &SharedRead, files: Option<&std::path::Path>) {
+    fn state_replaced(&self, state: &SharedState, files: Option<&std::path::Path>) {
         if let Err(e) = self.vectors.reset(state, files) {
             tracing::error!(error = %e, "could not reload vector indexes after installing a snapshot");
         }

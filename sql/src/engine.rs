@@ -20,12 +20,12 @@ use crate::catalog::{Catalog, RowDecoder};
 use crate::codec;
 use crate::command::{SqlCommand, SqlResponse, TAG};
 use crate::error::{Result, SqlError};
-use crate::knn::{self, SearchSettings, VectorSearchRule};
 use crate::planner::{Planner, StatementResult, ident, object_name, pure_point_keys, run_query, session};
-use crate::provider::{CatalogSource, StateView};
-use quorumdb_state::{CommandResult, Consistency, Proposer, Rejection, SharedRead, tagged};
+use crate::provider::{BatchView, CatalogSource};
 use crate::types::build_array;
-use crate::vectors::VectorIndexes;
+use crate::vector_indexes::VectorIndexes;
+use crate::vector_search::{self, SearchSettings, VectorSearchRule};
+use quorumdb_state::{CommandResult, Consistency, Proposer, Rejection, SharedState, tagged};
 
 /// How many times a write batch is planned again after a conflict before giving up.
 const MAX_ATTEMPTS: usize = 30;
@@ -79,7 +79,7 @@ pub struct Session {
 }
 
 pub struct Engine {
-    read: SharedRead,
+    read: SharedState,
     state: SessionState,
     catalog: Arc<CatalogCache>,
     /// Sessions over the live catalog and the applied state, built once.
@@ -89,7 +89,7 @@ pub struct Engine {
 
 /// The decoded catalog, decoded again only when its stored bytes change.
 struct CatalogCache {
-    read: SharedRead,
+    read: SharedState,
     cached: Mutex<(Vec<u8>, Arc<Catalog>)>,
 }
 
@@ -173,7 +173,7 @@ fn session_setting(s: &Statement) -> Option<(String, Option<&Expr>)> {
 }
 
 impl Engine {
-    pub fn new(read: SharedRead, vectors: Arc<VectorIndexes>) -> Self {
+    pub fn new(read: SharedState, vectors: Arc<VectorIndexes>) -> Self {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema("quorumdb", "public")
             .with_information_schema(true)
@@ -194,8 +194,8 @@ impl Engine {
             let catalog = catalog.clone();
             CatalogSource::Live(Arc::new(move || catalog.current()))
         };
-        let query_ctx = session(&state, live.clone(), StateView::new(read.clone()), false);
-        let dml_ctx = session(&state, live, StateView::new(read.clone()), true);
+        let query_ctx = session(&state, live.clone(), BatchView::new(read.clone()), false);
+        let dml_ctx = session(&state, live, BatchView::new(read.clone()), true);
         Self { read, state, catalog, query_ctx, dml_ctx }
     }
 
@@ -223,7 +223,7 @@ impl Engine {
             return Err(SqlError::Syntax("empty query".into()));
         }
         for s in statements.iter_mut() {
-            knn::rewrite_operators(s);
+            vector_search::rewrite_operators(s);
         }
         let read_only = statements.iter().all(is_read_only);
         Ok(Parsed { statements, read_only })
@@ -416,7 +416,7 @@ impl Engine {
         }
         match value {
             Some(v) => {
-                let text = crate::values::literal_text(v).flatten().unwrap_or_else(|| v.to_string());
+                let text = crate::coerce::literal_text(v).flatten().unwrap_or_else(|| v.to_string());
                 let n: usize =
                     text.trim().parse().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
                         SqlError::InvalidParameter(format!("hnsw.ef_search must be 1..1000, not {text}"))

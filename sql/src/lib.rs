@@ -2,7 +2,7 @@
 //! encodings, and reads through DataFusion over the replicated state.
 //!
 //! This crate knows nothing of Raft. It sees the replicated state only through the contract in
-//! `quorumdb-state` (it reads a [`quorumdb_state::StateRead`], proposes through a
+//! `quorumdb-state` (it reads a [`quorumdb_state::AppliedState`], proposes through a
 //! [`quorumdb_state::Proposer`], and is an [`quorumdb_state::Application`]):
 //! - writes: [`engine::Engine`] parses (sqlparser, PostgreSQL dialect) and [`planner`] resolves
 //!   each statement against the catalog into a compact [`command::SqlCommand`] (encoded rows,
@@ -13,19 +13,19 @@
 pub mod backup;
 pub mod catalog;
 pub mod codec;
+pub mod coerce;
 pub mod command;
 pub mod engine;
 pub mod error;
-pub mod knn;
 pub mod memory;
 pub mod planner;
 pub mod provider;
 pub mod types;
-pub mod values;
-pub mod vectors;
+pub mod vector_indexes;
+pub mod vector_search;
 
 pub use command::{SqlApplication, TAG};
 pub use engine::{Description, Engine, Parsed, Session};
 pub use error::{Result, SqlError};
 pub use planner::StatementResult;
-pub use vectors::VectorIndexes;
+pub use vector_indexes::VectorIndexes;

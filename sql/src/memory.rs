@@ -1,4 +1,4 @@
-//! An in-memory, single-node stand-in for the replicated state: a [`StateRead`] and a
+//! An in-memory, single-node stand-in for the replicated state: a [`AppliedState`] and a
 //! [`Proposer`] that applies each command at once, in order, as every replica would, through
 //! the same [`Router`] and [`SqlApplication`] a node runs. For unit tests and in-process
 //! benchmarks of the SQL layer without Raft.
@@ -10,12 +10,12 @@ use parking_lot::{Mutex, RwLock};
 use quorumdb_state::format::{self, FormatVersion};
 use quorumdb_state::keys::in_range;
 use quorumdb_state::{
-    Application, Command, CommandResult, CommitHook, Consistency, Proposer, ReadInfo, ReplicationError, Router,
-    StateRead, StateTxn,
+    Application, AppliedState, Command, CommandResult, CommitHook, Consistency, Proposer, ReadInfo, ReplicationError,
+    Router, StateTxn,
 };
 
 use crate::command::{SqlApplication, TAG};
-use crate::vectors::VectorIndexes;
+use crate::vector_indexes::VectorIndexes;
 
 #[derive(Debug)]
 pub struct MemoryState {
@@ -43,7 +43,7 @@ impl MemoryState {
     }
 }
 
-impl StateRead for MemoryState {
+impl AppliedState for MemoryState {
     fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
         Ok(self.data.read().get(key).cloned())
     }

@@ -1,5 +1,5 @@
 //! DataFusion over the replicated state: a [`TableProvider`] per table whose scans stream
-//! record batches from a consistent RocksDB iterator (through [`StateRead`]), with projection
+//! record batches from a consistent RocksDB iterator (through [`AppliedState`]), with projection
 //! pushdown and key-range pushdown for primary-key and secondary-index predicates.
 //!
 //! Filters are accepted as `Inexact`: the scan narrows the key range and DataFusion still
@@ -26,8 +26,8 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Par
 use crate::catalog::{Catalog, IndexDef, RowDecoder, TableDef};
 use crate::codec;
 use crate::error::SqlError;
-use quorumdb_state::SharedRead;
 use crate::types::{ColumnType, Value, build_array};
+use quorumdb_state::SharedState;
 
 /// Rows per record batch.
 const BATCH_ROWS: usize = 4096;
@@ -38,13 +38,13 @@ pub type Pending = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// The state a statement reads: the applied state plus the batch's pending writes.
 #[derive(Clone)]
-pub struct StateView {
-    pub base: SharedRead,
+pub struct BatchView {
+    pub base: SharedState,
     pub pending: Arc<Pending>,
 }
 
-impl StateView {
-    pub fn new(base: SharedRead) -> Self {
+impl BatchView {
+    pub fn new(base: SharedState) -> Self {
         Self { base, pending: Arc::new(Pending::new()) }
     }
 
@@ -108,12 +108,12 @@ impl StateView {
     }
 }
 
-impl quorumdb_state::StateRead for StateView {
+impl quorumdb_state::AppliedState for BatchView {
     fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
-        StateView::get(self, key)
+        BatchView::get(self, key)
     }
     fn scan(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> std::io::Result<()> {
-        StateView::scan(self, start, end, f)
+        BatchView::scan(self, start, end, f)
     }
 }
 
@@ -144,7 +144,7 @@ impl CatalogSource {
 }
 
 impl Catalogs {
-    pub fn new(catalog: CatalogSource, view: StateView, hidden: bool) -> Self {
+    pub fn new(catalog: CatalogSource, view: BatchView, hidden: bool) -> Self {
         let schema = Arc::new(PublicSchema { catalog, view, hidden });
         Self { catalog: Arc::new(OneSchema { schema }) }
     }
@@ -178,7 +178,7 @@ impl CatalogProvider for OneSchema {
 
 struct PublicSchema {
     catalog: CatalogSource,
-    view: StateView,
+    view: BatchView,
     hidden: bool,
 }
 
@@ -207,7 +207,7 @@ impl SchemaProvider for PublicSchema {
 #[derive(Clone)]
 pub struct QuorumTable {
     def: Arc<TableDef>,
-    view: StateView,
+    view: BatchView,
     /// With the hidden key and row-hash columns (DML planning only).
     schema: SchemaRef,
     hidden: bool,
@@ -220,7 +220,7 @@ impl fmt::Debug for QuorumTable {
 }
 
 impl QuorumTable {
-    pub fn new(def: Arc<TableDef>, view: StateView, hidden: bool) -> Self {
+    pub fn new(def: Arc<TableDef>, view: BatchView, hidden: bool) -> Self {
         let schema = def.schema(hidden);
         Self { def, view, schema, hidden }
     }
@@ -229,7 +229,7 @@ impl QuorumTable {
         &self.def
     }
 
-    pub fn view(&self) -> &StateView {
+    pub fn view(&self) -> &BatchView {
         &self.view
     }
 
@@ -524,7 +524,7 @@ fn choose_access(def: &TableDef, filters: &[Expr]) -> Result<Access, SqlError> {
 /// The scan operator.
 pub struct ScanExec {
     def: Arc<TableDef>,
-    view: StateView,
+    view: BatchView,
     projection: Vec<usize>,
     access: Access,
     limit: Option<usize>,
@@ -541,7 +541,7 @@ impl fmt::Debug for ScanExec {
 impl ScanExec {
     fn new(
         def: Arc<TableDef>,
-        view: StateView,
+        view: BatchView,
         table_schema: SchemaRef,
         projection: Vec<usize>,
         access: Access,
@@ -635,7 +635,7 @@ impl ExecutionPlan for ScanExec {
 /// Reads rows on a blocking thread and sends them as record batches.
 struct Producer {
     def: Arc<TableDef>,
-    view: StateView,
+    view: BatchView,
     projection: Vec<usize>,
     schema: SchemaRef,
     limit: Option<usize>,

@@ -6,8 +6,8 @@
 use quorumdb_sql::catalog::{RowDecoder, TableDef};
 use quorumdb_sql::codec;
 use quorumdb_sql::command::{RowGuard, RowOp, SqlCommand, Step, table_version};
-use quorumdb_state::StateRead;
 use quorumdb_sql::types::Value;
+use quorumdb_state::AppliedState;
 
 mod common;
 use common::Db;

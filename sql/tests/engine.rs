@@ -230,7 +230,7 @@ async fn a_restart_after_a_crash_loads_the_old_graph_dump_and_catches_up_from_th
     db.ok("UPDATE p SET e = '[0,0,0]' WHERE id < 20").await;
     db.ok("DELETE FROM p WHERE id >= 650").await;
     let restarted = quorumdb_sql::VectorIndexes::new(Some(dir.path().to_path_buf()));
-    let state: quorumdb_state::SharedRead = db.state.clone();
+    let state: quorumdb_state::SharedState = db.state.clone();
     restarted.open(&state).unwrap();
     // Loaded (not rebuilt: a rebuild would not be ready at once): the dump's 500 points, plus
     // the live points added since (150 new rows, 20 moved ones); the 20 old versions are
@@ -239,7 +239,7 @@ async fn a_restart_after_a_crash_loads_the_old_graph_dump_and_catches_up_from_th
     let def = &catalog.tables["p"];
     for q in 0..20i64 {
         let query: Vec<f32> = quorumdb_vector::metric::parse(&vec_of(q * 37 + 3), None).unwrap();
-        let want = quorumdb_sql::vectors::exact_search(
+        let want = quorumdb_sql::vector_indexes::exact_search(
             db.state.as_ref(),
             def,
             1,
@@ -250,9 +250,9 @@ async fn a_restart_after_a_crash_loads_the_old_graph_dump_and_catches_up_from_th
         )
         .unwrap();
         let (got, path) = restarted.search(db.state.as_ref(), def, &def.indexes[0], &query, 10, 200, None).unwrap();
-        assert_eq!(path, quorumdb_sql::vectors::SearchPath::Hnsw);
+        assert_eq!(path, quorumdb_sql::vector_indexes::SearchPath::Hnsw);
         // The same distances in the same order (equal distances may come in either order).
-        let dists = |f: &[quorumdb_sql::vectors::Found]| {
+        let dists = |f: &[quorumdb_sql::vector_indexes::Found]| {
             f.iter().map(|x| (x.distance * 1e6).round() as i64).collect::<Vec<_>>()
         };
         assert_eq!(dists(&got), dists(&want), "query {q}");

@@ -103,9 +103,15 @@ fn command() -> SqlCommand {
             Step::Truncate { id: 7 },
             Step::Write {
                 table: 7,
-                guards: vec![RowGuard { key: key.clone(), hash: Some(99) }, RowGuard { key: b"x".to_vec(), hash: None }],
+                guards: vec![
+                    RowGuard { key: key.clone(), hash: Some(99) },
+                    RowGuard { key: b"x".to_vec(), hash: None },
+                ],
                 ops: vec![
-                    RowOp::Insert { key: Some(serde_bytes::ByteBuf::from(key.clone())), row: codec::encode_row(&row()) },
+                    RowOp::Insert {
+                        key: Some(serde_bytes::ByteBuf::from(key.clone())),
+                        row: codec::encode_row(&row()),
+                    },
                     RowOp::Insert { key: None, row: codec::encode_row(&[Value::Null]) },
                     RowOp::Update { key: key.clone(), row: codec::encode_row(&row()) },
                     RowOp::Delete { key },
@@ -135,8 +141,7 @@ fn responses_of_every_version() {
 
 #[test]
 fn catalog_of_every_version() {
-    let catalog =
-        Catalog { version: 12, next_table_id: 8, tables: BTreeMap::from([("things".to_string(), table())]) };
+    let catalog = Catalog { version: 12, next_table_id: 8, tables: BTreeMap::from([("things".to_string(), table())]) };
     for v in [format::LEGACY, 1] {
         let stored = golden::check(DIR, &format!("catalog-v{v}"), &catalog.encode(v).unwrap());
         assert_eq!(Catalog::decode(&stored).unwrap(), catalog);

@@ -7,13 +7,13 @@
 use datafusion::sql::sqlparser::ast::Expr;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use quorumdb_sql::StatementResult;
 use quorumdb_sql::catalog::TableDef;
 use quorumdb_sql::codec;
 use quorumdb_sql::command::{RowGuard, RowOp, SqlCommand, Step, table_version};
 use quorumdb_sql::planner::point_keys;
 use quorumdb_sql::types::Value;
-use quorumdb_sql::StatementResult;
-use quorumdb_state::StateRead;
+use quorumdb_state::AppliedState;
 
 mod common;
 use common::Db;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use quorumdb_sql::Engine;
 use quorumdb_sql::memory::MemoryState;
-use quorumdb_state::StateRead;
+use quorumdb_state::AppliedState;
 
 mod common;
 use common::Db;
@@ -33,7 +33,7 @@ impl Counting {
     }
 }
 
-impl StateRead for Counting {
+impl AppliedState for Counting {
     fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
         let v = self.inner.get(key)?;
         if v.is_some() {

@@ -1,6 +1,6 @@
 //! What the state machine offers an application: a transaction over the state while one of its
 //! commands is applied ([`StateTxn`]), hooks that run once the command's writes are committed
-//! ([`CommitHook`]), and read access to the applied state for queries ([`StateRead`]).
+//! ([`CommitHook`]), and read access to the applied state for queries ([`AppliedState`]).
 //!
 //! Keys are byte strings in one ordered keyspace shared by every application (each owns its
 //! prefixes). In every `scan`, `end` is exclusive and an empty `end` means "no end" (see
@@ -27,7 +27,7 @@ pub trait Application: Send + Sync + 'static {
     fn apply(&self, command: &[u8], txn: &mut dyn StateTxn) -> std::io::Result<Applied>;
 
     /// The state was opened, before any command is applied: load what is kept beside it.
-    fn opened(&self, _state: &SharedRead) -> std::io::Result<()> {
+    fn opened(&self, _state: &SharedState) -> std::io::Result<()> {
         Ok(())
     }
 
@@ -42,7 +42,7 @@ pub trait Application: Send + Sync + 'static {
     /// The whole state was replaced (a snapshot was installed): anything kept beside it in
     /// memory must be rebuilt from the new state. `files` holds what [`Self::snapshot_files`]
     /// gave on the node that built the snapshot, if anything (the application takes copies).
-    fn state_replaced(&self, _state: &SharedRead, _files: Option<&Path>) {}
+    fn state_replaced(&self, _state: &SharedState, _files: Option<&Path>) {}
 }
 
 /// The state as one command sees it while it is applied: the committed state plus the writes
@@ -74,7 +74,7 @@ pub type Applied = Result<Vec<u8>, Vec<u8>>;
 pub type CommitHook = Box<dyn FnOnce() + Send>;
 
 /// Read access to the applied state, concurrent with apply.
-pub trait StateRead: Send + Sync {
+pub trait AppliedState: Send + Sync {
     fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>>;
     /// Calls `f` for each pair in `start..end` in key order, all read at one point in time;
     /// stops when `f` returns `false`. May block: long scans run on a blocking thread.
@@ -87,7 +87,7 @@ pub trait StateRead: Send + Sync {
 }
 
 /// A shared handle on the applied state.
-pub type SharedRead = Arc<dyn StateRead>;
+pub type SharedState = Arc<dyn AppliedState>;
 
 /// Runs a scan (`scan` is handed the per-pair callback) with a fallible callback: stops at the
 /// first error and returns it.

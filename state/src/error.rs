@@ -98,7 +98,8 @@ impl Rejection {
     /// on; for version 0, MessagePack with field names (the KV table's version-0 rejections
     /// were plain text; it writes those itself).
     pub fn encode(&self, version: FormatVersion) -> Vec<u8> {
-        let encoded = if version == format::LEGACY { format::encode_named(self) } else { format::encode(version, self) };
+        let encoded =
+            if version == format::LEGACY { format::encode_named(self) } else { format::encode(version, self) };
         // Two strings always encode; should that ever fail, the message alone still says why.
         encoded.unwrap_or_else(|_| self.message.clone().into_bytes())
     }

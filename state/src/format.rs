@@ -161,7 +161,10 @@ mod tests {
 
     #[test]
     fn newer_and_malformed_envelopes_are_refused() {
-        assert_eq!(split(&[MARKER, CURRENT + 1, 0x80]), Err(FormatError::TooNew { version: CURRENT + 1, max: CURRENT }));
+        assert_eq!(
+            split(&[MARKER, CURRENT + 1, 0x80]),
+            Err(FormatError::TooNew { version: CURRENT + 1, max: CURRENT })
+        );
         assert!(matches!(split(&[MARKER]), Err(FormatError::Decode(_))));
         assert!(matches!(split(&[MARKER, 0]), Err(FormatError::Decode(_))));
         assert!(encode(0, &1u8).is_err());

@@ -1,13 +1,13 @@
 //! The contract between QuorumDB's replicated log and the applications that run on it.
 //!
 //! `replication` implements this crate (Raft, the log, the RocksDB state machine); `sql` and
-//! the built-in KV table implement [`Application`] and read through [`StateRead`]. Neither side
+//! the built-in KV table implement [`Application`] and read through [`AppliedState`]. Neither side
 //! sees the other's types: an application never sees RocksDB or openraft, and the replication
 //! layer never sees SQL.
 //!
 //! Owns:
 //! - [`app`]: what the state machine offers applications at apply time ([`Application`],
-//!   [`StateTxn`], [`CommitHook`]) and for queries ([`StateRead`]);
+//!   [`StateTxn`], [`CommitHook`]) and for queries ([`AppliedState`]);
 //! - [`router`]: several applications on one state machine, by a tag byte per command, and the
 //!   state machine's own system commands;
 //! - [`command`]: the log's payload ([`Command`]) and what applying it produced
@@ -28,7 +28,7 @@ pub mod keys;
 pub mod propose;
 pub mod router;
 
-pub use app::{Applied, Application, CommitHook, SharedRead, StateRead, StateTxn, try_scan};
+pub use app::{Application, Applied, AppliedState, CommitHook, SharedState, StateTxn, try_scan};
 pub use command::{Command, CommandResult};
 pub use error::{Rejection, ReplicationError};
 pub use format::FormatVersion;

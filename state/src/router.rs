@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::app::{Application, Applied, SharedRead, StateTxn};
+use crate::app::{Application, Applied, SharedState, StateTxn};
 use crate::command::Command;
 use crate::error::Rejection;
 use crate::format;
@@ -65,7 +65,7 @@ impl Application for Router {
         }
     }
 
-    fn opened(&self, state: &SharedRead) -> std::io::Result<()> {
+    fn opened(&self, state: &SharedState) -> std::io::Result<()> {
         for app in self.apps.values() {
             app.opened(state)?;
         }
@@ -80,7 +80,7 @@ impl Application for Router {
         Ok(())
     }
 
-    fn state_replaced(&self, state: &SharedRead, files: Option<&Path>) {
+    fn state_replaced(&self, state: &SharedState, files: Option<&Path>) {
         for (tag, app) in &self.apps {
             let mine = files.map(|f| f.join(format!("{tag:02x}"))).filter(|p| p.exists());
             app.state_replaced(state, mine.as_deref());

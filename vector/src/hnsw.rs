@@ -10,8 +10,8 @@
 //! owner's apply thread inserts. A writer mutex orders inserts against dumps and compaction.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 

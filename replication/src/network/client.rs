@@ -161,10 +161,8 @@ fn from_status(s: tonic::Status) -> TransportError {
     // A status without a source was built from the peer's answer. These codes are the ones
     // our handlers (server.rs) return only before acting on a request; any other (a deadline,
     // an internal error) may come after the peer acted.
-    let refused = matches!(
-        s.code(),
-        Code::Unavailable | Code::InvalidArgument | Code::FailedPrecondition | Code::Unimplemented
-    );
+    let refused =
+        matches!(s.code(), Code::Unavailable | Code::InvalidArgument | Code::FailedPrecondition | Code::Unimplemented);
     if source.is_none() && refused {
         return TransportError::Refused { code: s.code(), message: s.message().to_string() };
     }
@@ -189,7 +187,10 @@ pub fn check_peer_addr(addr: &str) -> Result<(), String> {
         return if v6.parse::<std::net::Ipv6Addr>().is_ok() { Ok(()) } else { bad("not an IPv6 address") };
     }
     let label_ok = |l: &str| {
-        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-')
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
     };
     if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
         return bad("the host must be a DNS name or an IP address");
@@ -449,7 +450,8 @@ mod tests {
         let reset = tonic::Status::from_error(Box::new(std::io::Error::other("connection reset")));
         assert!(std::error::Error::source(&reset).is_some());
         assert!(from_status(reset).maybe_delivered(), "a transport error after sending may have been delivered");
-        let connect = tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(std::io::Error::other("refused")))));
+        let connect =
+            tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(std::io::Error::other("refused")))));
         assert!(!from_status(connect).maybe_delivered(), "a connection that was never made delivered nothing");
     }
 }

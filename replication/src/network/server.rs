@@ -24,8 +24,8 @@ use super::fault::Faults;
 use super::pb::raft_transport_server::RaftTransport;
 use super::pb::{Envelope, NodeInfoRequest, NodeInfoResponse, ReadIndexRequest, ReadIndexResponse, SnapshotChunk};
 use super::transfer::{Incoming, SnapshotOffer, Transfers};
-use crate::snapshot::SnapshotDir;
 use crate::raft::Raft;
+use crate::snapshot::SnapshotDir;
 use crate::types::{Command, CommandResult, NodeId, SnapshotMeta, TypeConfig, Vote};
 use quorumdb_state::format::FormatVersion;
 use quorumdb_state::now_ms;
@@ -98,7 +98,8 @@ async fn receive_snapshot(
     mut stream: Streaming<SnapshotChunk>,
 ) -> Result<(Vote, SnapshotMeta, PathBuf), Status> {
     let first = stream.next().await.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
-    let (from, vote, meta): (NodeId, Vote, SnapshotMeta) = decode(&Envelope { data: first.header.clone(), format: super::codec::ENVELOPE_FORMAT })?;
+    let (from, vote, meta): (NodeId, Vote, SnapshotMeta) =
+        decode(&Envelope { data: first.header.clone(), format: super::codec::ENVELOPE_FORMAT })?;
     let index = meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0);
     let d = dir.clone();
     let opened = tokio::task::spawn_blocking(move || Incoming::open(&d, index))

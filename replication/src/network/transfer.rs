@@ -19,9 +19,9 @@ use parking_lot::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use quorumdb_state::now_ms;
 use crate::snapshot::{Manifest, write_synced};
 use crate::types::NodeId;
+use quorumdb_state::now_ms;
 
 /// Received bytes between two durable progress records.
 const SYNC_EVERY: u64 = 8 << 20;
@@ -206,7 +206,11 @@ impl Incoming {
         h.update(data);
         // The CRC of the file so far, once its bytes are on disk.
         let synced_crc = if sync {
-            if done { f.sync_all()? } else { f.sync_data()? }
+            if done {
+                f.sync_all()?
+            } else {
+                f.sync_data()?
+            }
             Some(h.clone().finalize())
         } else {
             None

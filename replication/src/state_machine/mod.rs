@@ -49,7 +49,7 @@ use openraft::alias::SnapshotOf;
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftStateMachine, Snapshot};
 use quorumdb_state::format::{self, FormatError, SetFormat};
-use quorumdb_state::{Application, CommandResult, Rejection, SharedRead, StateTxn};
+use quorumdb_state::{Application, CommandResult, Rejection, SharedState, StateTxn};
 use rocksdb::{WriteBatch, WriteOptions};
 
 pub use build::SnapshotBuilder;
@@ -148,7 +148,7 @@ impl StateMachineStore {
         let snapshot_dir = dir.join("snapshots");
         std::fs::create_dir_all(&snapshot_dir)?;
         snapshot::clean_leftovers(&snapshot_dir)?;
-        let reader: SharedRead = Arc::new(StateReader { state: state.clone() });
+        let reader: SharedState = Arc::new(StateReader { state: state.clone() });
         app.opened(&reader)?;
         Ok(Self { state, app, root: dir.to_path_buf(), snapshot_dir, crcs: Default::default() })
     }
@@ -316,7 +316,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(std::io::Error::other)??;
         let app_files = kept.join(snapshot::APP_DIR);
-        let reader: SharedRead = Arc::new(self.reader());
+        let reader: SharedState = Arc::new(self.reader());
         self.app.state_replaced(&reader, app_files.exists().then_some(app_files.as_path()));
         metrics::histogram!("quorumdb_snapshot_install_seconds").record(started.elapsed().as_secs_f64());
         tracing::info!(%meta, bytes, elapsed_ms = started.elapsed().as_millis() as u64, "installed snapshot");
@@ -446,7 +446,10 @@ mod tests {
     }
 
     fn system(index: u64, cmd: quorumdb_state::Command) -> crate::types::Entry {
-        openraft::Entry { log_id: openraft::testing::log_id::<TypeConfig>(1, 1, index), payload: EntryPayload::Normal(cmd) }
+        openraft::Entry {
+            log_id: openraft::testing::log_id::<TypeConfig>(1, 1, index),
+            payload: EntryPayload::Normal(cmd),
+        }
     }
 
     #[tokio::test]
@@ -470,10 +473,10 @@ mod tests {
     async fn set_format_raises_the_cluster_format_once_and_a_newer_one_stops_apply() {
         let dir = tempfile::tempdir().unwrap();
         let mut sm = StateMachineStore::open(dir.path(), Arc::new(TestApp)).unwrap();
-        assert_eq!(quorumdb_state::StateRead::format(&sm.reader()).unwrap(), format::LEGACY);
+        assert_eq!(quorumdb_state::AppliedState::format(&sm.reader()).unwrap(), format::LEGACY);
         let set = |v| SetFormat { version: v }.command().unwrap();
         apply_all(&mut sm, vec![system(1, set(1)), system(2, set(0))]).await;
-        assert_eq!(quorumdb_state::StateRead::format(&sm.reader()).unwrap(), 1, "never moves back");
+        assert_eq!(quorumdb_state::AppliedState::format(&sm.reader()).unwrap(), 1, "never moves back");
         // A version this binary does not read: apply fails (the node stops), nothing is written.
         let too_new = quorumdb_state::tagged(format::SYSTEM_TAG, &[format::MARKER, format::CURRENT + 1, 0x80]);
         let items: Vec<std::io::Result<EntryResponder<TypeConfig>>> = vec![Ok((system(3, too_new), None))];

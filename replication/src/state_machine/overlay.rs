@@ -43,7 +43,11 @@ impl Staged {
     }
 
     /// The staged points in `start..end`.
-    fn points_in<'a>(&'a self, start: &'a [u8], end: &'a [u8]) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> {
+    fn points_in<'a>(
+        &'a self,
+        start: &'a [u8],
+        end: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> {
         self.points.range(start.to_vec()..).take_while(move |(k, _)| end.is_empty() || k.as_slice() < end)
     }
 }

@@ -1,15 +1,15 @@
 //! Read access to the applied state, concurrent with apply: [`StateReader`] (the applications'
-//! [`StateRead`]), point-in-time views, frozen checkpoints for backups, and the digest that
+//! [`AppliedState`]), point-in-time views, frozen checkpoints for backups, and the digest that
 //! compares replicas.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use quorumdb_state::StateRead;
+use quorumdb_state::AppliedState;
 use rocksdb::{DB, Direction, IteratorMode, ReadOptions};
 
-use super::store::{CF_DATA, CF_META, KEY_APPLIED, KEY_CHECKSUM, StateDb, cf, open_frozen};
 use super::Fnv64;
+use super::store::{CF_DATA, CF_META, KEY_APPLIED, KEY_CHECKSUM, StateDb, cf, open_frozen};
 use crate::encoding::decode;
 use crate::error::storage_err;
 use crate::types::LogId;
@@ -114,7 +114,7 @@ impl StateReader {
     }
 }
 
-impl StateRead for StateReader {
+impl AppliedState for StateReader {
     fn get(&self, key: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
         StateReader::get(self, key)
     }

@@ -89,7 +89,11 @@ pub async fn upsert(State(s): State<NodeContext>, Path(name): Path<String>, body
     Ok(ok(json!({"status": "completed", "points": n}), started))
 }
 
-pub async fn delete_points(State(s): State<NodeContext>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn delete_points(
+    State(s): State<NodeContext>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let started = Instant::now();
     let req: DeletePoints = parse_body(&body)?;
     let ids: Vec<i64> = req.points.iter().map(point_id).collect::<ApiResult<_>>()?;

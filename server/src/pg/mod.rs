@@ -45,8 +45,8 @@ use quorumdb_sql::{Description, Parsed, Session, SqlError, StatementResult};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 
-use crate::error::{ServerError, to_pg};
 use crate::context::NodeContext;
+use crate::error::{ServerError, to_pg};
 
 /// The server version clients see: the PostgreSQL release whose protocol and catalog we follow.
 const SERVER_VERSION: &str = "15.0";
@@ -265,7 +265,7 @@ fn sql_error(e: SqlError) -> PgWireError {
 
 /// A `SET`/`SHOW` the pgwire layer owns: the setting's name and, for SET, its value text.
 fn our_setting(s: &Statement) -> Option<(String, Option<String>)> {
-    let value_text = |e: &ast::Expr| quorumdb_sql::values::literal_text(e).flatten().unwrap_or_else(|| e.to_string());
+    let value_text = |e: &ast::Expr| quorumdb_sql::coerce::literal_text(e).flatten().unwrap_or_else(|| e.to_string());
     let (name, value) = match s {
         Statement::Set(ast::Set::SingleAssignment { variable, values, .. }) => {
             let v: Vec<String> = values.iter().map(value_text).collect();

@@ -25,8 +25,8 @@ use quorumdb_replication::{Consistency, StateReader};
 use super::Reply;
 use super::barrier::ReadBarriers;
 use super::glob::Glob;
-use crate::error::{ServerError, to_resp};
 use crate::context::NodeContext;
+use crate::error::{ServerError, to_resp};
 
 /// Cursors a node remembers for `SCAN`; the oldest is forgotten first.
 pub const MAX_CURSORS: usize = 10_000;

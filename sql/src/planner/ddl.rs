@@ -208,7 +208,7 @@ impl Planner<'_> {
                 };
                 let key = left.to_string().to_lowercase();
                 let value: usize =
-                    crate::values::literal_text(right).flatten().and_then(|t| t.parse().ok()).ok_or_else(|| {
+                    crate::coerce::literal_text(right).flatten().and_then(|t| t.parse().ok()).ok_or_else(|| {
                         SqlError::InvalidParameter(format!("{key} must be a positive integer, not {right}"))
                     })?;
                 match key.as_str() {

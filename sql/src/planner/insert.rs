@@ -22,10 +22,10 @@ use datafusion::sql::sqlparser::ast::{
 use super::{Planner, StatementResult, ident, mem_context, object_name, parse_one, quote, run_query};
 use crate::catalog::{RowDecoder, TableDef};
 use crate::codec;
+use crate::coerce::{coerce_array, coerce_texts, literal_text};
 use crate::command::{RowGuard, RowOp};
 use crate::error::{Result, SqlError};
 use crate::types::{ColumnType, Value, build_array};
-use crate::values::{coerce_array, coerce_texts, literal_text};
 
 /// An inserted row whose key exists (ON CONFLICT): the key, the stored bytes and row, and the
 /// row the INSERT proposed (`excluded`).

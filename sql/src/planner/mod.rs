@@ -40,12 +40,12 @@ use datafusion::sql::sqlparser::ast::{Expr, Ident, ObjectName, ObjectType, Selec
 
 use crate::catalog::{Catalog, ColumnDef, TableDef};
 use crate::codec;
+use crate::coerce::{coerce_array, coerce_texts, literal_text};
 use crate::command::{RowGuard, RowOp, SqlCommand, Step, table_version};
 use crate::error::{Result, SqlError};
-use crate::provider::{CatalogSource, Catalogs, Pending, StateView};
-use quorumdb_state::SharedRead;
+use crate::provider::{BatchView, CatalogSource, Catalogs, Pending};
 use crate::types::{Value, build_array};
-use crate::values::{coerce_array, coerce_texts, literal_text};
+use quorumdb_state::SharedState;
 
 pub use point::{point_keys, pure_point_keys};
 
@@ -82,14 +82,14 @@ fn quote(name: &str) -> String {
 }
 
 /// Builds DataFusion session states over a catalog and a state view.
-pub fn session(base: &SessionState, catalog: CatalogSource, view: StateView, hidden: bool) -> SessionContext {
+pub fn session(base: &SessionState, catalog: CatalogSource, view: BatchView, hidden: bool) -> SessionContext {
     let list = Arc::new(Catalogs::new(catalog, view, hidden));
     let ctx = SessionContext::new_with_state(
         SessionStateBuilder::new_from_existing(base.clone()).with_catalog_list(list).build(),
     );
     // Registered last: the builder re-registers functions in hash order, and a built-in alias
     // (DataFusion's `inner_product` for arrays) would otherwise win half of the time.
-    for f in crate::knn::functions() {
+    for f in crate::vector_search::functions() {
         ctx.register_udf(f);
     }
     ctx
@@ -115,7 +115,7 @@ pub struct Planner<'a> {
     /// Long-lived sessions over the live catalog and applied state (plain, hidden columns),
     /// used while the batch has neither pending writes nor DDL: no per-statement setup.
     live: Option<(&'a SessionContext, &'a SessionContext)>,
-    read: SharedRead,
+    read: SharedState,
     catalog: Arc<Catalog>,
     catalog_version: u64,
     pending: Pending,
@@ -127,7 +127,7 @@ impl<'a> Planner<'a> {
     pub fn new(
         base: &'a SessionState,
         live: Option<(&'a SessionContext, &'a SessionContext)>,
-        read: SharedRead,
+        read: SharedState,
         catalog: Arc<Catalog>,
     ) -> Self {
         let catalog_version = catalog.version;
@@ -155,8 +155,8 @@ impl<'a> Planner<'a> {
         })
     }
 
-    fn view(&self) -> StateView {
-        StateView { base: self.read.clone(), pending: Arc::new(self.pending.clone()) }
+    fn view(&self) -> BatchView {
+        BatchView { base: self.read.clone(), pending: Arc::new(self.pending.clone()) }
     }
 
     fn ctx(&self, hidden: bool) -> SessionContext {

@@ -12,10 +12,10 @@ use super::point::point_guards;
 use super::{Planner, StatementResult, ident, object_name, parse_one, point_keys, quote, run_query};
 use crate::catalog::{HASH_COLUMN, KEY_COLUMN, TableDef};
 use crate::codec;
+use crate::coerce::coerce_array;
 use crate::command::{RowGuard, RowOp};
 use crate::error::{Result, SqlError};
 use crate::types::Value;
-use crate::values::coerce_array;
 
 impl Planner<'_> {
     /// Reads the rows an UPDATE/DELETE targets: key, hash and every visible column, plus

@@ -21,10 +21,10 @@ use datafusion::sql::sqlparser::ast::{self, Expr};
 use super::ident;
 use crate::catalog::TableDef;
 use crate::codec;
+use crate::coerce::{coerce_texts, literal_text};
 use crate::command::RowGuard;
 use crate::error::Result;
-use crate::provider::StateView;
-use crate::values::{coerce_texts, literal_text};
+use crate::provider::BatchView;
 
 /// The primary keys a `WHERE` pins down by equality on every key column (joined by AND),
 /// if it does. The rest of the `WHERE` may filter further.
@@ -97,7 +97,7 @@ fn key_equality(def: &TableDef, left: &Expr, right: &Expr) -> Option<(usize, Str
 /// read did not return (the rest of the `WHERE` filtered it out): "absent" would never hold
 /// and the version the read skipped is unknown, so the caller guards the table instead.
 pub(super) fn point_guards(
-    view: &StateView,
+    view: &BatchView,
     table: u32,
     keys: &[Vec<u8>],
     batches: &[RecordBatch],

@@ -36,7 +36,8 @@ fn from_hex(text: &str) -> Vec<u8> {
 /// The checked-in bytes of sample `name` (`<crate>/tests/golden/<name>.hex`).
 pub fn load(crate_dir: &str, name: &str) -> Vec<u8> {
     let p = path(crate_dir, &format!("{name}.hex"));
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e} (QUORUMDB_BLESS=1 writes it)", p.display()));
+    let text =
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e} (QUORUMDB_BLESS=1 writes it)", p.display()));
     from_hex(&text)
 }
 
@@ -65,7 +66,8 @@ pub fn check_text(crate_dir: &str, name: &str, encoded: &str) -> String {
         std::fs::create_dir_all(p.parent().expect("a parent")).expect("golden dir");
         std::fs::write(&p, encoded).expect("write golden sample");
     }
-    let stored = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e} (QUORUMDB_BLESS=1 writes it)", p.display()));
+    let stored =
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e} (QUORUMDB_BLESS=1 writes it)", p.display()));
     assert_eq!(stored, encoded, "the encoding of {name} changed: a format change needs a new format version");
     stored
 }

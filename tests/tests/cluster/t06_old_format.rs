@@ -35,7 +35,8 @@ struct Client {
 
 impl Client {
     async fn sql(&self, sql: &str) -> Value {
-        let r = self.http.post(format!("http://{}/v1/sql", self.addr)).json(&json!({ "sql": sql })).send().await.unwrap();
+        let r =
+            self.http.post(format!("http://{}/v1/sql", self.addr)).json(&json!({ "sql": sql })).send().await.unwrap();
         assert_eq!(r.status(), 200, "{sql}");
         let v: Value = r.json().await.unwrap();
         let last = v["results"].as_array().unwrap().last().unwrap().clone();
@@ -109,7 +110,8 @@ async fn start(dir: &Path, max_format: u8) -> (Node, Client) {
 async fn a_node_from_the_previous_format_replays_its_log_and_answers_alike() {
     quorumdb_tests::init_logging();
     let want: Value =
-        serde_json::from_slice(&std::fs::read(format!("{FIXTURE}.json")).expect("tests/fixtures/v0-node.json")).unwrap();
+        serde_json::from_slice(&std::fs::read(format!("{FIXTURE}.json")).expect("tests/fixtures/v0-node.json"))
+            .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
     copy_dir(Path::new(FIXTURE), &dir);
@@ -140,8 +142,11 @@ async fn a_node_from_the_previous_format_replays_its_log_and_answers_alike() {
     .await;
     assert_eq!(node.replica.format(), CURRENT);
     client.check_answers(&want).await;
-    client.sql("INSERT INTO people (id, name) VALUES (5, 'Barbara'); UPDATE events SET n = n + 1 WHERE kind = 'b'").await;
-    let r = client.http.put(format!("http://{}/v1/kv/planet/earth", client.addr)).body("earth-v2").send().await.unwrap();
+    client
+        .sql("INSERT INTO people (id, name) VALUES (5, 'Barbara'); UPDATE events SET n = n + 1 WHERE kind = 'b'")
+        .await;
+    let r =
+        client.http.put(format!("http://{}/v1/kv/planet/earth", client.addr)).body("earth-v2").send().await.unwrap();
     assert_eq!(r.status(), 200);
     let people = client.sql("SELECT id, nick FROM people ORDER BY id").await;
     assert_eq!(people["rows"], json!([[1, "none"], [3, "none"], [4, "ewd"], [5, "none"]]));

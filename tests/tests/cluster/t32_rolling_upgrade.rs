@@ -81,7 +81,8 @@ async fn a_rolling_upgrade_moves_the_format_only_once_every_node_reads_it() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let members = c.status(1).await.expect("status")["members"].clone();
     let learners = c.status(1).await.expect("status")["learners"].clone();
-    let ids = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect::<Vec<_>>();
+    let ids =
+        |v: &serde_json::Value| v.as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect::<Vec<_>>();
     assert!(!ids(&members).contains(&4) && !ids(&learners).contains(&4), "members {members}, learners {learners}");
     // Upgraded, it joins.
     c.kill(4).await;

@@ -120,7 +120,7 @@ async fn a_new_node_joins_a_cluster_with_100k_rows_and_a_vector_index() {
     let ix = "CREATE INDEX items_v ON items USING hnsw (v) WITH (m = 12, ef_construction = 64)";
     assert_eq!(c.sql(leader, ix, "linearizable").await.0, 200);
     // The graph is built in the background and then dumped; the snapshot carries the dump.
-    let dumps = quorumdb_sql::vectors::dump_dir(&c.data_dir(leader));
+    let dumps = quorumdb_sql::vector_indexes::dump_dir(&c.data_dir(leader));
     wait_for(120, "the leader's graph dump", || async {
         let found =
             std::fs::read_dir(&dumps).ok()?.filter_map(|e| e.ok()).any(|e| e.path().join("manifest.json").exists());
@@ -162,7 +162,7 @@ async fn a_new_node_joins_a_cluster_with_100k_rows_and_a_vector_index() {
     // The graph came with the snapshot (the leader's dump, byte for byte: not rebuilt), and
     // searches answer as on the leader.
     let manifests = |id: u64| -> Vec<Vec<u8>> {
-        let dir = quorumdb_sql::vectors::dump_dir(&c.data_dir(id));
+        let dir = quorumdb_sql::vector_indexes::dump_dir(&c.data_dir(id));
         let mut out: Vec<Vec<u8>> = std::fs::read_dir(dir)
             .map(|d| d.filter_map(|e| std::fs::read(e.ok()?.path().join("manifest.json")).ok()).collect())
             .unwrap_or_default();

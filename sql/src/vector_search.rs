@@ -44,9 +44,9 @@ use quorumdb_vector::{IndexSpec, Metric};
 
 use crate::catalog::{IndexDef, TableDef};
 use crate::error::SqlError;
-use crate::provider::{QuorumTable, StateView};
+use crate::provider::{BatchView, QuorumTable};
 use crate::types::{Value, build_array};
-use crate::vectors::{SearchPath, VectorIndexes, spec_of};
+use crate::vector_indexes::{SearchPath, VectorIndexes, spec_of};
 
 /// Per-session search settings, carried in the DataFusion session config.
 #[derive(Debug, Clone, Copy)]
@@ -188,7 +188,7 @@ impl Vectors {
     }
 
     fn rows(a: &ArrayRef) -> datafusion::error::Result<Vec<Option<Vec<f32>>>> {
-        crate::values::vectors_of(a, None, "function argument").map_err(df_err)
+        crate::coerce::vectors_of(a, None, "function argument").map_err(df_err)
     }
 
     fn get(&self, i: usize) -> Option<&[f32]> {
@@ -545,7 +545,7 @@ impl TableProvider for VectorSearchTable {
 /// Runs one HNSW search and returns the `k` rows found.
 pub struct VectorSearchExec {
     def: Arc<TableDef>,
-    view: StateView,
+    view: BatchView,
     vectors: Arc<VectorIndexes>,
     index: IndexDef,
     query: Vec<f32>,

@@ -20,13 +20,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
-use quorumdb_state::{SharedRead, StateRead, try_scan};
+use quorumdb_state::{AppliedState, SharedState, try_scan};
 use quorumdb_vector::{HnswIndex, IndexSpec, Metric, TopK};
 
 use crate::catalog::{Catalog, IndexDef, IndexKind, RowDecoder, TableDef};
@@ -102,7 +102,7 @@ pub struct VectorIndexes {
     slots: RwLock<HashMap<(u32, u32), Arc<Slot>>>,
     epochs: AtomicU64,
     /// The applied state, once opened: what a graph is rebuilt from after a failed change.
-    state: RwLock<Option<SharedRead>>,
+    state: RwLock<Option<SharedState>>,
     /// Fault injection for tests: this many graph inserts panic (see [`Self::inject_insert_panics`]).
     failing_inserts: AtomicU32,
 }
@@ -338,40 +338,40 @@ impl VectorIndexes {
     fn build_in_background(self: &Arc<Self>, table: u32, index: u32, slot: Arc<Slot>, points: Vec<(u64, Vec<f32>)>) {
         let me = self.clone();
         spawn_logged(format!("hnsw-build-{table}-{index}"), move || {
-                let started = std::time::Instant::now();
-                let built = catch_unwind(AssertUnwindSafe(|| {
-                    let fresh = HnswIndex::with_capacity(slot.spec, points.len());
-                    fresh.insert_parallel(&points);
-                    fresh.refresh();
-                    fresh
-                }));
-                let Ok(fresh) = built else {
-                    // Searches stay exact (correct, slower); the next start builds it again.
-                    tracing::error!(table, index, "building an HNSW index panicked; it stays unbuilt");
-                    return;
-                };
-                let mut state = slot.state.lock();
-                let still_ours = me.slot(table, index).is_some_and(|s| s.epoch == slot.epoch);
-                if let (true, SlotState::Building { pending, .. }) = (still_ours, &mut *state) {
-                    for c in pending.drain(..) {
-                        match c {
-                            Change::Insert(id, v) => fresh.insert(id, &v),
-                            Change::Delete(id) => fresh.delete(id),
-                        }
+            let started = std::time::Instant::now();
+            let built = catch_unwind(AssertUnwindSafe(|| {
+                let fresh = HnswIndex::with_capacity(slot.spec, points.len());
+                fresh.insert_parallel(&points);
+                fresh.refresh();
+                fresh
+            }));
+            let Ok(fresh) = built else {
+                // Searches stay exact (correct, slower); the next start builds it again.
+                tracing::error!(table, index, "building an HNSW index panicked; it stays unbuilt");
+                return;
+            };
+            let mut state = slot.state.lock();
+            let still_ours = me.slot(table, index).is_some_and(|s| s.epoch == slot.epoch);
+            if let (true, SlotState::Building { pending, .. }) = (still_ours, &mut *state) {
+                for c in pending.drain(..) {
+                    match c {
+                        Change::Insert(id, v) => fresh.insert(id, &v),
+                        Change::Delete(id) => fresh.delete(id),
                     }
-                    Self::gauges(table, index, &fresh);
-                    *state = SlotState::Ready(Arc::new(fresh));
-                    metrics::histogram!("quorumdb_hnsw_build_seconds").record(started.elapsed().as_secs_f64());
-                    tracing::info!(
-                        table,
-                        index,
-                        points = points.len(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "built HNSW index"
-                    );
                 }
-                drop(state);
-                me.dump_slot(table, index, &slot);
+                Self::gauges(table, index, &fresh);
+                *state = SlotState::Ready(Arc::new(fresh));
+                metrics::histogram!("quorumdb_hnsw_build_seconds").record(started.elapsed().as_secs_f64());
+                tracing::info!(
+                    table,
+                    index,
+                    points = points.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "built HNSW index"
+                );
+            }
+            drop(state);
+            me.dump_slot(table, index, &slot);
         });
     }
 
@@ -388,8 +388,7 @@ impl VectorIndexes {
 
     /// Dumps every ready graph (at shutdown), so the next start loads instead of rebuilding.
     pub fn dump_all(&self) {
-        let slots: Vec<((u32, u32), Arc<Slot>)> =
-            self.slots.read().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let slots: Vec<((u32, u32), Arc<Slot>)> = self.slots.read().iter().map(|(k, v)| (*k, v.clone())).collect();
         for ((t, i), slot) in slots {
             self.dump_slot(t, i, &slot);
         }
@@ -400,8 +399,7 @@ impl VectorIndexes {
     /// a dump up to it, as after a restart.
     pub fn export_dumps(&self, dest: &Path) -> std::io::Result<()> {
         let Some(dir) = &self.dir else { return Ok(()) };
-        let mut slots: Vec<((u32, u32), Arc<Slot>)> =
-            self.slots.read().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut slots: Vec<((u32, u32), Arc<Slot>)> = self.slots.read().iter().map(|(k, v)| (*k, v.clone())).collect();
         slots.sort_by_key(|(k, _)| *k);
         for ((t, i), slot) in slots {
             // The slot lock keeps a concurrent dump from replacing the files meanwhile.
@@ -417,7 +415,7 @@ impl VectorIndexes {
     /// Forgets every graph (the state was replaced), takes the dumps that came with the new
     /// state (`files`, as [`Self::export_dumps`] wrote them) and loads the graphs again from
     /// `read`.
-    pub fn reset(self: &Arc<Self>, read: &SharedRead, files: Option<&Path>) -> Result<()> {
+    pub fn reset(self: &Arc<Self>, read: &SharedState, files: Option<&Path>) -> Result<()> {
         self.slots.write().clear();
         if let (Some(dir), Some(files)) = (&self.dir, files) {
             for e in std::fs::read_dir(files)? {
@@ -436,7 +434,7 @@ impl VectorIndexes {
     /// Brings up the graph of every HNSW index in the state: a dump that matches the state is
     /// loaded and completed with the points added since; otherwise the graph is rebuilt in
     /// the background (searches are exact meanwhile).
-    pub fn open(self: &Arc<Self>, read: &SharedRead) -> Result<()> {
+    pub fn open(self: &Arc<Self>, read: &SharedState) -> Result<()> {
         *self.state.write() = Some(read.clone());
         let catalog = Catalog::load(read.as_ref())?;
         for def in catalog.tables.values() {
@@ -448,7 +446,13 @@ impl VectorIndexes {
         Ok(())
     }
 
-    fn open_index(self: &Arc<Self>, read: &dyn StateRead, def: &TableDef, ix: &IndexDef, spec: IndexSpec) -> Result<()> {
+    fn open_index(
+        self: &Arc<Self>,
+        read: &dyn AppliedState,
+        def: &TableDef,
+        ix: &IndexDef,
+        spec: IndexSpec,
+    ) -> Result<()> {
         let (t, i) = (def.id, ix.id);
         let (live, (generation, next)) = live_points(read, def, ix)?;
         let loaded = match self.dump_dir(t, i).map(|d| HnswIndex::load(&d, &spec, generation)) {
@@ -528,7 +532,7 @@ impl VectorIndexes {
     #[allow(clippy::too_many_arguments)]
     pub fn search(
         &self,
-        read: &dyn StateRead,
+        read: &dyn AppliedState,
         def: &TableDef,
         ix: &IndexDef,
         query: &[f32],
@@ -613,7 +617,7 @@ impl VectorIndexes {
 
 /// Exact k-nearest search over every row of `def` (no index).
 pub fn exact_search(
-    read: &dyn StateRead,
+    read: &dyn AppliedState,
     def: &TableDef,
     column: usize,
     metric: Metric,
@@ -650,7 +654,7 @@ pub fn exact_search(
 
 /// The points an HNSW index has according to the state (`point id → row key`), with the
 /// index's generation and next point id.
-fn live_points(read: &dyn StateRead, def: &TableDef, ix: &IndexDef) -> Result<(Vec<(u64, Vec<u8>)>, (u64, u64))> {
+fn live_points(read: &dyn AppliedState, def: &TableDef, ix: &IndexDef) -> Result<(Vec<(u64, Vec<u8>)>, (u64, u64))> {
     let (t, i) = (def.id, ix.id);
     let counter =
         |key: Vec<u8>| -> Result<u64> { Ok(read.get(&key)?.map(|b| codec::decode_u64(&b)).transpose()?.unwrap_or(0)) };
@@ -671,7 +675,7 @@ fn live_points(read: &dyn StateRead, def: &TableDef, ix: &IndexDef) -> Result<(V
 /// The vectors of `points` (`point id → row key`), read from their rows; rows without a
 /// vector are left out.
 fn vectors_of(
-    read: &dyn StateRead,
+    read: &dyn AppliedState,
     def: &TableDef,
     ix: &IndexDef,
     points: &[(u64, Vec<u8>)],
