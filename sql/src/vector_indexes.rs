@@ -121,6 +121,8 @@ pub enum SearchPath {
     ExactIndexBuilding,
     /// Exact: the filter let too few of the graph's candidates through.
     ExactSelectiveFilter,
+    /// Exact: the graph reached fewer than `k` of its live points (a LIMIT is a promise).
+    ExactGraphShort,
 }
 
 impl SearchPath {
@@ -129,6 +131,7 @@ impl SearchPath {
             Self::Hnsw => "hnsw",
             Self::ExactIndexBuilding => "exact (index building)",
             Self::ExactSelectiveFilter => "exact (selective filter)",
+            Self::ExactGraphShort => "exact (graph short of k)",
         }
     }
 }
@@ -604,10 +607,14 @@ impl VectorIndexes {
                 out.push(Found { key, row, distance });
             }
         }
-        if out.len() < k && (exhausted.get() || graph.live() > out.len()) && pred.is_some() {
+        // Fewer than `k` rows while the graph holds more live points: a filter that let too
+        // few candidates through, or a graph that did not reach them. Either way the exact
+        // scan gives the answer the query asked for.
+        if out.len() < k && (exhausted.get() || graph.live() > out.len()) {
             metrics::counter!("quorumdb_vector_searches_total", "path" => "exact").increment(1);
             let rows = exact_search(read, def, column, spec.metric, query, k, pred)?;
-            return Ok((rows, SearchPath::ExactSelectiveFilter));
+            let path = if pred.is_some() { SearchPath::ExactSelectiveFilter } else { SearchPath::ExactGraphShort };
+            return Ok((rows, path));
         }
         metrics::counter!("quorumdb_vector_searches_total", "path" => "hnsw").increment(1);
         out.sort_by(|a, b| a.distance.total_cmp(&b.distance));

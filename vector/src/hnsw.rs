@@ -135,6 +135,8 @@ pub struct DumpManifest {
 }
 
 const DUMP_FORMAT: u32 = 1;
+/// Builds smaller than this insert one point at a time (see `insert_parallel`).
+const PARALLEL_BUILD_MIN: usize = 2_000;
 const BASENAME: &str = "graph";
 
 pub struct HnswIndex {
@@ -234,7 +236,10 @@ impl HnswIndex {
             set_bit(&mut ids.present, id, true);
             ids.points += 1;
         }
-        if self.flat.read().is_some() {
+        // The flat guard is held while the delta changes, so a search sees a flat copy and
+        // the delta that goes with it (see `search`).
+        let flat = self.flat.read();
+        if flat.is_some() {
             self.delta.write().push((id, v));
         }
     }
@@ -243,6 +248,14 @@ impl HnswIndex {
     /// graph from existing rows. Same preconditions as [`Self::insert`]; the ids must be new.
     /// The graph differs from a sequential build's (order of insertion), not its quality.
     pub fn insert_parallel(&self, points: &[(u64, Vec<f32>)]) {
+        if points.len() < PARALLEL_BUILD_MIN {
+            // Concurrent inserts into a near-empty graph can leave points unreachable from
+            // the entry point; a small graph is built one point at a time (still fast).
+            for (id, v) in points {
+                self.insert(*id, v);
+            }
+            return;
+        }
         let _w = self.writer.lock();
         let prepared: Vec<(u64, Vec<f32>)> = points
             .iter()
@@ -260,7 +273,8 @@ impl HnswIndex {
             }
         }
         drop(ids);
-        if self.flat.read().is_some() {
+        let flat = self.flat.read();
+        if flat.is_some() {
             self.delta.write().extend(prepared);
         }
     }
@@ -294,8 +308,14 @@ impl HnswIndex {
             }
         }
         let flat = FlatGraph::build(self.spec.metric, self.spec.dim, points).map(Arc::new);
-        *self.flat.write() = flat;
-        self.delta.write().clear();
+        // Swapped together: no search may pair the new copy's absence of a point with an
+        // already cleared delta.
+        let mut current = self.flat.write();
+        let mut delta = self.delta.write();
+        *current = flat;
+        delta.clear();
+        drop(delta);
+        drop(current);
         self.refreshing.store(false, Ordering::Release);
     }
 
@@ -333,25 +353,39 @@ impl HnswIndex {
             memo.borrow_mut().insert(id, ok);
             ok
         };
-        let flat = self.flat.read().clone();
-        if let Some(flat) = flat {
-            // The flat copy, plus an exact look at the points inserted since it was made.
-            let mut hits = flat.search(&q, k, ef, &filter);
-            let seen: std::collections::HashSet<u64> = hits.iter().map(|h| h.0).collect();
-            for (id, v) in self.delta.read().iter() {
-                if !seen.contains(id) && filter(*id) {
-                    hits.push((*id, self.spec.metric.graph_distance(&q, v)));
-                }
-            }
-            hits.sort_by(|a, b| a.1.total_cmp(&b.1));
-            hits.truncate(k);
-            return hits.into_iter().map(|(id, d)| Hit { id, graph_distance: d }).collect();
-        }
-        let hits = if accept.is_none() && !has_dead {
-            self.graph.search(&q, k, ef)
+        // The flat copy and its delta are read as one pair: `refresh` swaps the copy and
+        // clears the delta under both write guards.
+        let (flat, mut hits) = {
+            let current = self.flat.read();
+            let Some(flat) = current.clone() else {
+                drop(current);
+                return self.search_graph(&q, k, ef, accept.is_none() && !has_dead, &filter);
+            };
+            // An exact look at the points inserted since the copy was made.
+            let delta = self.delta.read();
+            drop(current);
+            let hits: Vec<(u64, f32)> = delta
+                .iter()
+                .filter(|(id, _)| filter(*id))
+                .map(|(id, v)| (*id, self.spec.metric.graph_distance(&q, v)))
+                .collect();
+            (flat, hits)
+        };
+        let seen: std::collections::HashSet<u64> = hits.iter().map(|h| h.0).collect();
+        let from_flat = flat.search(&q, k, ef, &filter);
+        hits.extend(from_flat.into_iter().filter(|h| !seen.contains(&h.0)));
+        hits.sort_by(|a, b| a.1.total_cmp(&b.1));
+        hits.truncate(k);
+        hits.into_iter().map(|(id, d)| Hit { id, graph_distance: d }).collect()
+    }
+
+    /// A search of hnsw_rs's own graph (before the first flat copy exists).
+    fn search_graph(&self, q: &[f32], k: usize, ef: usize, unfiltered: bool, filter: &dyn Fn(u64) -> bool) -> Vec<Hit> {
+        let hits = if unfiltered {
+            self.graph.search(q, k, ef)
         } else {
             let f = |id: &usize| filter(*id as u64);
-            self.graph.search_filter(&q, k, ef, Some(&f))
+            self.graph.search_filter(q, k, ef, Some(&f))
         };
         hits.into_iter().map(|n| Hit { id: n.d_id as u64, graph_distance: n.distance }).collect()
     }

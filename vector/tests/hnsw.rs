@@ -244,3 +244,26 @@ fn an_empty_graph_refreshes_dumps_and_loads() {
     back.refresh();
     assert!(back.search(&[0.0; 4], 3, 10, None).is_empty());
 }
+
+#[test]
+fn small_builds_reach_every_point() {
+    // A LIMIT k search of a table with n >= k rows must find k: a small graph built in one go
+    // (CREATE INDEX on a small table) has every point reachable, before and after a refresh.
+    for n in 1..=40usize {
+        let data = dataset(n, 3, n as u64);
+        let points: Vec<(u64, Vec<f32>)> = data.iter().cloned().enumerate().map(|(i, v)| (i as u64, v)).collect();
+        let index = HnswIndex::with_capacity(IndexSpec::new(3, Metric::L2), n);
+        index.insert_parallel(&points);
+        for refreshed in [false, true] {
+            if refreshed {
+                index.refresh();
+            }
+            for q in &data {
+                let got = index.search(q, n.min(4), 40, None);
+                assert_eq!(got.len(), n.min(4), "n={n} refreshed={refreshed}");
+                let want = exact(&data, q, n.min(4), Metric::L2, |_| true);
+                assert_eq!(got.iter().map(|h| h.id).collect::<Vec<_>>(), want, "n={n} refreshed={refreshed}");
+            }
+        }
+    }
+}
