@@ -89,6 +89,13 @@ impl Node {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
+            // TCP_NODELAY: a response written in more than one piece (gRPC frames, an HTTP
+            // body after its head) must not wait for the peer's delayed ACK (Nagle).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
             if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
                 tracing::error!(error = %e, "server stopped with an error");
             }
