@@ -17,6 +17,7 @@ pub mod coerce;
 pub mod command;
 pub mod engine;
 pub mod error;
+pub mod json;
 pub mod memory;
 pub mod planner;
 pub mod provider;

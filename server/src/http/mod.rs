@@ -217,7 +217,7 @@ async fn sql_post(State(s): State<NodeContext>, Query(p): Query<ReadParams>, bod
     })?;
     let level = kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?;
     let (results, info) = crate::sql::execute(&s.sql, &s.replica, &body.sql, &body.params, level).await?;
-    let mut resp = Json(crate::sql::results_json(&results)?).into_response();
+    let mut resp = Json(quorumdb_sql::json::results_json(&results)?).into_response();
     if let Some(info) = info {
         add_read_headers(&mut resp, &info);
     }

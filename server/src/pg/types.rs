@@ -247,7 +247,7 @@ fn binary_param(raw: &[u8], ty: &Type) -> Result<Value, String> {
         Type::INT8 => json!(get::<i64>(ty, raw)?),
         Type::FLOAT4 | Type::FLOAT8 => {
             let f = if *ty == Type::FLOAT4 { f64::from(get::<f32>(ty, raw)?) } else { get::<f64>(ty, raw)? };
-            crate::sql::float_json(f)
+            quorumdb_sql::json::float_json(f)
         }
         Type::BOOL => json!(get::<bool>(ty, raw)?),
         Type::BYTEA => {
