@@ -1,4 +1,5 @@
 //! openraft's storage conformance suite against our RocksDB log and state machine.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may unwrap: a failure is a failed test
 
 use std::sync::Arc;
 

@@ -1,10 +1,9 @@
 //! Cluster tests, one binary, numbered by kind (as openraft's):
-//! t0x storage, t1x basic replication, t2x failures and recovery, t3x membership and
+//! t0x formats and old data, t1x basic replication, t2x failures and recovery, t3x membership and
 //! leadership, t4x network faults, t5x separate processes, t6x SQL, t7x vectors, t8x clients
 //! and loaders, t9x snapshots and backups.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test may unwrap: a failure is a failed test
 
-mod t05_storage_suite;
 mod t06_old_format;
 mod t10_election;
 mod t11_replication;
