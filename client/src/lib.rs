@@ -12,6 +12,7 @@ pub mod backup;
 pub mod error;
 pub mod load;
 pub mod load_command;
+pub mod progress;
 pub mod shell;
 pub mod vectors;
 

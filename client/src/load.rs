@@ -17,7 +17,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -26,7 +26,8 @@ use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -331,7 +332,7 @@ async fn send_chunk(
         };
         let mut delay = Duration::from_millis(50);
         let outcome = loop {
-            tally.lock().expect("tally lock").requests += 1;
+            tally.lock().requests += 1;
             match api.insert(table, &batch).await {
                 Ok(Err(e)) if e.retryable && delay < Duration::from_secs(20) => {}
                 Err(e) if delay < Duration::from_secs(20) => eprintln!("warning: request failed ({e}); retrying"),
@@ -342,8 +343,8 @@ async fn send_chunk(
         };
         match outcome {
             Ok(k) => {
-                tally.lock().expect("tally lock").loaded += k;
-                bar.set_message(format!("{} rows loaded", tally.lock().expect("tally lock").loaded));
+                tally.lock().loaded += k;
+                bar.set_message(format!("{} rows loaded", tally.lock().loaded));
             }
             Err(e) if e.blames_rows() => match e.row.filter(|r| *r < rows.len()) {
                 Some(r) => {
@@ -372,12 +373,7 @@ fn reject(chunk: &Chunk, row: u32, e: &ApiError, tally: &Mutex<Tally>) {
         (Some(_), Some((head, rest))) if head.starts_with("row ") => rest.to_string(),
         _ => e.message.clone(),
     };
-    tally.lock().expect("tally lock").rejected.push(Rejected {
-        line: chunk.lines[row as usize],
-        code: e.code.clone(),
-        message,
-        row: value,
-    });
+    tally.lock().rejected.push(Rejected { line: chunk.lines[row as usize], code: e.code.clone(), message, row: value });
 }
 
 /// Sends the chunks `produce` makes (on a blocking thread) with `in_flight` requests at once.
@@ -424,7 +420,7 @@ where
         return Err(e);
     }
     bar.finish_and_clear();
-    let mut t = std::mem::take(&mut *tally.lock().expect("tally lock"));
+    let mut t = std::mem::take(&mut *tally.lock());
     t.rejected.extend(read_rejects);
     t.rejected.sort_by_key(|r| r.line);
     Ok(TableLoadReport {
@@ -469,7 +465,7 @@ fn progress_bar(show: bool, len: u64, unit: &str) -> ProgressBar {
     } else {
         "{bar:40} {pos}/{len} rows ({per_sec}, eta {eta}) {msg}"
     };
-    bar.set_style(ProgressStyle::with_template(template).expect("progress template"));
+    bar.set_style(crate::progress::bar_style(template));
     bar
 }
 
@@ -552,7 +548,9 @@ pub async fn load_table(path: &Path, o: &TableLoadOptions) -> anyhow::Result<Tab
             .await?
         }
         Format::Jsonl => {
-            let schema = file_schema.clone().expect("JSON lines have a schema");
+            let Some(schema) = file_schema.clone() else {
+                bail!("{}: no schema could be read from the JSON lines", path.display())
+            };
             let bar = progress_bar(o.progress, size, "bytes");
             send_chunks(&api, &table, o.in_flight, bar, move |send, bar| {
                 read_jsonl(&path, &schema, &targets, batch_rows, send, bar)

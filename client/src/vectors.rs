@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::{Value, json};
 
 /// What a load did.
@@ -79,8 +79,15 @@ fn next_fvec(r: &mut impl Read) -> anyhow::Result<Option<Vec<f32>>> {
     Ok(Some(f32s(&bytes)))
 }
 
+/// The first 8 bytes of `c` (a chunk of exactly 8).
+fn le8(c: &[u8]) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&c[..8]);
+    out
+}
+
 fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 /// The header of an `.npy` file.
@@ -103,7 +110,7 @@ pub fn parse_npy_header(bytes: &[u8]) -> anyhow::Result<NpyHeader> {
     }
     let (len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
         v => bail!("unsupported .npy format version {v}"),
     };
     let text = bytes.get(start..start + len).context("truncated .npy header")?;
@@ -141,7 +148,7 @@ fn read_npy_header(r: &mut impl Read) -> anyhow::Result<NpyHeader> {
     r.read_exact(&mut head).context("truncated .npy file")?;
     let total = match head[6] {
         1 => 10 + u16::from_le_bytes([head[8], head[9]]) as usize,
-        _ => 12 + u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize,
+        _ => 12 + u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize,
     };
     if total > 1 << 20 {
         bail!("an .npy header of {total} bytes");
@@ -226,11 +233,11 @@ pub fn read_ids(path: &Path) -> anyhow::Result<Vec<i64>> {
             .chunks_exact(width)
             .map(|c| {
                 Ok(match h.descr.as_str() {
-                    "<i8" => i64::from_le_bytes(c.try_into().expect("8 bytes")),
-                    "<u8" => i64::try_from(u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    "<i8" => i64::from_le_bytes(le8(c)),
+                    "<u8" => i64::try_from(u64::from_le_bytes(le8(c)))
                         .map_err(|_| anyhow::anyhow!("{}: an id beyond 2^63", ctx()))?,
-                    "<i4" => i64::from(i32::from_le_bytes(c.try_into().expect("4 bytes"))),
-                    _ => i64::from(u32::from_le_bytes(c.try_into().expect("4 bytes"))),
+                    "<i4" => i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                    _ => i64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
                 })
             })
             .collect();
@@ -268,9 +275,7 @@ pub async fn load_vectors(path: &Path, o: &LoadOptions<'_>) -> anyhow::Result<Lo
     let total = o.limit.unwrap_or(u64::MAX);
     let estimate = total.min(file.len);
     let bar = if o.progress { ProgressBar::new(estimate) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} vectors, {per_sec}, eta {eta}").expect("progress template"),
-    );
+    bar.set_style(crate::progress::bar_style("{bar:40} {pos}/{len} vectors, {per_sec}, eta {eta}"));
     let started = Instant::now();
     let mut report = LoadReport::default();
     let mut next = file.next_vector()?;
@@ -375,10 +380,7 @@ pub async fn load_vectors_into_table(
         Field::new(&o.column, DataType::FixedSizeList(item.clone(), dim as i32), true),
     ]));
     let bar = if o.progress { ProgressBar::new(file.len) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} vectors ({per_sec}, eta {eta}) {msg}")
-            .expect("progress template"),
-    );
+    bar.set_style(crate::progress::bar_style("{bar:40} {pos}/{len} vectors ({per_sec}, eta {eta}) {msg}"));
     let (batch_rows, first_id) = (o.batch_rows.max(1), o.first_id);
     let mut report = send_chunks(&api, &o.table, o.in_flight, bar, move |send, bar| {
         let mut row = 0u64;

@@ -659,15 +659,18 @@ pub fn exact_search(
     Ok(top.into_sorted().into_iter().map(|(distance, (key, row))| Found { key, row, distance }).collect())
 }
 
-/// The points an HNSW index has according to the state (`point id → row key`), with the
-/// index's generation and next point id.
-fn live_points(read: &dyn AppliedState, def: &TableDef, ix: &IndexDef) -> Result<(Vec<(u64, Vec<u8>)>, (u64, u64))> {
+/// An index's points according to the state: `point id → row key`.
+type PointRows = Vec<(u64, Vec<u8>)>;
+
+/// The points an HNSW index has according to the state, with the index's generation and next
+/// point id.
+fn live_points(read: &dyn AppliedState, def: &TableDef, ix: &IndexDef) -> Result<(PointRows, (u64, u64))> {
     let (t, i) = (def.id, ix.id);
     let counter =
         |key: Vec<u8>| -> Result<u64> { Ok(read.get(&key)?.map(|b| codec::decode_u64(&b)).transpose()?.unwrap_or(0)) };
     let generation = counter(codec::vector_generation_key(t, i))?;
     let next = counter(codec::vector_next_key(t, i))?;
-    let mut live: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut live = PointRows::new();
     let (start, end) = codec::vector_points_range(t, i);
     try_scan(
         |f| read.scan(&start, &end, f),

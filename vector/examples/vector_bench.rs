@@ -9,6 +9,7 @@
 //! ```
 //! `--write DIR` saves the data as `.fvecs`/`.ivecs` so another library can be run on it
 //! (`scripts/peer_bench.py hnswlib|faiss DIR`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a failure ends the run with its message
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -316,7 +316,7 @@ impl Session {
                 return Err(ShellError::TransactionLost);
             }
         }
-        let client = self.client.as_ref().expect("connected above");
+        let Some(client) = self.client.as_ref() else { return Err(not_connected()) };
         let result = client.simple_query(sql).await;
         let broken = match &result {
             Err(e) if connection_broken(e, client) => true,
@@ -345,7 +345,7 @@ impl Session {
                 if !is_read_only(sql) || in_transaction {
                     return Err(ShellError::OutcomeUnknown);
                 }
-                let client = self.client.as_ref().expect("reconnected");
+                let Some(client) = self.client.as_ref() else { return Err(not_connected()) };
                 client.simple_query(sql).await.map(replies).map_err(|e| server_error(&e))
             }
             Err(e) => Err(server_error(&e)),
@@ -437,6 +437,11 @@ impl Session {
             }
         }
     }
+}
+
+/// After a successful `reconnect` there is a client; this is what it would say otherwise.
+fn not_connected() -> ShellError {
+    ShellError::NoNode("no connection after reconnecting".into())
 }
 
 #[cfg(test)]

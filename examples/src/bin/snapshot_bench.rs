@@ -8,6 +8,7 @@
 //! for a snapshot and times it until status shows it; starts node 2 with an empty data dir
 //! (`--join`) and times it until it has applied everything; then copies node 1's snapshot
 //! files over 127.0.0.1 (fsync per file, as the receiver does) and with `cp`. Prints JSON.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a failure ends the run with its message
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -10,6 +10,7 @@
 //! loads rows with batched INSERTs (rows/s), then measures single-row INSERTs and primary-key
 //! SELECTs at each consistency level (ops/s, p50/p99), then times an aggregate and a join over
 //! all rows.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: a failure ends the run with its message
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
