@@ -21,10 +21,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use harness::{SltType, SqlFailure};
+use harness::{SltDb, SqlFailure};
 use quorumdb_sql::memory::MemoryState;
 use quorumdb_sql::{Engine, SqlError};
-use sqllogictest::{AsyncDB, DBOutput, Runner};
+use sqllogictest::Runner;
 
 /// One database: the engine on an in-memory state, shared by the file's connections.
 struct MemoryDb {
@@ -37,30 +37,12 @@ fn failure(e: SqlError) -> SqlFailure {
 }
 
 #[async_trait::async_trait]
-impl AsyncDB for MemoryDb {
-    type Error = SqlFailure;
-    type ColumnType = SltType;
-
-    async fn run(&mut self, sql: &str) -> Result<DBOutput<SltType>, SqlFailure> {
+impl harness::Answer for MemoryDb {
+    async fn results(&mut self, sql: &str) -> Result<Vec<serde_json::Value>, SqlFailure> {
         let parsed = self.engine.parse(sql, &[]).map_err(failure)?;
         let results = self.engine.execute(parsed, self.state.as_ref()).await.map_err(failure)?;
         let json = quorumdb_sql::json::results_json(&results).map_err(failure)?;
-        let results = json.get("results").and_then(|r| r.as_array()).cloned().unwrap_or_default();
-        Ok(harness::to_output(&results))
-    }
-
-    async fn shutdown(&mut self) {}
-
-    fn engine_name(&self) -> &str {
-        "quorumdb"
-    }
-
-    async fn sleep(dur: Duration) {
-        tokio::time::sleep(dur).await;
-    }
-
-    fn error_sql_state(err: &SqlFailure) -> Option<String> {
-        err.code.clone()
+        Ok(json.get("results").and_then(|r| r.as_array()).cloned().unwrap_or_default())
     }
 }
 
@@ -68,7 +50,7 @@ async fn run_file(path: std::path::PathBuf, complete: bool, color: bool) -> Resu
     let state = MemoryState::new();
     let engine = Arc::new(Engine::new(state.clone(), state.vectors()));
     let mut runner = Runner::new(move || {
-        let db = MemoryDb { state: state.clone(), engine: engine.clone() };
+        let db = SltDb(MemoryDb { state: state.clone(), engine: engine.clone() });
         async move { Ok::<_, SqlFailure>(db) }
     });
     runner.add_label("quorumdb");

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sqllogictest::{ColumnType, DBOutput};
+use sqllogictest::{AsyncDB, ColumnType, DBOutput};
 
 /// Where the `.slt` files live.
 pub fn slt_dir() -> PathBuf {
@@ -66,6 +66,39 @@ impl ColumnType for SltType {
 
     fn to_char(&self) -> char {
         self.0
+    }
+}
+
+/// An engine the files run on: it answers one record's SQL with the API's `results` array.
+#[async_trait::async_trait]
+pub trait Answer: Send {
+    async fn results(&mut self, sql: &str) -> Result<Vec<Value>, SqlFailure>;
+}
+
+/// A sqllogictest connection to an engine: the one `AsyncDB` both runners use.
+pub struct SltDb<E>(pub E);
+
+#[async_trait::async_trait]
+impl<E: Answer> AsyncDB for SltDb<E> {
+    type Error = SqlFailure;
+    type ColumnType = SltType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<SltType>, SqlFailure> {
+        Ok(to_output(&self.0.results(sql).await?))
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "quorumdb"
+    }
+
+    async fn sleep(dur: Duration) {
+        tokio::time::sleep(dur).await;
+    }
+
+    fn error_sql_state(err: &SqlFailure) -> Option<String> {
+        err.code.clone()
     }
 }
 

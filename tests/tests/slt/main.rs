@@ -27,10 +27,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use harness::{SltType, SqlFailure as SqlError};
+use harness::{SltDb, SqlFailure as SqlError};
 use quorumdb_tests::TestCluster;
 use serde_json::{Value, json};
-use sqllogictest::{AsyncDB, DBOutput, Runner};
+use sqllogictest::Runner;
 
 /// Cluster sizes every file runs against.
 const SIZES: [u64; 2] = [1, 3];
@@ -83,17 +83,14 @@ impl HttpDb {
 }
 
 #[async_trait::async_trait]
-impl AsyncDB for HttpDb {
-    type Error = SqlError;
-    type ColumnType = SltType;
-
-    async fn run(&mut self, sql: &str) -> Result<DBOutput<SltType>, SqlError> {
+impl harness::Answer for HttpDb {
+    async fn results(&mut self, sql: &str) -> Result<Vec<Value>, SqlError> {
         let node = self.next % self.addrs.len();
         self.next += 1;
         let deadline = Instant::now() + RETRY_FOR;
-        let results = loop {
+        loop {
             match self.send(node, sql).await {
-                Ok(results) => break results,
+                Ok(results) => return Ok(results),
                 Err((e, true)) if Instant::now() < deadline => {
                     if self.trace {
                         eprintln!("[slt] retrying after a retryable error: {e}");
@@ -102,22 +99,7 @@ impl AsyncDB for HttpDb {
                 }
                 Err((e, _)) => return Err(e),
             }
-        };
-        Ok(harness::to_output(&results))
-    }
-
-    async fn shutdown(&mut self) {}
-
-    fn engine_name(&self) -> &str {
-        "quorumdb"
-    }
-
-    async fn sleep(dur: Duration) {
-        tokio::time::sleep(dur).await;
-    }
-
-    fn error_sql_state(err: &SqlError) -> Option<String> {
-        err.code.clone()
+        }
     }
 }
 
@@ -128,7 +110,7 @@ async fn run_file(path: PathBuf, nodes: u64, complete: bool, color: bool, trace:
     let addrs: Arc<Vec<String>> = Arc::new(cluster.running().into_iter().map(|id| cluster.addr(id)).collect());
     let http = cluster.http.clone();
     let mut runner = Runner::new(move || {
-        let db = HttpDb { http: http.clone(), addrs: addrs.clone(), next: 0, trace };
+        let db = SltDb(HttpDb { http: http.clone(), addrs: addrs.clone(), next: 0, trace });
         async move { Ok::<_, SqlError>(db) }
     });
     runner.add_label("quorumdb");
