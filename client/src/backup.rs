@@ -256,7 +256,7 @@ async fn load_table(api: &Api, dir: &Path, t: &TableEntry, o: &RestoreOptions) -
     // Rows without a key get their hidden row ids in arrival order: send them in file order.
     let in_flight = if t.primary_key.is_empty() { 1 } else { o.in_flight };
     let bar = if o.progress { ProgressBar::new(t.rows) } else { ProgressBar::hidden() };
-    bar.set_style(crate::progress::bar_style("{prefix:>16} {bar:40} {pos}/{len} rows ({per_sec}, eta {eta})"));
+    bar.set_style(crate::progress::bar_style(crate::progress::TABLE_ROWS));
     bar.set_prefix(t.name.clone());
     let report = send_chunks(api, &t.name, in_flight, bar, move |send, bar| {
         let schema = reader.schema();

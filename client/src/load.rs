@@ -460,11 +460,7 @@ fn progress_bar(show: bool, len: u64, unit: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
-    let template = if unit == "bytes" {
-        "{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta}) {msg}"
-    } else {
-        "{bar:40} {pos}/{len} rows ({per_sec}, eta {eta}) {msg}"
-    };
+    let template = if unit == "bytes" { crate::progress::LOAD_BYTES } else { crate::progress::LOAD_ROWS };
     bar.set_style(crate::progress::bar_style(template));
     bar
 }

@@ -275,7 +275,7 @@ pub async fn load_vectors(path: &Path, o: &LoadOptions<'_>) -> anyhow::Result<Lo
     let total = o.limit.unwrap_or(u64::MAX);
     let estimate = total.min(file.len);
     let bar = if o.progress { ProgressBar::new(estimate) } else { ProgressBar::hidden() };
-    bar.set_style(crate::progress::bar_style("{bar:40} {pos}/{len} vectors, {per_sec}, eta {eta}"));
+    bar.set_style(crate::progress::bar_style(crate::progress::VECTORS));
     let started = Instant::now();
     let mut report = LoadReport::default();
     let mut next = file.next_vector()?;
@@ -380,7 +380,7 @@ pub async fn load_vectors_into_table(
         Field::new(&o.column, DataType::FixedSizeList(item.clone(), dim as i32), true),
     ]));
     let bar = if o.progress { ProgressBar::new(file.len) } else { ProgressBar::hidden() };
-    bar.set_style(crate::progress::bar_style("{bar:40} {pos}/{len} vectors ({per_sec}, eta {eta}) {msg}"));
+    bar.set_style(crate::progress::bar_style(crate::progress::VECTOR_ROWS));
     let (batch_rows, first_id) = (o.batch_rows.max(1), o.first_id);
     let mut report = send_chunks(&api, &o.table, o.in_flight, bar, move |send, bar| {
         let mut row = 0u64;
