@@ -4,12 +4,15 @@
 //! Owns the choice of guard for a target read: row guards when the `WHERE` is a primary-key
 //! point (see `point.rs`), otherwise the table's version; every other table the statement
 //! reads is guarded as a whole. A primary key changed by UPDATE moves the row (delete, insert).
+//! A `WHERE` that is nothing but a primary-key point is read without a DataFusion plan
+//! ([`Planner::read_point`]): the rows are looked up by key and the SET expressions evaluated
+//! over them.
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::sql::sqlparser::ast::{self, AssignmentTarget, Expr, FromTable, Statement, TableFactor};
 
 use super::point::point_guards;
-use super::{Planner, StatementResult, ident, object_name, parse_one, point_keys, quote, run_query};
+use super::{Planner, StatementResult, ident, object_name, parse_one, point_keys, pure_point_keys, quote, run_query};
 use crate::catalog::{HASH_COLUMN, KEY_COLUMN, TableDef};
 use crate::codec;
 use crate::coerce::coerce_array;
@@ -19,7 +22,7 @@ use crate::types::Value;
 
 impl Planner<'_> {
     /// Reads the rows an UPDATE/DELETE targets: key, hash and every visible column, plus
-    /// `extra` expressions. Returns the batches and the row guards to record (the target table
+    /// `extra` expressions (the new values of an UPDATE's SET, in order). Returns the batches and the row guards to record (the target table
     /// is guarded as a whole unless the read is a primary-key point whose rows it returned or
     /// that has none).
     async fn read_targets(
@@ -27,7 +30,7 @@ impl Planner<'_> {
         def: &TableDef,
         stmt_for_relations: &Statement,
         selection: Option<&Expr>,
-        extra: &[String],
+        extra: &[Expr],
     ) -> Result<(Vec<RecordBatch>, Vec<RowGuard>)> {
         let target_refs = self.guard_relations(stmt_for_relations, Some(&def.name))?;
         let points = if target_refs == 1 { selection.and_then(|s| point_keys(def, s)) } else { None };
@@ -40,14 +43,20 @@ impl Planner<'_> {
                 None
             }
         };
-        let mut select = vec![quote(KEY_COLUMN), quote(HASH_COLUMN)];
-        select.extend(def.visible().map(|c| quote(&def.columns[c].name)));
-        select.extend(extra.iter().cloned());
-        let mut sql = format!("SELECT {} FROM {}", select.join(", "), quote(&def.name));
-        if let Some(s) = selection {
-            sql.push_str(&format!(" WHERE {s}"));
-        }
-        let (_, batches) = run_query(&self.ctx(true), parse_one(&sql)?).await?;
+        let pure = if target_refs == 1 { selection.and_then(|s| pure_point_keys(def, s)) } else { None };
+        let batches = match pure.and_then(|keys| self.read_point(def, &keys, extra).transpose()) {
+            Some(read) => vec![read?],
+            None => {
+                let mut select = vec![quote(KEY_COLUMN), quote(HASH_COLUMN)];
+                select.extend(def.visible().map(|c| quote(&def.columns[c].name)));
+                select.extend(extra.iter().enumerate().map(|(i, e)| format!("{e} AS \"__new_{}\"", i + 1)));
+                let mut sql = format!("SELECT {} FROM {}", select.join(", "), quote(&def.name));
+                if let Some(s) = selection {
+                    sql.push_str(&format!(" WHERE {s}"));
+                }
+                run_query(&self.ctx(true), parse_one(&sql)?).await?.1
+            }
+        };
         let Some(keys) = points else { return Ok((batches, Vec::new())) };
         match point_guards(&self.view(), def.id, &keys, &batches)? {
             Some(guards) => Ok((batches, guards)),
@@ -83,7 +92,7 @@ impl Planner<'_> {
                 return Err(SqlError::DuplicateColumn(cname));
             }
             targets.push(c);
-            exprs.push(format!("{} AS \"__new_{}\"", a.value, targets.len()));
+            exprs.push(a.value.clone());
         }
         let stmt = Statement::Update(up.clone());
         let (batches, guards) = self.read_targets(&def, &stmt, up.selection.as_ref(), &exprs).await?;
