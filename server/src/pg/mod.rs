@@ -174,6 +174,14 @@ impl StartupHandler for Startup {
             PgWireFrontendMessage::Startup(ref startup) => {
                 pgwire::api::auth::protocol_negotiation(client, startup).await?;
                 pgwire::api::auth::save_startup_parameters_to_metadata(client, startup);
+                // `options=-c name=value` (libpq's PGOPTIONS): settings for the whole session.
+                if let Some(options) = startup.parameters.get("options") {
+                    let session = session_of(client);
+                    let mut session = session.lock().await;
+                    for (name, value) in startup_options(options)? {
+                        session.set(&name, Some(value))?;
+                    }
+                }
                 self.driver.begin_authentication(client, self.mechanism()).await?
             }
             PgWireFrontendMessage::PasswordMessageFamily(m) => self.driver.advance_authentication(client, m).await?,
@@ -311,7 +319,12 @@ impl PgSession {
     /// `SET`/`SHOW` of a setting this layer owns; `None` if `s` is not one.
     fn setting(&mut self, s: &Statement) -> Option<PgWireResult<StatementResult>> {
         let (name, value) = our_setting(s)?;
-        Some(match (name.as_str(), value) {
+        Some(self.set(&name, value))
+    }
+
+    /// Sets `name` to `value`, or (`None`) shows it.
+    fn set(&mut self, name: &str, value: Option<String>) -> PgWireResult<StatementResult> {
+        match (name, value) {
             ("consistency", Some(v)) => match v.trim().to_ascii_lowercase().parse::<Consistency>() {
                 Ok(c) => {
                     self.consistency = c;
@@ -345,8 +358,39 @@ impl PgSession {
                 None => Ok(show(n, self.other.get(n).cloned().unwrap_or_else(|| default_of(n).into()))),
             },
             (n, _) => Err(user_error("42704", format!("unrecognized configuration parameter \"{n}\""))),
-        })
+        }
     }
+}
+
+/// The `name=value` pairs of a startup packet's `options` (`-c name=value`, `-cname=value` or
+/// `--name=value`, separated by spaces; `\ ` is a space inside a value), names lower-cased.
+fn startup_options(options: &str) -> PgWireResult<Vec<(String, String)>> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_whitespace() => words.extend((!word.is_empty()).then(|| std::mem::take(&mut word))),
+            c => word.push(c),
+        }
+    }
+    words.extend((!word.is_empty()).then_some(word));
+    let bad = |w: &str| user_error("22023", format!("invalid startup option \"{w}\": expected -c name=value"));
+    let mut pairs = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(w) = words.next() {
+        let setting = match w.as_str() {
+            "-c" => words.next().ok_or_else(|| bad(&w))?,
+            _ => match w.strip_prefix("--").or_else(|| w.strip_prefix("-c")) {
+                Some(rest) => rest.to_string(),
+                None => return Err(bad(&w)),
+            },
+        };
+        let (name, value) = setting.split_once('=').ok_or_else(|| bad(&setting))?;
+        pairs.push((name.trim().replace('-', "_").to_ascii_lowercase(), value.to_string()));
+    }
+    Ok(pairs)
 }
 
 fn default_of(name: &str) -> &'static str {
@@ -698,6 +742,23 @@ mod tests {
         assert_eq!(parse_timeout("1min"), Some(Duration::from_secs(60)));
         assert_eq!(parse_timeout("0"), Some(Duration::ZERO));
         assert_eq!(parse_timeout("soon"), None);
+    }
+
+    #[test]
+    fn startup_options_are_read_like_libpq_s() {
+        let pairs = |o: &str| startup_options(o).map_err(|e| e.to_string());
+        assert_eq!(
+            pairs("-c consistency=lease  -cstatement_timeout=2s --application-name=a\\ b").unwrap(),
+            vec![
+                ("consistency".to_string(), "lease".to_string()),
+                ("statement_timeout".to_string(), "2s".to_string()),
+                ("application_name".to_string(), "a b".to_string()),
+            ]
+        );
+        assert_eq!(pairs("").unwrap(), vec![]);
+        for bad in ["consistency=lease", "-c", "-c consistency", "-x y=z"] {
+            assert!(pairs(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

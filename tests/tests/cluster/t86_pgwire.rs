@@ -13,11 +13,13 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
 async fn connect(addr: &str, password: Option<&str>) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    connect_with(addr, &password.map(|p| format!("password={p}")).unwrap_or_default()).await
+}
+
+/// Connects with `extra` appended to the connection string (`key=value` pairs).
+async fn connect_with(addr: &str, extra: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (host, port) = addr.rsplit_once(':').unwrap();
-    let mut conf = format!("host={host} port={port} user=app dbname=quorumdb connect_timeout=5");
-    if let Some(p) = password {
-        conf.push_str(&format!(" password={p}"));
-    }
+    let conf = format!("host={host} port={port} user=app dbname=quorumdb connect_timeout=5 {extra}");
     let (client, conn) = tokio_postgres::connect(&conf, NoTls).await?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -166,6 +168,15 @@ async fn tokio_postgres_types_errors_and_transactions() {
     assert_eq!(code(&db.simple_query("SET consistency = 'eventual'").await.unwrap_err()), "22023");
     assert_eq!(code(&db.simple_query("SET no_such_setting = 1").await.unwrap_err()), "42704");
     db.batch_execute("SET consistency = 'linearizable'; SET application_name = 'tests'").await.unwrap();
+    // Settings given when connecting (`options`, libpq's PGOPTIONS) hold for the session.
+    let opts = connect_with(&c.pg_addr(f), "options='-c consistency=lease -cstatement_timeout=2s'").await.unwrap();
+    assert_eq!(opts.query_one("SHOW consistency", &[]).await.unwrap().get::<_, String>(0), "lease");
+    assert_eq!(opts.query_one("SHOW statement_timeout", &[]).await.unwrap().get::<_, String>(0), "2000ms");
+    assert_eq!(opts.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get::<_, i64>(0), 4);
+    for bad in ["options='-c consistency=eventual'", "options='-c no_such_setting=1'", "options=consistency"] {
+        let e = connect_with(&c.pg_addr(f), bad).await.err().unwrap_or_else(|| panic!("{bad}: connected"));
+        assert!(["22023", "42704"].contains(&code(&e).as_str()), "{bad}: {e}");
+    }
 
     // A transaction block applies atomically at COMMIT, and only then.
     let other = connect(&c.pg_addr(c.wait_leader().await), None).await.unwrap();
