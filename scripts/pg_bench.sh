@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pgwire point SELECT by primary key and single-row UPDATE, side by side: PostgreSQL 15 (fsync=on,
 # synchronous_commit=on; Debian's package) vs a 3-node QuorumDB (through the leader and through
-# a follower, linearizable), each driven by pgbench -M prepared with 1 and 8 clients.
+# a follower, linearizable; point SELECTs also at `lease`, set through PGOPTIONS), each driven
+# by pgbench -M prepared with 1 and 8 clients.
 #
 #   apt-get install -y postgresql
 #   cargo build --release -p quorumdb-server
@@ -33,8 +34,8 @@ EOF
 SETUP="CREATE TABLE bench (id INT PRIMARY KEY, n BIGINT NOT NULL, v TEXT NOT NULL);
 INSERT INTO bench SELECT g, 0, repeat('x', 100) FROM generate_series(1, $ROWS) AS s(g);"
 
-run() { # label host port
-  for script in select update; do
+run() { # label host port [scripts]
+  for script in ${4:-select update}; do
     for c in 1 8; do
       out=$(pgbench -n -M prepared -h "$2" -p "$3" -U postgres -c "$c" -j "$c" -T "$SECONDS_EACH" -f "$WORK/$script.sql" postgres 2>&1) || {
         echo "$1 $script c=$c: pgbench failed: $out" | tail -3; continue; }
@@ -72,3 +73,5 @@ psql -h 127.0.0.1 -p 26201 -U postgres -q -c "CREATE TABLE bench (id INT PRIMARY
 psql -h 127.0.0.1 -p 26201 -U postgres -q -c "INSERT INTO bench SELECT g, 0, repeat('x', 100) FROM generate_series(1, $ROWS) AS s(g)" postgres
 run "QuorumDB leader" 127.0.0.1 26201
 run "QuorumDB follower" 127.0.0.1 26202
+PGOPTIONS='-c consistency=lease' run "QuorumDB leader, lease" 127.0.0.1 26201 select
+PGOPTIONS='-c consistency=lease' run "QuorumDB follower, lease" 127.0.0.1 26202 select
