@@ -28,6 +28,6 @@ pub use quorumdb_state::{
     Application, AppliedState, CommitHook, Consistency, Proposer, ReadInfo, Router, StateTxn, format, tagged,
 };
 pub use raft::Raft;
-pub use replica::{Member, NodeStatus, Replica, ReplicaConfig};
-pub use state_machine::{PinnedView, StateReader};
+pub use replica::{Member, NodeStatus, Replica, ReplicaConfig, RequestProposer};
+pub use state_machine::{PinnedView, StateDigest, StateReader};
 pub use types::{Command, CommandResult, NodeId, TypeConfig};

@@ -14,6 +14,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, ReadPolicy, ServerState, SnapshotPolicy};
 use quorumdb_state::format::{self, FormatVersion, SetFormat};
+use quorumdb_state::system::{ONCE_FORMAT, RequestId};
 use quorumdb_state::{Application, AppliedState, Consistency, Proposer, ReadInfo, now_ms};
 
 use crate::error::{ReplicationError, fatal};
@@ -288,16 +289,54 @@ impl Replica {
 
     /// Proposes `cmd` and returns what applying it produced. On a follower the write is sent
     /// to the leader; with no leader known, it waits a few seconds for an election. A write
-    /// is sent again only when it provably never reached a leader.
+    /// is sent again only when it provably never reached a leader, or when it carries a request
+    /// id: a follower gives every write it will forward an id of its own
+    /// ([`RequestId::internal`]), so a forward whose answer is lost is re-sent, not reported
+    /// as an unknown outcome.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, ReplicationError> {
+        if self.metrics().state != ServerState::Leader
+            && Proposer::format(self) >= ONCE_FORMAT
+            && cmd.0.first() != Some(&format::SYSTEM_TAG)
+        {
+            return self.write_with_id(cmd, &RequestId::internal(self.id)).await;
+        }
+        self.write_inner(cmd, false).await
+    }
+
+    /// Replicates `cmd` as part of request `req` ([`RequestId`]): applied at most once however
+    /// often the request is re-sent, so a forward whose answer was lost is retried here too.
+    /// Without `req`, the same as [`Self::write`].
+    pub async fn write_as(&self, cmd: Command, req: Option<&RequestId>) -> Result<CommandResult, ReplicationError> {
+        match req {
+            Some(req) => self.write_with_id(cmd, req).await,
+            None => self.write(cmd).await,
+        }
+    }
+
+    async fn write_with_id(&self, cmd: Command, req: &RequestId) -> Result<CommandResult, ReplicationError> {
+        let wrapped =
+            req.wrap(cmd, Proposer::format(self), now_ms()).map_err(|e| ReplicationError::Invalid(e.to_string()))?;
+        self.write_inner(wrapped, true).await
+    }
+
+    /// `retry_unknown`: the command is idempotent, so a forward with no answer is sent again.
+    async fn write_inner(&self, cmd: Command, retry_unknown: bool) -> Result<CommandResult, ReplicationError> {
         let started = Instant::now();
         let deadline = started + LEADER_WAIT;
+        // Why an earlier attempt may have been applied: then running out of time is not "no
+        // leader" but an unknown outcome.
+        let mut unknown: Option<String> = None;
         let result = loop {
             let leader = match self.raft.client_write(cmd.clone()).await {
                 Ok(r) => break Ok(r.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id.zip(f.leader_node),
-                Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
+                Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) if !retry_unknown => {
                     break Err(ReplicationError::OutcomeUnknown(f.to_string()));
+                }
+                // Leadership moved before the entry committed: proposed again (with its id).
+                Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
+                    unknown = Some(f.to_string());
+                    None
                 }
                 Err(RaftError::APIError(e)) => break Err(ReplicationError::Invalid(e.to_string())),
                 Err(RaftError::Fatal(f)) => break Err(fatal(f)),
@@ -305,8 +344,12 @@ impl Replica {
             if let Some((id, node)) = leader.filter(|(id, _)| *id != self.id) {
                 match self.forward_write(id, &node.addr, &cmd).await {
                     Forwarded::Reply(ForwardReply::Done(r)) => break Ok(r),
-                    Forwarded::Reply(ForwardReply::OutcomeUnknown(e)) => {
+                    Forwarded::Reply(ForwardReply::OutcomeUnknown(e)) if !retry_unknown => {
                         break Err(ReplicationError::OutcomeUnknown(e));
+                    }
+                    Forwarded::Reply(ForwardReply::OutcomeUnknown(e)) => {
+                        tracing::debug!(leader = id, %e, "a forwarded write's answer was lost; re-sending it (it has a request id)");
+                        unknown = Some(e);
                     }
                     Forwarded::Reply(ForwardReply::Failed(e)) => break Err(ReplicationError::Invalid(e)),
                     Forwarded::Reply(ForwardReply::NotLeader { .. }) => {}
@@ -316,7 +359,7 @@ impl Replica {
                 }
             }
             if Instant::now() >= deadline {
-                break Err(ReplicationError::NoLeader);
+                break Err(unknown.map_or(ReplicationError::NoLeader, ReplicationError::OutcomeUnknown));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
@@ -586,6 +629,28 @@ fn membership_error<E: std::fmt::Display>(e: RaftError<crate::TypeConfig, E>) ->
     match e {
         RaftError::APIError(e) => ReplicationError::Membership(e.to_string()),
         RaftError::Fatal(f) => fatal(f),
+    }
+}
+
+/// The [`Proposer`] of one client request: every command it proposes carries the request's
+/// id ([`Replica::write_as`]), so re-sending the request never applies it twice.
+pub struct RequestProposer<'a> {
+    pub replica: &'a Replica,
+    pub request: Option<&'a RequestId>,
+}
+
+#[async_trait::async_trait]
+impl Proposer for RequestProposer<'_> {
+    async fn propose(&self, command: Command) -> Result<CommandResult, ReplicationError> {
+        self.replica.write_as(command, self.request).await
+    }
+
+    async fn read_barrier(&self, level: Consistency) -> Result<ReadInfo, ReplicationError> {
+        Replica::read_barrier(self.replica, level).await
+    }
+
+    fn format(&self) -> FormatVersion {
+        Proposer::format(self.replica)
     }
 }
 

@@ -108,7 +108,8 @@ fn quoted(name: &str) -> String {
 }
 
 async fn run_sql(state: &NodeContext, sql: &str, params: &[Value]) -> ApiResult<Vec<quorumdb_sql::StatementResult>> {
-    let (results, _) = crate::sql::execute(&state.sql, &state.replica, sql, params, Consistency::Linearizable).await?;
+    let (results, _) =
+        crate::sql::execute(&state.sql, &state.replica, sql, params, Consistency::Linearizable, None).await?;
     Ok(results)
 }
 

@@ -4,6 +4,7 @@
 
 use quorumdb_replication::Replica;
 use quorumdb_replication::kv::{KvCommand, KvResponse};
+use quorumdb_state::system::{RequestId, fingerprint};
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
@@ -63,19 +64,24 @@ impl Kv for KvService {
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::WriteResponse>, Status> {
         let req = req.into_inner();
-        let r = kv::write(&self.0, KvCommand::set(req.key, req.value)).await.map_err(to_status)?;
+        let id = request_id(&req.request_id, &[b"Put", &req.key, &req.value])?;
+        let r = kv::write_as(&self.0, KvCommand::set(req.key, req.value), id.as_ref()).await.map_err(to_status)?;
         Ok(Response::new(write_response(r)?))
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        let r = kv::write(&self.0, KvCommand::delete(req.into_inner().key)).await.map_err(to_status)?;
+        let req = req.into_inner();
+        let id = request_id(&req.request_id, &[b"Delete", &req.key])?;
+        let r = kv::write_as(&self.0, KvCommand::delete(req.key), id.as_ref()).await.map_err(to_status)?;
         Ok(Response::new(write_response(r)?))
     }
 
     async fn compare_and_set(&self, req: Request<pb::CasRequest>) -> Result<Response<pb::CasResponse>, Status> {
         let req = req.into_inner();
+        let expected = req.expected.as_deref().map_or(vec![0], |e| [&[1u8][..], e].concat());
+        let id = request_id(&req.request_id, &[b"CompareAndSet", &req.key, &expected, &req.value])?;
         let cmd = KvCommand::compare_and_set(req.key, req.expected, req.value);
-        let resp = match kv::write(&self.0, cmd).await.map_err(to_status)? {
+        let resp = match kv::write_as(&self.0, cmd, id.as_ref()).await.map_err(to_status)? {
             KvResponse::Done { .. } => pb::CasResponse { succeeded: true, has_current: false, current: vec![] },
             KvResponse::CasFailed { current } => pb::CasResponse {
                 succeeded: false,
@@ -86,6 +92,14 @@ impl Kv for KvService {
         };
         Ok(Response::new(resp))
     }
+}
+
+/// A write's `request_id` field (empty: none) as a request id over `parts`.
+fn request_id(id: &str, parts: &[&[u8]]) -> Result<Option<RequestId>, Status> {
+    if id.is_empty() {
+        return Ok(None);
+    }
+    RequestId::new(id, fingerprint(parts)).map(Some).map_err(|e| Status::invalid_argument(format!("request_id: {e}")))
 }
 
 pub struct ClusterService(Replica);

@@ -6,6 +6,7 @@
 use quorumdb_replication::kv::{self, KvCommand, KvResponse, MAX_KEY_LEN};
 use quorumdb_replication::{CommandResult, Consistency, Proposer, ReadInfo, Replica, ReplicationError};
 use quorumdb_state::Rejection;
+use quorumdb_state::system::RequestId;
 
 use crate::error::ServerError;
 
@@ -21,12 +22,17 @@ fn check_key(key: &[u8]) -> Result<(), ServerError> {
 
 /// Proposes a KV command and returns its replicated response.
 pub async fn write(replica: &Replica, cmd: KvCommand) -> Result<KvResponse, ServerError> {
+    write_as(replica, cmd, None).await
+}
+
+/// [`write`] as part of a client request with an id: applied at most once.
+pub async fn write_as(replica: &Replica, cmd: KvCommand, req: Option<&RequestId>) -> Result<KvResponse, ServerError> {
     for key in cmd.keys() {
         check_key(key)?;
     }
     metrics::counter!("quorumdb_kv_writes_total").increment(1);
     let encoded = cmd.encode(replica.format()).map_err(ReplicationError::from)?;
-    match replica.write(encoded).await? {
+    match replica.write_as(encoded, req).await? {
         CommandResult::Applied(bytes) => Ok(KvResponse::decode(&bytes).map_err(ReplicationError::from)?),
         CommandResult::Rejected(bytes) => Err(ServerError::Rejected(Rejection::decode(&bytes))),
     }

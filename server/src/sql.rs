@@ -1,10 +1,12 @@
 //! SQL on a node: runs requests on the engine at a consistency level (the replica is the
-//! engine's proposer). Results become JSON in `quorumdb_sql::json`.
+//! engine's proposer; a request with an id proposes through [`RequestProposer`], applied at
+//! most once). Results become JSON in `quorumdb_sql::json`.
 
 use std::sync::Arc;
 
-use quorumdb_replication::{Consistency, ReadInfo, Replica};
+use quorumdb_replication::{Consistency, ReadInfo, Replica, RequestProposer};
 use quorumdb_sql::{Engine, Parsed, Session, StatementResult};
+use quorumdb_state::system::RequestId;
 use serde_json::Value;
 
 use crate::error::ServerError;
@@ -16,9 +18,10 @@ pub async fn execute(
     sql: &str,
     params: &[Value],
     level: Consistency,
+    request: Option<&RequestId>,
 ) -> Result<(Vec<StatementResult>, Option<ReadInfo>), ServerError> {
     let parsed = engine.parse(sql, params)?;
-    run(engine, replica, parsed, level, &mut Session::default()).await
+    run(engine, replica, parsed, level, &mut Session::default(), request).await
 }
 
 /// Runs a parsed request in `session` (HTTP: a fresh one; pgwire: the connection's): reads
@@ -29,10 +32,11 @@ pub async fn run(
     parsed: Parsed,
     level: Consistency,
     session: &mut Session,
+    request: Option<&RequestId>,
 ) -> Result<(Vec<StatementResult>, Option<ReadInfo>), ServerError> {
     let info = if parsed.read_only { Some(replica.read_barrier(level).await?) } else { None };
     metrics::counter!("quorumdb_sql_requests_total", "kind" => if parsed.read_only { "read" } else { "write" })
         .increment(1);
-    let results = engine.execute_in(parsed, replica, session).await?;
+    let results = engine.execute_in(parsed, &RequestProposer { replica, request }, session).await?;
     Ok((results, info))
 }

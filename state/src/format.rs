@@ -32,8 +32,9 @@ pub type FormatVersion = u8;
 
 /// The version of the encodings written before versions existed.
 pub const LEGACY: FormatVersion = 0;
-/// The newest version this binary reads and writes.
-pub const CURRENT: FormatVersion = 1;
+/// The newest version this binary reads and writes. Version 2 added the system command
+/// [`crate::system::Once`] (exactly-once writes); every other body is as in version 1.
+pub const CURRENT: FormatVersion = 2;
 /// The first byte of a versioned payload (MessagePack's "never used" byte).
 pub const MARKER: u8 = 0xC1;
 

@@ -14,6 +14,8 @@
 //!   ([`CommandResult`]), shared with openraft;
 //! - [`format`]: the versioned encodings of everything that is persisted or crosses nodes,
 //!   and the cluster's format version, which moves only through the log;
+//! - [`system`]: the state machine's own commands, and exactly-once writes by request id
+//!   ([`system::Once`]);
 //! - [`propose`]: how an application proposes commands and waits for reads ([`Proposer`],
 //!   [`Consistency`]);
 //! - [`error`]: the replication errors applications pass through ([`ReplicationError`]) and
@@ -27,6 +29,7 @@ pub mod format;
 pub mod keys;
 pub mod propose;
 pub mod router;
+pub mod system;
 
 pub use app::{Application, Applied, AppliedState, CommitHook, SharedState, StateTxn, try_scan};
 pub use command::{Command, CommandResult};

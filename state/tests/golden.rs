@@ -30,3 +30,19 @@ fn rejections_v0_v1() {
     let text = golden::check(DIR, "rejection-kv-text-v0", b"value is not an integer or out of range");
     assert_eq!(Rejection::decode(&text), Rejection::new("22023", "value is not an integer or out of range"));
 }
+
+#[test]
+fn once_v2() {
+    use quorumdb_state::CommandResult;
+    use quorumdb_state::system::{Once, OnceRecord, SystemCommand};
+    let once =
+        Once { id: "req-7#0".into(), fingerprint: 0x1234, now_ms: 1_764_000_000_000, command: vec![b'k', 0xc1, 2] };
+    let cmd = once.clone().command(2).unwrap();
+    let stored = golden::check(DIR, "once-v2", &cmd.0);
+    assert_eq!(&stored[..3], &[format::SYSTEM_TAG, format::MARKER, 2]);
+    assert_eq!(SystemCommand::decode(&stored[1..]).unwrap(), SystemCommand::Once(once));
+    let rec =
+        OnceRecord { expires_ms: 1_764_000_600_000, fingerprint: 0x1234, result: CommandResult::Applied(vec![1, 2]) };
+    let stored = golden::check(DIR, "once-record-v2", &rec.encode().unwrap());
+    assert_eq!(OnceRecord::decode(&stored).unwrap(), rec);
+}

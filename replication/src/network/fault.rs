@@ -13,7 +13,7 @@ use crate::types::NodeId;
 
 /// The fault rules of one node. Outbound rules act in the client, inbound ones in the server.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FaultRules {
     /// Cut this node off: drop everything it sends and everything it receives.
     pub isolated: bool,
@@ -23,6 +23,13 @@ pub struct FaultRules {
     pub drop_from: BTreeSet<NodeId>,
     /// Delay messages to these peers by this many milliseconds.
     pub delay_ms: BTreeMap<NodeId, u64>,
+}
+
+impl FaultRules {
+    /// Every peer the rules name.
+    pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.drop_to.iter().chain(&self.drop_from).chain(self.delay_ms.keys()).copied()
+    }
 }
 
 /// The fate of one outbound message.

@@ -29,6 +29,9 @@
 //!   decode; a commit hook that panics is logged and its structure rebuilt by its owner. The
 //!   one deliberate stop: a `SetFormat` system command above what this binary reads (see
 //!   [`quorumdb_state::format`]) — applying on would let this replica diverge.
+//! - **Exactly once.** A `Once` system command applies its inner command only the first time
+//!   its request id is seen, remembering the result in the replicated state; a retry answers
+//!   that result and writes nothing ([`quorumdb_state::system`]).
 //!
 //! Layout: [`store`] (the RocksDB instances and their metadata), [`overlay`] (one batch's
 //! staged writes), [`reader`] (reads, views, digests), [`build`] and [`install`] (snapshots).
@@ -49,12 +52,15 @@ use openraft::alias::SnapshotOf;
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftStateMachine, Snapshot};
 use quorumdb_state::format::{self, FormatError, SetFormat};
+use quorumdb_state::system::{
+    ONCE_EXPIRY_PREFIX, ONCE_PREFIX, ONCE_TTL_MS, Once, OnceRecord, PURGE_PER_COMMAND, SystemCommand,
+};
 use quorumdb_state::{Application, CommandResult, Rejection, SharedState, StateTxn};
 use rocksdb::{WriteBatch, WriteOptions};
 
 pub use build::SnapshotBuilder;
 use overlay::Overlay;
-pub use reader::{PinnedView, StateReader};
+pub use reader::{PinnedView, StateDigest, StateReader};
 use store::{CF_DATA, CF_META, KEY_APPLIED, KEY_CHECKSUM, KEY_MEMBERSHIP, StateDb, cf, live_state_name, open_state_db};
 
 use crate::encoding::{decode, encode};
@@ -190,17 +196,9 @@ impl StateMachineStore {
     }
 }
 
-/// Applies a system command (the payload after [`format::SYSTEM_TAG`]). An error here stops
-/// the node (see the module docs); a malformed command is a deterministic rejection.
-fn apply_system(payload: &[u8], txn: &mut dyn StateTxn, index: u64) -> std::io::Result<CommandResult> {
-    let set = match SetFormat::decode(payload) {
-        Ok(set) => set,
-        Err(e @ FormatError::TooNew { .. }) => return Err(e.into()),
-        Err(e) => {
-            let r = Rejection::new(Rejection::INTERNAL_CODE, format!("undecodable system command: {e}"));
-            return Ok(CommandResult::Rejected(r.encode(format::LEGACY)));
-        }
-    };
+/// Moves the cluster's format version (never back). An error stops the node: its binary
+/// cannot read what the cluster now writes.
+fn apply_set_format(set: SetFormat, txn: &mut dyn StateTxn, index: u64) -> std::io::Result<CommandResult> {
     if set.version > format::CURRENT {
         tracing::error!(index, version = set.version, max = format::CURRENT, "the cluster moved to a newer format");
         return Err(FormatError::TooNew { version: set.version, max: format::CURRENT }.into());
@@ -211,6 +209,90 @@ fn apply_system(payload: &[u8], txn: &mut dyn StateTxn, index: u64) -> std::io::
         tracing::info!(index, from = current, to = set.version, "cluster format version raised");
     }
     Ok(CommandResult::Applied(Vec::new()))
+}
+
+fn reject(code: &str, message: String) -> CommandResult {
+    CommandResult::Rejected(Rejection::new(code, message).encode(format::LEGACY))
+}
+
+impl StateMachineStore {
+    /// Applies one log command, keeping its writes if it applied and discarding them if it was
+    /// rejected. An error stops apply (see the module docs); a malformed command is a
+    /// deterministic rejection.
+    fn apply_command(&self, cmd: &[u8], overlay: &mut Overlay<'_>, index: u64) -> std::io::Result<CommandResult> {
+        let result = match cmd.split_first() {
+            Some((&format::SYSTEM_TAG, payload)) => match SystemCommand::decode(payload) {
+                Ok(SystemCommand::SetFormat(set)) => apply_set_format(set, overlay, index)?,
+                Ok(SystemCommand::Once(once)) => return self.apply_once(once, overlay, index),
+                Err(e @ FormatError::TooNew { .. }) => return Err(e.into()),
+                Err(e) => reject(Rejection::INTERNAL_CODE, format!("undecodable system command: {e}")),
+            },
+            _ => self.apply_app(cmd, overlay, index)?,
+        };
+        match &result {
+            CommandResult::Applied(_) => overlay.keep(),
+            CommandResult::Rejected(_) => overlay.discard(),
+        }
+        Ok(result)
+    }
+
+    /// Applies a command at most once per request id (see [`quorumdb_state::system`]): a
+    /// remembered id answers its remembered result and changes nothing; a new one applies the
+    /// inner command and remembers its result, applied or rejected. Purges a few expired ids.
+    fn apply_once(&self, once: Once, overlay: &mut Overlay<'_>, index: u64) -> std::io::Result<CommandResult> {
+        let key = Once::record_key(&once.id);
+        let remembered = match overlay.get(&key)? {
+            Some(bytes) => Some(OnceRecord::decode(&bytes)?),
+            None => None,
+        };
+        if let Some(rec) = remembered.filter(|r| r.expires_ms > once.now_ms) {
+            overlay.discard();
+            if rec.fingerprint != once.fingerprint {
+                return Ok(reject(
+                    "22023",
+                    format!("request id {:?} was already used for a different request", once.id),
+                ));
+            }
+            metrics::counter!("quorumdb_duplicate_requests_total").increment(1);
+            return Ok(rec.result);
+        }
+        if once.command.first() == Some(&format::SYSTEM_TAG) {
+            overlay.discard();
+            return Ok(reject(Rejection::INTERNAL_CODE, "a request id cannot wrap a system command".into()));
+        }
+        let result = self.apply_app(&once.command, overlay, index)?;
+        if matches!(result, CommandResult::Rejected(_)) {
+            // The rejection is remembered; the command's own writes are not kept.
+            overlay.discard();
+        }
+        purge_expired_ids(overlay, once.now_ms)?;
+        let expires_ms = once.now_ms.saturating_add(ONCE_TTL_MS);
+        if let Some(old) = overlay.get(&key)?.map(|b| OnceRecord::decode(&b)).transpose()? {
+            overlay.delete(&Once::expiry_key(old.expires_ms, &once.id));
+        }
+        let rec = OnceRecord { expires_ms, fingerprint: once.fingerprint, result: result.clone() };
+        overlay.put(&key, &rec.encode()?);
+        overlay.put(&Once::expiry_key(expires_ms, &once.id), &[]);
+        overlay.keep();
+        Ok(result)
+    }
+}
+
+/// Removes up to [`PURGE_PER_COMMAND`] request ids whose records expired by `now_ms`.
+fn purge_expired_ids(txn: &mut dyn StateTxn, now_ms: u64) -> std::io::Result<()> {
+    let end = [ONCE_EXPIRY_PREFIX, &now_ms.saturating_add(1).to_be_bytes()].concat();
+    let mut expired = Vec::new();
+    txn.scan(ONCE_EXPIRY_PREFIX, &end, &mut |k, _| {
+        expired.push(k.to_vec());
+        expired.len() < PURGE_PER_COMMAND
+    })?;
+    for k in expired {
+        if let Some(id) = k.get(ONCE_EXPIRY_PREFIX.len() + 8..) {
+            txn.delete(&[ONCE_PREFIX, id].concat());
+        }
+        txn.delete(&k);
+    }
+    Ok(())
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -240,14 +322,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 EntryPayload::Blank => CommandResult::Applied(Vec::new()),
                 EntryPayload::Normal(cmd) => {
                     overlay.begin(index);
-                    let result = match cmd.0.split_first() {
-                        Some((&format::SYSTEM_TAG, payload)) => apply_system(payload, &mut overlay, index)?,
-                        _ => self.apply_app(&cmd.0, &mut overlay, index)?,
-                    };
-                    match &result {
-                        CommandResult::Applied(_) => overlay.keep(),
-                        CommandResult::Rejected(_) => overlay.discard(),
-                    }
+                    let result = self.apply_command(&cmd.0, &mut overlay, index)?;
                     checksum = fold_checksum(checksum, index, &cmd.0, &result);
                     result
                 }

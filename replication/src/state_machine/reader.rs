@@ -14,6 +14,16 @@ use crate::encoding::decode;
 use crate::error::storage_err;
 use crate::types::LogId;
 
+/// What [`StateReader::digest`] reports: where the state is and a digest of all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateDigest {
+    pub applied: Option<LogId>,
+    pub checksum: u64,
+    pub digest: u64,
+    /// How many data keys the digest covers.
+    pub keys: u64,
+}
+
 /// Read access to the applied state, concurrent with apply. Cheap to clone; follows the live
 /// instance across snapshot installs.
 #[derive(Clone)]
@@ -101,16 +111,35 @@ impl StateReader {
 
     /// A digest of every data key and value: equal on replicas with equal state.
     pub fn state_digest(&self) -> std::io::Result<u64> {
+        Ok(self.digest()?.digest)
+    }
+
+    /// The applied log id, the running checksum and the digest of every data key and value, all
+    /// read from one point in time, so two replicas that report the same applied index must
+    /// report the same checksum and digest. Blocking: it reads the whole state.
+    pub fn digest(&self) -> std::io::Result<StateDigest> {
         let db = self.db();
+        let snap = db.snapshot();
+        let meta = cf(&db, CF_META)?;
+        let applied = match snap.get_cf(meta, KEY_APPLIED).map_err(storage_err)? {
+            Some(b) => decode(&b)?,
+            None => None,
+        };
+        let checksum = match snap.get_cf(meta, KEY_CHECKSUM).map_err(storage_err)? {
+            Some(b) => decode(&b)?,
+            None => 0,
+        };
         let mut h = Fnv64::new();
-        scan_with(db.iterator_cf(cf(&db, CF_DATA)?, IteratorMode::Start), &mut |k, v| {
+        let mut keys = 0u64;
+        scan_with(snap.iterator_cf(cf(&db, CF_DATA)?, IteratorMode::Start), &mut |k, v| {
             h.write(&(k.len() as u32).to_le_bytes());
             h.write(k);
             h.write(&(v.len() as u32).to_le_bytes());
             h.write(v);
+            keys += 1;
             true
         })?;
-        Ok(h.0)
+        Ok(StateDigest { applied, checksum, digest: h.0, keys })
     }
 }
 

@@ -6,7 +6,13 @@
 //! - `GET|PUT|DELETE /v1/kv/{key}`: the built-in KV table (`PUT ?expect=V` or `?absent=true`
 //!   is compare-and-set; `GET ?consistency=linearizable|lease|stale&max_staleness_ms=N`).
 //! - `GET /v1/kv?prefix=P&limit=N`: list keys.
-//! - `GET|PUT /v1/debug/faults`: the transport fault rules of this node.
+//! - `GET|PUT /v1/debug/faults`: the transport fault rules of this node (unknown fields and
+//!   node ids that are not members are refused).
+//! - `GET /v1/debug/digest`: applied index, checksum and a digest of the whole state, read at
+//!   one point in time (replicas are compared with it).
+//! - Writes (`PUT|DELETE /v1/kv/…`, `POST /v1/sql`, `POST /v1/tables/…/rows`) take an optional
+//!   `Idempotency-Key` header: re-sent with the same key, the request is applied at most once
+//!   and answers what the first did (for 10 minutes); the key on another request is refused.
 //! - `POST /v1/sql?consistency=…`: SQL, body `{"sql": "...", "params": [...]}`; several
 //!   `;`-separated statements are one atomic batch. Answers `{"results": [...]}`, each result
 //!   `{"columns", "rows", "tag"}` or `{"rows_affected", "tag"}`; errors carry the SQLSTATE.
@@ -35,6 +41,8 @@ use quorumdb_replication::network::FaultRules;
 use quorumdb_replication::{NodeStatus, ReadInfo, Replica, ReplicationError};
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use quorumdb_state::system::{RequestId, fingerprint};
 
 use crate::context::NodeContext;
 use crate::error::ServerError;
@@ -78,6 +86,7 @@ pub fn router(state: NodeContext) -> Router {
         .route("/v1/kv", get(list))
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/v1/debug/faults", get(get_faults).put(put_faults))
+        .route("/v1/debug/digest", get(digest))
         .route("/metrics", get(metrics_text))
         .with_state(state)
 }
@@ -211,12 +220,18 @@ struct SqlBody {
     params: Vec<Value>,
 }
 
-async fn sql_post(State(s): State<NodeContext>, Query(p): Query<ReadParams>, body: Bytes) -> ApiResult<Response> {
-    let body: SqlBody = serde_json::from_slice(&body).map_err(|e| {
+async fn sql_post(
+    State(s): State<NodeContext>,
+    Query(p): Query<ReadParams>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> ApiResult<Response> {
+    let body: SqlBody = serde_json::from_slice(&raw).map_err(|e| {
         ServerError::BadRequest(format!("the body must be JSON {{\"sql\": \"...\", \"params\": [...]}}: {e}"))
     })?;
     let level = kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?;
-    let (results, info) = crate::sql::execute(&s.sql, &s.replica, &body.sql, &body.params, level).await?;
+    let req = request_id(&headers, &[b"POST /v1/sql", &raw])?;
+    let (results, info) = crate::sql::execute(&s.sql, &s.replica, &body.sql, &body.params, level, req.as_ref()).await?;
     let mut resp = Json(quorumdb_sql::json::results_json(&results)?).into_response();
     if let Some(info) = info {
         add_read_headers(&mut resp, &info);
@@ -244,8 +259,12 @@ async fn kv_put(
     State(r): State<Replica>,
     Path(key): Path<String>,
     Query(p): Query<PutParams>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
+    let expect = p.expect.as_deref().unwrap_or("").as_bytes();
+    let absent = [u8::from(p.absent.unwrap_or(false))];
+    let req = request_id(&headers, &[b"PUT /v1/kv", key.as_bytes(), expect, &absent, &body])?;
     let key = key.into_bytes();
     let value = body.to_vec();
     let cmd = match (p.expect, p.absent.unwrap_or(false)) {
@@ -254,11 +273,23 @@ async fn kv_put(
         (None, true) => KvCommand::compare_and_set(key, None, value),
         (None, false) => KvCommand::set(key, value),
     };
-    done_json(kv::write(&r, cmd).await?)
+    done_json(kv::write_as(&r, cmd, req.as_ref()).await?)
 }
 
-async fn kv_delete(State(r): State<Replica>, Path(key): Path<String>) -> ApiResult<Json<Value>> {
-    done_json(kv::write(&r, KvCommand::delete(key.into_bytes())).await?)
+async fn kv_delete(State(r): State<Replica>, Path(key): Path<String>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    let req = request_id(&headers, &[b"DELETE /v1/kv", key.as_bytes()])?;
+    done_json(kv::write_as(&r, KvCommand::delete(key.into_bytes()), req.as_ref()).await?)
+}
+
+/// The `Idempotency-Key` header of a write, if any, as a request id whose fingerprint covers
+/// `parts` (what the request asks): re-sending the request applies it at most once, and the
+/// same key on a different request is refused.
+pub(crate) fn request_id(headers: &HeaderMap, parts: &[&[u8]]) -> ApiResult<Option<RequestId>> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = v.to_str().map_err(|_| ServerError::BadRequest("the Idempotency-Key header must be ASCII".into()))?;
+    RequestId::new(key, fingerprint(parts))
+        .map(Some)
+        .map_err(|e| ServerError::BadRequest(format!("Idempotency-Key: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -290,9 +321,30 @@ async fn get_faults(State(r): State<Replica>) -> Json<FaultRules> {
 async fn put_faults(State(r): State<Replica>, body: Bytes) -> ApiResult<Json<FaultRules>> {
     let rules: FaultRules =
         serde_json::from_slice(&body).map_err(|e| ServerError::BadRequest(format!("invalid fault rules: {e}")))?;
+    let status = r.status()?;
+    let known: Vec<u64> = status.members.iter().chain(&status.learners).map(|m| m.id).collect();
+    if let Some(id) = rules.peers().find(|id| !known.contains(id)) {
+        return Err(ServerError::BadRequest(format!("invalid fault rules: node {id} is not a member")));
+    }
     tracing::warn!(?rules, "transport fault rules changed");
     r.set_faults(rules);
     Ok(Json(r.faults().get()))
+}
+
+/// This node's applied index, running checksum and a digest of its whole state, read at one
+/// point in time: replicas at the same applied index must answer the same (chaos tests compare
+/// them after healing).
+async fn digest(State(r): State<Replica>) -> ApiResult<Json<Value>> {
+    let reader = r.reader().clone();
+    let d = tokio::task::spawn_blocking(move || reader.digest())
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))??;
+    Ok(Json(json!({
+        "applied": d.applied.map(|l| l.index),
+        "checksum": format!("{:016x}", d.checksum),
+        "digest": format!("{:016x}", d.digest),
+        "keys": d.keys,
+    })))
 }
 
 async fn metrics_text(State(r): State<Replica>) -> impl IntoResponse {

@@ -539,9 +539,10 @@ impl QueryHandler {
     async fn execute(&self, s: &mut PgSession, parsed: Parsed) -> PgWireResult<Vec<StatementResult>> {
         metrics::counter!("quorumdb_pg_statements_total", "kind" => if parsed.read_only { "read" } else { "write" })
             .increment(1);
-        let (results, _) = crate::sql::run(&self.state.sql, &self.state.replica, parsed, s.consistency, &mut s.engine)
-            .await
-            .map_err(|e| to_pg(&e))?;
+        let (results, _) =
+            crate::sql::run(&self.state.sql, &self.state.replica, parsed, s.consistency, &mut s.engine, None)
+                .await
+                .map_err(|e| to_pg(&e))?;
         Ok(results)
     }
 }
