@@ -2,6 +2,8 @@
 //! id, and HTTP helpers. The tests themselves live in `tests/`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failure is a failed test
 
+pub mod chaos;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

@@ -10,6 +10,8 @@ mod t11_replication;
 mod t12_follower_reads;
 mod t20_leader_kill;
 mod t21_catch_up;
+mod t22_chaos;
+mod t23_exactly_once;
 mod t30_membership;
 mod t31_transfer_leader;
 mod t32_rolling_upgrade;
