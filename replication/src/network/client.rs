@@ -10,6 +10,11 @@
 //! else — a timeout, a reset, an internal error — may have been delivered. Forwarded writes need that distinction
 //! (retrying an undelivered write is safe, retrying a delivered one is not); openraft maps
 //! "not sent" to `Unreachable` (it backs off) and the rest to `NetworkError` (it retries).
+//!
+//! AppendEntries is bounded by bytes as well as by openraft's entry count: a batch larger than
+//! [`MAX_APPEND_BYTES`] sends only the prefix that fits and answers `PartialSuccess`, and the
+//! deadline of each call grows with its size, so a follower far behind on large entries
+//! catches up batch after batch instead of timing out on every one.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -40,6 +45,40 @@ use crate::types::{NodeId, TypeConfig, Vote};
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, SnapshotDir>;
 
 const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+/// Most bytes of entries one AppendEntries carries (a single larger entry still goes alone).
+pub const MAX_APPEND_BYTES: usize = 8 << 20;
+/// The slowest transfer-plus-fsync rate an AppendEntries deadline allows for, in bytes/s.
+const MIN_APPEND_RATE: f64 = 8e6;
+
+/// About how many bytes an entry takes on the wire.
+fn entry_size(e: &openraft::alias::EntryOf<TypeConfig>) -> usize {
+    64 + match &e.payload {
+        openraft::EntryPayload::Normal(cmd) => cmd.0.len(),
+        openraft::EntryPayload::Membership(_) => 256,
+        openraft::EntryPayload::Blank => 0,
+    }
+}
+
+/// Cuts `rpc` to the prefix of its entries within [`MAX_APPEND_BYTES`] (at least one); returns
+/// the bytes kept and, if entries were left out, the last log id sent.
+fn bound_append(rpc: &mut AppendEntriesRequest<TypeConfig>) -> (usize, Option<crate::types::LogId>) {
+    let mut bytes = 0;
+    let mut keep = 0;
+    for e in &rpc.entries {
+        let size = entry_size(e);
+        if keep > 0 && bytes + size > MAX_APPEND_BYTES {
+            break;
+        }
+        bytes += size;
+        keep += 1;
+    }
+    if keep == rpc.entries.len() {
+        return (bytes, None);
+    }
+    rpc.entries.truncate(keep);
+    (bytes, rpc.entries.last().map(|e| e.log_id.clone()))
+}
 
 /// Creates peer clients for openraft; also used for forwarded writes and read-index calls.
 #[derive(Clone)]
@@ -354,9 +393,17 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.envelope_call(&rpc, option.soft_ttl(), |mut c, r| async move { c.append_entries(r).await })
+        let mut rpc = rpc;
+        let (bytes, partial) = bound_append(&mut rpc);
+        let ttl = option.soft_ttl() + Duration::from_secs_f64(bytes as f64 / MIN_APPEND_RATE);
+        let resp = self
+            .envelope_call(&rpc, ttl, |mut c, r| async move { c.append_entries(r).await })
             .await
-            .map_err(TransportError::into_rpc)
+            .map_err(TransportError::into_rpc)?;
+        Ok(match (resp, partial) {
+            (AppendEntriesResponse::Success, Some(last)) => AppendEntriesResponse::PartialSuccess(Some(last)),
+            (resp, _) => resp,
+        })
     }
 
     async fn vote(
