@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use quorumdb_tests::chaos::linearizable::{self, Operation};
 use quorumdb_tests::chaos::nemesis::{ALL, Kind};
 use quorumdb_tests::chaos::workload::Surface;
 use quorumdb_tests::chaos::{ScheduleConfig, run_schedule, schedule_seed};
@@ -58,9 +59,48 @@ struct Args {
     /// Keep the directories of schedules that passed.
     #[arg(long)]
     keep: bool,
+    /// Only check a recorded register history (a schedule's `history.jsonl`) and print the
+    /// verdict.
+    #[arg(long)]
+    check_history: Option<PathBuf>,
     /// The quorumdb binary (default: `quorumdb` next to this one).
     #[arg(long)]
     bin: Option<PathBuf>,
+}
+
+fn check_history(path: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("cannot read {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut history = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        match serde_json::from_str::<Operation>(line) {
+            Ok(op) => history.push(op),
+            Err(e) => {
+                println!("{}:{}: {e}", path.display(), n + 1);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let r = linearizable::check(&history, 50_000_000);
+    println!(
+        "{} operations on {} keys ({} of unknown outcome never observed): {}",
+        r.operations,
+        r.keys,
+        r.unseen_unknown,
+        if r.ok() { "linearizable" } else { "NOT linearizable" }
+    );
+    for v in &r.violations {
+        println!("{}", quorumdb_tests::chaos::describe(v));
+    }
+    for k in &r.gave_up {
+        println!("gave up on key {k}");
+    }
+    if r.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn default_bin() -> PathBuf {
@@ -80,6 +120,9 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let a = Args::parse();
+    if let Some(path) = &a.check_history {
+        return check_history(path);
+    }
     let mut cfg = ScheduleConfig {
         bin: a.bin.clone().unwrap_or_else(default_bin),
         nodes: a.nodes,

@@ -235,7 +235,7 @@ pub async fn run_schedule(cfg: &ScheduleConfig, seed: u64) -> Result<ScheduleRep
 }
 
 /// A violation in one line per operation the search got stuck at.
-fn describe(v: &linearizable::Verdict) -> String {
+pub fn describe(v: &linearizable::Verdict) -> String {
     match v {
         linearizable::Verdict::Violation { key, stuck_at } => {
             let ops: Vec<String> = stuck_at
