@@ -261,8 +261,14 @@ impl Api {
         }
     }
 
-    /// Posts rows; `Ok(Err)` for an answer refusing them.
-    pub async fn insert(&self, table: &str, batch: &RecordBatch) -> anyhow::Result<Result<u64, ApiError>> {
+    /// Posts rows; `Ok(Err)` for an answer refusing them. Re-sent with the same `key`
+    /// (`Idempotency-Key`), the rows are inserted at most once.
+    pub async fn insert(
+        &self,
+        table: &str,
+        batch: &RecordBatch,
+        key: Option<&str>,
+    ) -> anyhow::Result<Result<u64, ApiError>> {
         let mut body = Vec::new();
         {
             let mut w = StreamWriter::try_new(&mut body, &batch.schema())?;
@@ -270,8 +276,11 @@ impl Api {
             w.finish()?;
         }
         let url = format!("{}/v1/tables/{}/rows", self.base, percent_encode(table));
-        let resp =
-            self.http.post(url).header("content-type", "application/vnd.apache.arrow.stream").body(body).send().await?;
+        let mut req = self.http.post(url).header("content-type", "application/vnd.apache.arrow.stream").body(body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let resp = req.send().await?;
         Ok(Self::answer(resp).await?.map(|v| v["rows_affected"].as_u64().unwrap_or(0)))
     }
 }
@@ -300,6 +309,16 @@ fn rows_json(batch: &RecordBatch) -> Vec<Value> {
         .map(|l| serde_json::from_slice(l).unwrap_or(Value::Null))
         .collect();
     if rows.len() == batch.num_rows() { rows } else { vec![Value::Null; batch.num_rows()] }
+}
+
+/// A request id unique to this process and call: pid, start time, counter.
+fn request_key() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let start = START
+        .get_or_init(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("load-{}-{start}-{n}", std::process::id())
 }
 
 /// Shared by the tasks sending chunks: totals and rejected rows.
@@ -331,9 +350,12 @@ async fn send_chunk(
             take_record_batch(&chunk.batch, &UInt32Array::from(rows.clone()))?
         };
         let mut delay = Duration::from_millis(50);
+        // One key for every attempt at these rows: a retry after a lost answer inserts nothing
+        // twice.
+        let key = request_key();
         let outcome = loop {
             tally.lock().requests += 1;
-            match api.insert(table, &batch).await {
+            match api.insert(table, &batch, Some(&key)).await {
                 Ok(Err(e)) if e.retryable && delay < Duration::from_secs(20) => {}
                 Err(e) if delay < Duration::from_secs(20) => eprintln!("warning: request failed ({e}); retrying"),
                 other => break other?,

@@ -10,6 +10,9 @@ use quorumdb_state::system::RequestId;
 
 use crate::error::ServerError;
 
+/// The most bytes one KV write (all its keys and values) may carry, on every surface.
+pub const MAX_COMMAND_BYTES: usize = 8 << 20;
+
 fn check_key(key: &[u8]) -> Result<(), ServerError> {
     if key.is_empty() {
         return Err(ServerError::BadRequest("the key is empty".into()));
@@ -32,6 +35,13 @@ pub async fn write_as(replica: &Replica, cmd: KvCommand, req: Option<&RequestId>
     }
     metrics::counter!("quorumdb_kv_writes_total").increment(1);
     let encoded = cmd.encode(replica.format()).map_err(ReplicationError::from)?;
+    if encoded.0.len() > MAX_COMMAND_BYTES {
+        return Err(ServerError::BadRequest(format!(
+            "the write is {} bytes; one KV write may carry at most {} MiB of keys and values",
+            encoded.0.len(),
+            MAX_COMMAND_BYTES >> 20
+        )));
+    }
     match replica.write_as(encoded, req).await? {
         CommandResult::Applied(bytes) => Ok(KvResponse::decode(&bytes).map_err(ReplicationError::from)?),
         CommandResult::Rejected(bytes) => Err(ServerError::Rejected(Rejection::decode(&bytes))),

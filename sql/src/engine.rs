@@ -222,6 +222,7 @@ impl Engine {
         if statements.is_empty() {
             return Err(SqlError::Syntax("empty query".into()));
         }
+        crate::limits::check_request(&statements)?;
         for s in statements.iter_mut() {
             vector_search::rewrite_operators(s);
         }

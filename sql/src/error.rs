@@ -74,6 +74,9 @@ pub enum SqlError {
     DataException(String),
     #[error("{0}")]
     InvalidParameter(String),
+    /// A request beyond one of the engine's limits ([`crate::limits`]).
+    #[error("{0}")]
+    LimitExceeded(String),
     /// An error caused by one row of a multi-row write (a bulk load): its position, from 0.
     #[error("row {row}: {source}")]
     AtRow { row: usize, source: Box<SqlError> },
@@ -108,6 +111,7 @@ impl SqlError {
             Self::Internal(_) => "XX000",
             Self::DataException(_) => "22000",
             Self::InvalidParameter(_) => "22023",
+            Self::LimitExceeded(_) => "54000",
             Self::Rejected { code, .. } => code,
             Self::AtRow { source, .. } => source.sqlstate(),
         }

@@ -18,6 +18,7 @@ pub mod command;
 pub mod engine;
 pub mod error;
 pub mod json;
+pub mod limits;
 pub mod memory;
 pub mod planner;
 pub mod provider;

@@ -72,8 +72,11 @@ impl ColumnType {
                     .first()
                     .and_then(|a| a.parse::<u32>().ok())
                     .ok_or_else(|| SqlError::InvalidDefinition("VECTOR needs a dimension, as in VECTOR(384)".into()))?;
-                if !(1..=65_535).contains(&dim) {
-                    return Err(SqlError::InvalidDefinition(format!("VECTOR dimension {dim} is out of 1..65535")));
+                if !(1..=crate::limits::MAX_VECTOR_DIM).contains(&dim) {
+                    return Err(SqlError::LimitExceeded(format!(
+                        "VECTOR dimension {dim} is out of 1..{}",
+                        crate::limits::MAX_VECTOR_DIM
+                    )));
                 }
                 Self::Vector { dim }
             }

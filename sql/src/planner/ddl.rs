@@ -31,6 +31,7 @@ impl Planner<'_> {
         if ct.columns.is_empty() {
             return Err(SqlError::InvalidDefinition("a table needs at least one column".into()));
         }
+        crate::limits::check_new_table(self.catalog.tables.len(), ct.columns.len())?;
         let mut columns: Vec<ColumnDef> = Vec::new();
         let mut primary_key: Vec<usize> = Vec::new();
         let mut uniques: Vec<Vec<usize>> = Vec::new();
