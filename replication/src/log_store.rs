@@ -17,6 +17,9 @@
 //!   conflicting suffix cannot come back after a crash) and `purge` deletes a prefix after first
 //!   recording the last purged id, so `get_log_state` is right at every point of a crash.
 //! - Vote and log writes are serialized by openraft (`&mut self`), so no locking is needed here.
+//! - **Disk faults can be injected** ([`Faults`]: a delay before each fsync, or fsyncs that
+//!   fail): a failed fsync fails the appends it covered and every synced write, so openraft
+//!   stops the node instead of acknowledging what is not on disk.
 //!
 //! # Format
 //! Keys of `logs` are the index as 8 bytes big-endian; values are openraft's `Entry` as
@@ -36,6 +39,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, Writ
 
 use crate::encoding::{decode, encode};
 use crate::error::storage_err;
+use crate::network::Faults;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 const CF_LOGS: &str = "logs";
@@ -59,6 +63,7 @@ fn cf<'a>(db: &'a DB, name: &str) -> std::io::Result<&'a rocksdb::ColumnFamily> 
 pub struct LogStore {
     db: Arc<DB>,
     flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
+    faults: Faults,
 }
 
 /// A read handle on the log, used by openraft's replication tasks.
@@ -70,6 +75,11 @@ pub struct LogReader {
 impl LogStore {
     /// Opens (or creates) the log at `path` and starts its flusher thread.
     pub fn open(path: &Path) -> std::io::Result<Self> {
+        Self::open_with_faults(path, Faults::default())
+    }
+
+    /// [`Self::open`], with injected disk faults (slow or failing fsyncs) read from `faults`.
+    pub fn open_with_faults(path: &Path, faults: Faults) -> std::io::Result<Self> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -89,8 +99,9 @@ impl LogStore {
         }
         let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
         let flush_db = db.clone();
-        std::thread::Builder::new().name("raft-log-flush".into()).spawn(move || flusher(flush_db, rx))?;
-        Ok(Self { db, flusher: tx })
+        let flush_faults = faults.clone();
+        std::thread::Builder::new().name("raft-log-flush".into()).spawn(move || flusher(flush_db, rx, flush_faults))?;
+        Ok(Self { db, flusher: tx, faults })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> std::io::Result<Option<T>> {
@@ -98,6 +109,9 @@ impl LogStore {
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T, sync: bool) -> std::io::Result<()> {
+        if sync {
+            injected_disk_fault(&self.faults)?;
+        }
         let cf = cf(&self.db, CF_META)?;
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
@@ -105,14 +119,30 @@ impl LogStore {
     }
 }
 
+/// Applies the injected disk faults to one fsync: waits out the delay, fails if the disk does.
+fn injected_disk_fault(faults: &Faults) -> std::io::Result<()> {
+    let (delay, fail) = faults.disk();
+    if let Some(d) = delay {
+        std::thread::sleep(d);
+    }
+    if fail {
+        metrics::counter!("quorumdb_log_injected_disk_failures_total").increment(1);
+        return Err(std::io::Error::other("injected disk failure"));
+    }
+    Ok(())
+}
+
 /// Completes `append` callbacks in groups, one WAL fsync per group.
-fn flusher(db: Arc<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>) {
+fn flusher(db: Arc<DB>, rx: mpsc::Receiver<IOFlushed<TypeConfig>>, faults: Faults) {
     let fsyncs = metrics::counter!("quorumdb_log_fsyncs_total");
     let grouped = metrics::histogram!("quorumdb_log_appends_per_fsync");
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         group.extend(rx.try_iter());
-        let result = db.flush_wal(true);
+        let result = match injected_disk_fault(&faults) {
+            Ok(()) => db.flush_wal(true).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         fsyncs.increment(1);
         grouped.record(group.len() as f64);
         for cb in group {
@@ -237,6 +267,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf, index_key(from), index_key(u64::MAX));
         batch.delete_cf(cf, index_key(u64::MAX));
+        injected_disk_fault(&self.faults)?;
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(batch, &wo).map_err(storage_err)

@@ -139,7 +139,8 @@ impl Replica {
     /// resumes where it stopped; a new one waits to be initialized or added to a cluster.
     pub async fn open(config: ReplicaConfig, app: Arc<dyn Application>) -> Result<Self, ReplicationError> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let log_store = LogStore::open(&config.data_dir.join("log"))?;
+        let faults = Faults::default();
+        let log_store = LogStore::open_with_faults(&config.data_dir.join("log"), faults.clone())?;
         let sm = StateMachineStore::open(&config.data_dir, app)?;
         let reader = sm.reader();
         let snapshot_dir = sm.snapshot_dir().to_path_buf();
@@ -157,7 +158,6 @@ impl Replica {
         }
         .validate()
         .map_err(|e| ReplicationError::Invalid(format!("raft config: {e}")))?;
-        let faults = Faults::default();
         let transfers = Transfers::default();
         let network = NetworkFactory::new(config.id, faults.clone(), transfers.clone(), config.snapshot_rate);
         let raft = Raft::new(config.id, Arc::new(raft_config), network.clone(), log_store, sm).await.map_err(fatal)?;

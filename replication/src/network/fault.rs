@@ -1,5 +1,6 @@
-//! Fault injection for the transport: drop or delay traffic per peer, or cut a node off,
-//! switchable at run time (tests, the HTTP debug endpoint and later the dashboard).
+//! Fault injection, switchable at run time (tests, the HTTP debug endpoint, the chaos suite):
+//! for the transport, drop or delay traffic per peer or cut a node off; for the disk, slow or
+//! fail the Raft log's fsyncs (read by the log store's flusher).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -23,6 +24,11 @@ pub struct FaultRules {
     pub drop_from: BTreeSet<NodeId>,
     /// Delay messages to these peers by this many milliseconds.
     pub delay_ms: BTreeMap<NodeId, u64>,
+    /// Delay every fsync of the Raft log by this many milliseconds (a slow disk).
+    pub disk_delay_ms: u64,
+    /// Fail every fsync and synced write of the Raft log (a failed disk): the node stops
+    /// acknowledging anything, as it must, until it is restarted.
+    pub disk_fail: bool,
 }
 
 impl FaultRules {
@@ -64,6 +70,12 @@ impl Faults {
             return Outbound::Drop;
         }
         Outbound::Deliver(r.delay_ms.get(&peer).map(|ms| Duration::from_millis(*ms)))
+    }
+
+    /// The disk faults: a delay before each log fsync, and whether it fails.
+    pub fn disk(&self) -> (Option<Duration>, bool) {
+        let r = self.0.read();
+        ((r.disk_delay_ms > 0).then(|| Duration::from_millis(r.disk_delay_ms)), r.disk_fail)
     }
 
     /// Whether a message from `peer` must be dropped.

@@ -38,9 +38,14 @@ pub enum Kind {
     Membership,
     /// A partition with a kill or pause inside it.
     Combined,
+    /// A node's Raft log fsyncs delayed by 50–500 ms (a slow disk).
+    SlowDisk,
+    /// A node's Raft log fsyncs fail (a failed disk): it must stop acknowledging; after the
+    /// hold it is killed and restarted on the same data, as after a disk replacement.
+    DiskFail,
 }
 
-pub const ALL: [Kind; 10] = [
+pub const ALL: [Kind; 12] = [
     Kind::Kill,
     Kind::Pause,
     Kind::Partition,
@@ -51,6 +56,8 @@ pub const ALL: [Kind; 10] = [
     Kind::Transfer,
     Kind::Membership,
     Kind::Combined,
+    Kind::SlowDisk,
+    Kind::DiskFail,
 ];
 
 impl Kind {
@@ -66,6 +73,8 @@ impl Kind {
             Kind::Transfer => "transfer",
             Kind::Membership => "membership",
             Kind::Combined => "combined",
+            Kind::SlowDisk => "slowdisk",
+            Kind::DiskFail => "diskfail",
         }
     }
 }
@@ -234,6 +243,24 @@ impl Nemesis {
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
+            }
+            Kind::SlowDisk => {
+                let v = self.victim(c).await;
+                let ms = self.rng.random_range(50..=500u64);
+                self.log(format!("slow disk: node {v} +{ms} ms per log fsync"));
+                c.set_faults(v, json!({ "disk_delay_ms": ms })).await?;
+                tokio::time::sleep(hold).await;
+                c.heal().await;
+                self.log("heal".into());
+            }
+            Kind::DiskFail => {
+                let v = self.victim(c).await;
+                self.log(format!("disk of node {v} fails"));
+                c.set_faults(v, json!({ "disk_fail": true })).await?;
+                tokio::time::sleep(hold).await;
+                c.sigkill(v)?;
+                c.restart(v)?;
+                self.log(format!("node {v} restarted on its data"));
             }
             Kind::Combined => {
                 let (a, b) = self.split(c).await;

@@ -12,6 +12,7 @@ mod t20_leader_kill;
 mod t21_catch_up;
 mod t22_chaos;
 mod t23_exactly_once;
+mod t24_disk_faults;
 mod t30_membership;
 mod t31_transfer_leader;
 mod t32_rolling_upgrade;
