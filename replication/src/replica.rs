@@ -327,6 +327,13 @@ impl Replica {
         // leader" but an unknown outcome.
         let mut unknown: Option<String> = None;
         let result = loop {
+            if self.metrics().state == ServerState::Shutdown {
+                // Stopped before this attempt: not proposed here.
+                break Err(unknown.map_or_else(
+                    || ReplicationError::Fatal("this node's Raft has stopped".into()),
+                    ReplicationError::OutcomeUnknown,
+                ));
+            }
             let leader = match self.raft.client_write(cmd.clone()).await {
                 Ok(r) => break Ok(r.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id.zip(f.leader_node),
@@ -339,7 +346,11 @@ impl Replica {
                     None
                 }
                 Err(RaftError::APIError(e)) => break Err(ReplicationError::Invalid(e.to_string())),
-                Err(RaftError::Fatal(f)) => break Err(fatal(f)),
+                // It stopped while the entry was in flight (a failed disk): the followers may
+                // still commit the entry under the next leader.
+                Err(RaftError::Fatal(f)) => {
+                    break Err(ReplicationError::OutcomeUnknown(format!("this node stopped during the write: {f}")));
+                }
             };
             if let Some((id, node)) = leader.filter(|(id, _)| *id != self.id) {
                 match self.forward_write(id, &node.addr, &cmd).await {

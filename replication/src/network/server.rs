@@ -218,6 +218,9 @@ impl RaftTransport for TransportService {
             Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
                 ForwardReply::OutcomeUnknown(f.to_string())
             }
+            // The leader stopped (a failed disk) after taking the entry: the followers may still
+            // commit it under the next leader.
+            Err(RaftError::Fatal(f)) => ForwardReply::OutcomeUnknown(format!("the leader stopped: {f}")),
             Err(e) => ForwardReply::Failed(e.to_string()),
         };
         Ok(Response::new(encode(&reply)?))

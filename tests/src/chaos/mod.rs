@@ -54,6 +54,7 @@ pub struct ScheduleReport {
     pub set_retries: u64,
     pub bank_transfers: u64,
     pub bank_reads: u64,
+    pub vectors_acked: usize,
     pub faults: Vec<(Kind, u64)>,
     pub applied: u64,
     /// Everything that went wrong; empty when the schedule passed.
@@ -71,7 +72,7 @@ impl ScheduleReport {
     pub fn line(&self) -> String {
         let faults: Vec<String> = self.faults.iter().map(|(k, n)| format!("{k}×{n}")).collect();
         format!(
-            "seed={:<20} {} {:>5.1}s register ops={} (ok {}, unknown {}, checked {}) set acked={} (retried {}) bank transfers={} reads={} \
+            "seed={:<20} {} {:>5.1}s register ops={} (ok {}, unknown {}, checked {}) set acked={} (retried {}) bank transfers={} reads={} vectors={} \
              faults=[{}] applied={}{}",
             self.seed,
             if self.passed() { "PASS" } else { "FAIL" },
@@ -84,6 +85,7 @@ impl ScheduleReport {
             self.set_retries,
             self.bank_transfers,
             self.bank_reads,
+            self.vectors_acked,
             faults.join(" "),
             self.applied,
             if self.passed() { String::new() } else { format!("\n  problems: {}", self.problems.join("\n  ")) }
@@ -148,6 +150,14 @@ pub async fn run_schedule(cfg: &ScheduleConfig, seed: u64) -> Result<ScheduleRep
         observed.clone(),
         stop.clone(),
     )));
+    tasks.push(tokio::spawn(workload::vector_client(
+        schedule_seed(seed, 4000),
+        wcfg.clone(),
+        http.clone(),
+        next_value.clone(),
+        observed.clone(),
+        stop.clone(),
+    )));
     for i in 0..2 {
         tasks.push(tokio::spawn(workload::bank_client(
             schedule_seed(seed, 3000 + i),
@@ -195,6 +205,11 @@ pub async fn run_schedule(cfg: &ScheduleConfig, seed: u64) -> Result<ScheduleRep
     for k in &lin.gave_up {
         problems.push(format!("checker gave up on key {k} (budget exhausted)"));
     }
+    // Replicas first (the vector checks read each node's own state), then the workloads.
+    match c.converged(60).await {
+        Ok((applied, _, _)) => report.applied = applied,
+        Err(e) => problems.push(format!("{e:#}")),
+    }
     match workload::final_checks(&http, &endpoints, &observed).await {
         Ok(p) => problems.extend(p),
         Err(e) => problems.push(format!("final reads: {e:#}")),
@@ -205,10 +220,6 @@ pub async fn run_schedule(cfg: &ScheduleConfig, seed: u64) -> Result<ScheduleRep
     let unexpected = observed.unexpected.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if !unexpected.is_empty() {
         problems.push(format!("{} unexpected answers, e.g. {}", unexpected.len(), unexpected[0]));
-    }
-    match c.converged(60).await {
-        Ok((applied, _, _)) => report.applied = applied,
-        Err(e) => problems.push(format!("{e:#}")),
     }
     for (id, status) in c.crashed() {
         problems.push(format!("node {id} exited by itself ({status}); see {}", c.log_of(id).display()));
@@ -224,6 +235,7 @@ pub async fn run_schedule(cfg: &ScheduleConfig, seed: u64) -> Result<ScheduleRep
     report.set_retries = observed.set_retries.load(Ordering::Relaxed);
     report.bank_transfers = observed.bank_transfers.load(Ordering::Relaxed);
     report.bank_reads = observed.bank_reads.load(Ordering::Relaxed);
+    report.vectors_acked = observed.vectors_acked.lock().unwrap_or_else(|e| e.into_inner()).len();
     report.faults = nemesis.counts.into_iter().collect();
     report.seconds = started.elapsed().as_secs_f64();
     report.problems = problems;

@@ -5,7 +5,9 @@
 //! - **set**: unique inserts; at the end every acknowledged row is present exactly once and
 //!   nothing is present that was never attempted;
 //! - **bank**: transfers between accounts as two-statement transactions; every read of all
-//!   balances sums to the constant total.
+//!   balances sums to the constant total;
+//! - **vectors**: point upserts into a collection; after healing every acknowledged point is
+//!   found by an exact search on every node, and HNSW at high `ef` answers the same.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -79,11 +81,14 @@ pub struct Observed {
     pub bank_reads: AtomicU64,
     pub bank_bad: Mutex<Vec<String>>,
     pub bank_transfers: AtomicU64,
+    /// Vector points whose upsert was acknowledged, by id.
+    pub vectors_acked: Mutex<Vec<(u64, [f32; VECTOR_DIM])>>,
     /// Errors a client should never see (a bad request: a bug in the harness or the server).
     pub unexpected: Mutex<Vec<String>>,
 }
 
 pub const ACCOUNTS: u64 = 8;
+pub const VECTOR_DIM: usize = 4;
 pub const INITIAL_BALANCE: i64 = 100;
 
 /// Creates the tables the workloads use (through any node; retried while leadership settles).
@@ -99,7 +104,18 @@ pub async fn setup(http: &reqwest::Client, cfg: &WorkloadConfig) -> Result<()> {
     sql.push_str(&format!(" INSERT INTO reg VALUES {};", keys.join(", ")));
     for attempt in 0..50 {
         let ep = &cfg.endpoints[attempt % cfg.endpoints.len()];
-        match sql_call(http, &ep.http, &sql, &[], "linearizable", Duration::from_secs(5)).await {
+        let collection = json!({"vectors": {"size": VECTOR_DIM, "distance": "Euclid"}});
+        let created = async {
+            sql_call(http, &ep.http, &sql, &[], "linearizable", Duration::from_secs(5)).await?;
+            let r = http
+                .put(format!("http://{}/v1/collections/chaos_vec", ep.http))
+                .json(&collection)
+                .send()
+                .await
+                .map_err(|e| SqlError::Unknown(e.to_string()))?;
+            if r.status().is_success() { Ok(()) } else { Err(SqlError::Unknown(r.status().to_string())) }
+        };
+        match created.await {
             Ok(_) => return Ok(()),
             Err(e) if attempt == 49 => return Err(anyhow::anyhow!("creating the chaos tables: {e:?}")),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -498,6 +514,64 @@ pub async fn bank_client(
     }
 }
 
+/// The vector of point `id`: distinct for every id, so a point's nearest neighbour is itself.
+pub fn vector_of(id: u64) -> [f32; VECTOR_DIM] {
+    let f = |k: u64| ((id.wrapping_mul(k) % 1009) as f32) / 10.0;
+    [(id % 1000) as f32, f(7919), f(104_729), (id / 1000) as f32]
+}
+
+/// Upserts points (one to four per request) through random nodes.
+pub async fn vector_client(
+    seed: u64,
+    cfg: Arc<WorkloadConfig>,
+    http: reqwest::Client,
+    next_value: Arc<AtomicU64>,
+    observed: Arc<Observed>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    while !stop.load(Ordering::Relaxed) {
+        let Some(ep) = cfg.endpoints.choose(&mut rng) else { return };
+        let ids: Vec<u64> = (0..rng.random_range(1..=4)).map(|_| next_value.fetch_add(1, Ordering::Relaxed)).collect();
+        let points: Vec<Value> = ids.iter().map(|id| json!({"id": id, "vector": vector_of(*id)})).collect();
+        let r = http
+            .put(format!("http://{}/v1/collections/chaos_vec/points", ep.http))
+            .timeout(cfg.timeout)
+            .json(&json!({ "points": points }))
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status().is_success() => {
+                observed
+                    .vectors_acked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(ids.iter().map(|id| (*id, vector_of(*id))));
+            }
+            Ok(r) if r.status().as_u16() == 400 => {
+                let body = r.text().await.unwrap_or_default();
+                observed.unexpected.lock().unwrap_or_else(|e| e.into_inner()).push(format!("upsert: {body}"));
+            }
+            _ => {}
+        }
+        tokio::time::sleep(cfg.think).await;
+    }
+}
+
+/// The nearest point to `vector` on node `addr`, exact or by HNSW at a high `ef`.
+async fn nearest(http: &reqwest::Client, addr: &str, vector: &[f32], exact: bool) -> Result<Option<u64>> {
+    let params = if exact { json!({"exact": true}) } else { json!({"hnsw_ef": 1000}) };
+    let body = json!({"vector": vector, "limit": 1, "params": params, "with_payload": false});
+    let r = http
+        .post(format!("http://{addr}/v1/collections/chaos_vec/search?consistency=stale"))
+        .timeout(Duration::from_secs(10))
+        .json(&body)
+        .send()
+        .await?;
+    let v: Value = r.json().await?;
+    Ok(v["result"][0]["id"].as_u64())
+}
+
 /// The final checks of the set and bank workloads, read at `linearizable` through `addr`.
 /// Returns the problems found (empty: all good).
 pub async fn final_checks(http: &reqwest::Client, endpoints: &[Endpoint], observed: &Observed) -> Result<Vec<String>> {
@@ -527,7 +601,33 @@ pub async fn final_checks(http: &reqwest::Client, endpoints: &[Endpoint], observ
         let attempted: std::collections::HashSet<u64> = acked.iter().chain(&unknown).copied().collect();
         let ghost: Vec<u64> = present.keys().filter(|v| !attempted.contains(v)).copied().collect();
         if !ghost.is_empty() {
-            problems.push(format!("node {}: values present that were never inserted: {ghost:?}", ep.id));
+            let failed = observed.set_failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let refused: Vec<u64> = ghost.iter().filter(|v| failed.contains(v)).copied().collect();
+            problems.push(format!(
+                "node {}: values present that were never inserted: {ghost:?} (of them refused: {refused:?}; {} acked, {} unknown, {} refused in all)",
+                ep.id,
+                acked.len(),
+                unknown.len(),
+                failed.len()
+            ));
+        }
+        // Vectors: every acknowledged point (up to 200 of them) is its own nearest neighbour,
+        // by exact search and by HNSW at a high ef, on this node. (Read after convergence.)
+        let acked = observed.vectors_acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let step = (acked.len() / 200).max(1);
+        let (mut missing, mut hnsw_wrong) = (Vec::new(), Vec::new());
+        for (id, v) in acked.iter().step_by(step) {
+            if nearest(http, &ep.http, v, true).await? != Some(*id) {
+                missing.push(*id);
+            } else if nearest(http, &ep.http, v, false).await? != Some(*id) {
+                hnsw_wrong.push(*id);
+            }
+        }
+        if !missing.is_empty() {
+            problems.push(format!("node {}: acknowledged vector points not found: {missing:?}", ep.id));
+        }
+        if !hnsw_wrong.is_empty() {
+            problems.push(format!("node {}: HNSW at ef 1000 disagrees with exact search for {hnsw_wrong:?}", ep.id));
         }
         // Bank: the total.
         let body = read_retrying(http, &ep.http, "SELECT sum(balance), count(*) FROM bank").await?;
