@@ -188,7 +188,9 @@ impl VectorFile {
             if dim == 0 || dim > 65_535 {
                 bail!("{}: vectors of dimension {dim}", path.display());
             }
-            if size < h.data_offset as u64 + n * dim * 4 {
+            // Checked: a header's shape is any u64s (a product that overflowed would pass).
+            let need = n.checked_mul(dim * 4).and_then(|b| b.checked_add(h.data_offset as u64));
+            if need.is_none_or(|need| size < need) {
                 bail!("{}: truncated (shape {:?})", path.display(), h.shape);
             }
             return Ok(Self { reader, npy: Some((dim as usize, n)), first: None, dim: dim as usize, len: n });
@@ -219,15 +221,21 @@ impl VectorFile {
 pub fn read_ids(path: &Path) -> anyhow::Result<Vec<i64>> {
     let ctx = || path.display().to_string();
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
-        let mut r = BufReader::new(std::fs::File::open(path).with_context(ctx)?);
+        let file = std::fs::File::open(path).with_context(ctx)?;
+        let size = file.metadata().with_context(ctx)?.len();
+        let mut r = BufReader::new(file);
         let h = read_npy_header(&mut r).with_context(ctx)?;
         let [n] = h.shape[..] else { bail!("{}: ids must be a 1-D array, not shape {:?}", ctx(), h.shape) };
-        let width = match h.descr.as_str() {
+        let width: usize = match h.descr.as_str() {
             "<i8" | "<u8" => 8,
             "<i4" | "<u4" => 4,
             other => bail!("{}: ids must be little-endian integers, not {other:?}", ctx()),
         };
-        let mut bytes = vec![0u8; n as usize * width];
+        // What the shape claims must be in the file before it is allocated: a damaged header
+        // would ask for exabytes (an abort, not an error).
+        let len = n.checked_mul(width as u64).filter(|len| *len <= size.saturating_sub(h.data_offset as u64));
+        let Some(len) = len else { bail!("{}: truncated (shape {:?})", ctx(), h.shape) };
+        let mut bytes = vec![0u8; len as usize];
         r.read_exact(&mut bytes).context("truncated .npy file")?;
         return bytes
             .chunks_exact(width)

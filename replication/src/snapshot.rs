@@ -71,8 +71,10 @@ impl Manifest {
         self.meta.last_log_id.as_ref().map(|l| l.index).unwrap_or(0)
     }
 
+    /// The sum of the files' sizes (saturating: the sizes come from a file or a peer, and a
+    /// damaged one must not overflow; the total is only for progress reports).
     pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.size).sum()
+        self.files.iter().fold(0u64, |total, f| total.saturating_add(f.size))
     }
 
     pub fn read(dir: &Path) -> std::io::Result<Self> {

@@ -60,17 +60,32 @@ pub async fn insert_rows(
 }
 
 fn arrow_stream(body: &[u8]) -> Result<Vec<RecordBatch>, ServerError> {
-    let bad =
-        |e: datafusion::arrow::error::ArrowError| ServerError::BadRequest(format!("invalid Arrow IPC stream: {e}"));
-    let reader = StreamReader::try_new(Cursor::new(body), None).map_err(bad)?;
-    reader.collect::<Result<Vec<_>, _>>().map_err(bad)
+    untrusted("Arrow IPC stream", || {
+        let reader = StreamReader::try_new(Cursor::new(body), None)?;
+        reader.collect()
+    })
 }
 
 /// JSON lines, with the columns and their Arrow types inferred from the objects (the engine
 /// coerces them to the table's types).
 fn json_lines(body: &[u8]) -> Result<Vec<RecordBatch>, ServerError> {
-    let bad = |e: datafusion::arrow::error::ArrowError| ServerError::BadRequest(format!("invalid JSON lines: {e}"));
-    let (schema, _) = infer_json_schema(Cursor::new(body), None).map_err(bad)?;
-    let reader = ReaderBuilder::new(Arc::new(schema)).with_batch_size(8192).build(Cursor::new(body)).map_err(bad)?;
-    reader.collect::<Result<Vec<_>, _>>().map_err(bad)
+    untrusted("JSON lines", || {
+        let (schema, _) = infer_json_schema(Cursor::new(body), None)?;
+        let reader = ReaderBuilder::new(Arc::new(schema)).with_batch_size(8192).build(Cursor::new(body))?;
+        reader.collect()
+    })
+}
+
+/// Runs an Arrow decoder on a client's bytes: its error, or a panic (arrow's IPC reader panics
+/// on some corrupt buffer lengths instead of failing: found by `t88_http_fuzz`), is the client's
+/// bad request, not a dropped connection.
+fn untrusted(
+    what: &str,
+    decode: impl FnOnce() -> Result<Vec<RecordBatch>, datafusion::arrow::error::ArrowError>,
+) -> Result<Vec<RecordBatch>, ServerError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
+        Ok(Ok(batches)) => Ok(batches),
+        Ok(Err(e)) => Err(ServerError::BadRequest(format!("invalid {what}: {e}"))),
+        Err(_) => Err(ServerError::BadRequest(format!("invalid {what}: it cannot be decoded"))),
+    }
 }

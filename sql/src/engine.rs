@@ -14,7 +14,8 @@ use datafusion::execution::context::SessionState;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::{self, Expr, SelectItem, SetExpr, Statement, TableFactor, visit_expressions_mut};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::Tokenizer;
 
 use crate::catalog::{Catalog, RowDecoder};
 use crate::codec;
@@ -174,6 +175,12 @@ fn session_setting(s: &Statement) -> Option<(String, Option<&Expr>)> {
 
 impl Engine {
     pub fn new(read: SharedState, vectors: Arc<VectorIndexes>) -> Self {
+        // sqlparser and DataFusion move their recursion to a new stack segment when less than
+        // the minimum is left, 128 KiB by default; but one level of a nested query takes more
+        // than that in a debug build (ten nested derived tables overflowed a 2 MiB thread
+        // stack in the parser). With 1 MiB, every level fits. A setting of the process.
+        recursive::set_minimum_stack_size(1 << 20);
+        recursive::set_stack_allocation_size(16 << 20);
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema("quorumdb", "public")
             .with_information_schema(true)
@@ -218,7 +225,11 @@ impl Engine {
 
     /// Parses a request whose `$n` placeholders are bound later ([`Parsed::bind`]).
     pub fn prepare(&self, sql: &str) -> Result<Parsed> {
-        let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)?;
+        // As `Parser::parse_sql`, with the nesting checked on the tokens before they are parsed.
+        let dialect = PostgreSqlDialect {};
+        let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(ParserError::from)?;
+        crate::limits::check_nesting(tokens.iter().map(|t| &t.token))?;
+        let mut statements = Parser::new(&dialect).with_tokens_with_locations(tokens).parse_statements()?;
         if statements.is_empty() {
             return Err(SqlError::Syntax("empty query".into()));
         }

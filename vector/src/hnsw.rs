@@ -127,7 +127,8 @@ pub struct DumpManifest {
     /// An opaque value from the owner (the SQL crate's index generation); a dump whose
     /// generation differs is not loaded.
     pub generation: u64,
-    /// Ids below this were all inserted when the dump was taken.
+    /// Ids below this were all inserted when the dump was taken (and the dump holds no id at
+    /// or above it: ids are allocated in order).
     pub watermark: u64,
     pub points: usize,
     pub graph_crc32: u32,
@@ -465,12 +466,24 @@ impl HnswIndex {
         if manifest.points == 0 {
             return Ok(Some((HnswIndex::new(*spec), manifest)));
         }
+        let mut files = Vec::with_capacity(2);
         for (name, want) in [("graph", manifest.graph_crc32), ("data", manifest.data_crc32)] {
             let bytes = std::fs::read(dir.join(format!("{BASENAME}.hnsw.{name}")))?;
             if crc32(&bytes) != want {
                 return Err(VectorError::Corrupt(format!("checksum mismatch in {name} file")));
             }
+            files.push(bytes);
         }
+        // hnsw_rs's reader trusts its files (a bad count aborts the process, a short data file
+        // ends it): they are checked first, whole (see `dump_check`).
+        let expected = crate::dump_check::Expected {
+            dim: spec.dim,
+            m: spec.m,
+            ef_construction: spec.ef_construction,
+            watermark: manifest.watermark,
+        };
+        crate::dump_check::check(&files[0], &files[1], &expected)?;
+        drop(files);
         // hnsw_rs ties the graph's lifetime to its loader; the loader is a few paths and
         // options, kept for the life of the process (one per load).
         let io: &'static HnswIo = Box::leak(Box::new(HnswIo::new(dir, BASENAME)));

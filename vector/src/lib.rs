@@ -3,6 +3,7 @@
 //! dump/load. Knows nothing of Raft or SQL: the SQL crate decides which points an index holds
 //! and keeps it in step with the replicated rows.
 
+mod dump_check;
 pub mod error;
 mod flat;
 pub mod hnsw;

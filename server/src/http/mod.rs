@@ -6,8 +6,8 @@
 //! - `GET|PUT|DELETE /v1/kv/{key}`: the built-in KV table (`PUT ?expect=V` or `?absent=true`
 //!   is compare-and-set; `GET ?consistency=linearizable|lease|stale&max_staleness_ms=N`).
 //! - `GET /v1/kv?prefix=P&limit=N`: list keys.
-//! - `GET|PUT /v1/debug/faults`: the transport fault rules of this node (unknown fields and
-//!   node ids that are not members are refused).
+//! - `GET|PUT /v1/debug/faults`: the transport fault rules of this node (unknown fields,
+//!   node ids that are not members and delays over a minute are refused).
 //! - `GET /v1/debug/digest`: applied index, checksum and a digest of the whole state, read at
 //!   one point in time (replicas are compared with it).
 //! - Writes (`PUT|DELETE /v1/kv/…`, `POST /v1/sql`, `POST /v1/tables/…/rows`) take an optional
@@ -88,7 +88,43 @@ pub fn router(state: NodeContext) -> Router {
         .route("/v1/debug/faults", get(get_faults).put(put_faults))
         .route("/v1/debug/digest", get(digest))
         .route("/metrics", get(metrics_text))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Errors axum answers itself — a query string, a path segment or a body its extractors cannot
+/// read (`?limit=-1`, `%ff`, a body over the size limit), a method a route does not take — come
+/// in plain text; every error of this API is the JSON error body, so they are rewritten into it
+/// (same status, other headers kept).
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10).await.unwrap_or_default();
+    let message = match String::from_utf8_lossy(&text).trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_string(),
+        m => m.to_string(),
+    };
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_FOUND => "not_found",
+        s if s.is_server_error() => "internal",
+        _ => "invalid_request",
+    };
+    let mut out = (status, Json(json!({"error": {"code": code, "message": message, "retryable": false}}))).into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 /// The JSON body of a route the HTTP API does not have.
@@ -318,6 +354,11 @@ async fn get_faults(State(r): State<Replica>) -> Json<FaultRules> {
     Json(r.faults().get())
 }
 
+/// The longest delay a fault rule may inject. The Raft log's fsyncs sleep out a disk delay on
+/// a thread of their own, so a longer one (`u64::MAX` ms was accepted) would hold every write
+/// for that long, even after the rules are cleared.
+const MAX_FAULT_DELAY_MS: u64 = 60_000;
+
 async fn put_faults(State(r): State<Replica>, body: Bytes) -> ApiResult<Json<FaultRules>> {
     let rules: FaultRules =
         serde_json::from_slice(&body).map_err(|e| ServerError::BadRequest(format!("invalid fault rules: {e}")))?;
@@ -325,6 +366,12 @@ async fn put_faults(State(r): State<Replica>, body: Bytes) -> ApiResult<Json<Fau
     let known: Vec<u64> = status.members.iter().chain(&status.learners).map(|m| m.id).collect();
     if let Some(id) = rules.peers().find(|id| !known.contains(id)) {
         return Err(ServerError::BadRequest(format!("invalid fault rules: node {id} is not a member")));
+    }
+    let delays = std::iter::once(rules.disk_delay_ms).chain(rules.delay_ms.values().copied());
+    if let Some(ms) = delays.into_iter().find(|ms| *ms > MAX_FAULT_DELAY_MS) {
+        return Err(ServerError::BadRequest(format!(
+            "invalid fault rules: a delay of {ms} ms, at most {MAX_FAULT_DELAY_MS} ms"
+        )));
     }
     tracing::warn!(?rules, "transport fault rules changed");
     r.set_faults(rules);

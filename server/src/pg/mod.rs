@@ -762,6 +762,63 @@ mod tests {
         }
     }
 
+    /// Fuzz target of the startup packet's `options`: whatever the string, `startup_options`
+    /// returns (pairs or an error) and never panics. Cases: `QUORUMDB_FUZZ_CASES` (default
+    /// 2,000), like the crates' `tests/fuzz.rs` targets (state/tests/support/fuzz.rs).
+    mod fuzz {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::startup_options;
+
+        fn config() -> ProptestConfig {
+            let cases = std::env::var("QUORUMDB_FUZZ_CASES").map_or(2_000, |v| v.trim().parse().expect("a number"));
+            ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+        }
+
+        const SEEDS: &[&str] = &[
+            "-c consistency=lease  -cstatement_timeout=2s --application-name=a\\ b",
+            "-c search_path=public,\\ x -c DateStyle=ISO\\,\\ MDY",
+            "--client-encoding=UTF8",
+        ];
+        const TOKENS: &[&str] =
+            &["-c", "-c ", "--", "-", "=", "==", " ", "\t", "\\", "\\ ", "\u{a0}", "\u{3000}", "é", "x", "-C", "\n"];
+
+        /// Random text, option fragments run together, and the seeds with fragments inserted.
+        fn options() -> impl Strategy<Value = String> {
+            let token = || proptest::sample::select(TOKENS).prop_map(str::to_string);
+            prop_oneof![
+                any::<String>(),
+                vec(prop_oneof![3 => token(), 1 => any::<char>().prop_map(String::from)], 0..24)
+                    .prop_map(|parts| parts.concat()),
+                (proptest::sample::select(SEEDS), vec((any::<proptest::sample::Index>(), token()), 1..6)).prop_map(
+                    |(seed, edits)| {
+                        let mut chars: Vec<char> = seed.chars().collect();
+                        for (at, t) in edits {
+                            let i = at.index(chars.len() + 1);
+                            chars.splice(i..i, t.chars());
+                        }
+                        chars.into_iter().collect()
+                    }
+                ),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn startup_options_never_panic(options in options()) {
+                if let Ok(pairs) = startup_options(&options) {
+                    for (name, _) in &pairs {
+                        prop_assert!(!name.contains('-'));
+                        prop_assert_eq!(&name.to_ascii_lowercase(), name);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn tags_carry_row_counts() {
         let t = |tag: &str, n| format!("{:?}", tag_of(tag, n));
