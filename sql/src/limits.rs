@@ -297,7 +297,8 @@ mod tests {
     }
 
     fn nesting(sql: &str) -> Result<()> {
-        let tokens = datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().unwrap();
+        let tokens =
+            datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().unwrap();
         check_nesting(&tokens)
     }
 
@@ -342,7 +343,8 @@ mod tests {
 
     #[test]
     fn nested_queries_and_calls_are_bounded() {
-        let nest = |n: usize, open: &str, leaf: &str, close: &str| format!("{}{leaf}{}", open.repeat(n), close.repeat(n));
+        let nest =
+            |n: usize, open: &str, leaf: &str, close: &str| format!("{}{leaf}{}", open.repeat(n), close.repeat(n));
         assert!(nesting(&format!("SELECT {}", nest(MAX_QUERY_NESTING - 1, "(SELECT ", "1", ")"))).is_ok());
         let e = nesting(&format!("SELECT {}", nest(MAX_QUERY_NESTING, "(SELECT ", "1", ")"))).unwrap_err();
         assert!(e.to_string().contains("nests queries"), "{e}");

@@ -608,14 +608,15 @@ fn deep(inner: BoxedStrategy<String>) -> BoxedStrategy<String> {
             s
         }),
         // A long flat chain: shallow for the parser, as deep as it is long as a tree.
-        (chain_length(), one_of(&["+", "*", "AND", "OR", "||", "-", "=", "UNION ALL SELECT", "::int::"]), inner.clone()).prop_map(|(n, op, e)| vec![
-            e;
-            n
-        ]
-        .join(&format!(" {op} "))),
+        (
+            chain_length(),
+            one_of(&["+", "*", "AND", "OR", "||", "-", "=", "UNION ALL SELECT", "::int::"]),
+            inner.clone()
+        )
+            .prop_map(|(n, op, e)| vec![e; n].join(&format!(" {op} "))),
         // Nested calls (the parser reads each argument twice) and nested queries.
-        (1usize..24, one_of(&["abs(", "coalesce(", "upper(lower(", "CAST(", "greatest(1, "]), inner)
-            .prop_map(|(n, f, e)| {
+        (1usize..24, one_of(&["abs(", "coalesce(", "upper(lower(", "CAST(", "greatest(1, "]), inner).prop_map(
+            |(n, f, e)| {
                 let close = match f.as_str() {
                     "coalesce(" => ", 2)",
                     "upper(lower(" => "))",
@@ -623,7 +624,8 @@ fn deep(inner: BoxedStrategy<String>) -> BoxedStrategy<String> {
                     _ => ")",
                 };
                 format!("{}{e}{}", f.repeat(n), close.repeat(n))
-            }),
+            }
+        ),
         (1usize..14, one_of(&["(SELECT ", "(SELECT 1 WHERE EXISTS (SELECT ", "(SELECT max(a) FROM t1 WHERE a < "]))
             .prop_map(|(n, open)| {
                 let close = if open.contains("EXISTS") { "))" } else { ")" };
@@ -640,7 +642,8 @@ fn expr(cols: Vec<String>) -> BoxedStrategy<String> {
     let small = if cols.is_empty() {
         (-5i64..100).prop_map(|n| n.to_string()).boxed()
     } else {
-        prop_oneof![select(cols.clone()), (-5i64..100).prop_map(|n| n.to_string()), one_of(&["NULL", "'s'", "1.5"])].boxed()
+        prop_oneof![select(cols.clone()), (-5i64..100).prop_map(|n| n.to_string()), one_of(&["NULL", "'s'", "1.5"])]
+            .boxed()
     };
     let cols_for_sub = cols.clone();
     leaf.prop_recursive(4, 32, 3, move |inner| {
@@ -1065,9 +1068,8 @@ fn insert_stmt() -> BoxedStrategy<String> {
             cols.extend(table_cols(&t, "excluded."));
             let typed = typed(&cols);
             let chaos = expr(cols.iter().map(|(n, _)| n.clone()).collect());
-            let sets = select(t.cols).prop_flat_map(move |(c, k)| {
-                (Just(c), prop_oneof![4 => expr_for(k, &typed), 1 => chaos.clone()])
-            });
+            let sets = select(t.cols)
+                .prop_flat_map(move |(c, k)| (Just(c), prop_oneof![4 => expr_for(k, &typed), 1 => chaos.clone()]));
             let pk = t.cols[0].0;
             (
                 Just(t),
@@ -1591,7 +1593,10 @@ fn regression_cases() -> Vec<(String, Option<&'static str>)> {
     vec![
         // grammar, seed 0x5eed0001: a chain of 1 800 ORs overflowed the stack in DataFusion
         // (names of expressions: `SchemaDisplay`, recursive per level) and aborted the process.
-        (format!("SELECT DISTINCT b, sum(least((t1.a), {})) FROM t1 GROUP BY b", chain("t1.b", " OR ", 1800)), Some("54000")),
+        (
+            format!("SELECT DISTINCT b, sum(least((t1.a), {})) FROM t1 GROUP BY b", chain("t1.b", " OR ", 1800)),
+            Some("54000"),
+        ),
         // Found while bounding it: 128 levels overflow in ORDER BY, 500 in a SELECT list, 250
         // in an aggregate (debug build, 2 MiB stack).
         (format!("SELECT id FROM t1 ORDER BY {}", chain("a", " + ", 128)), Some("54000")),
@@ -1629,10 +1634,7 @@ fn regression_cases() -> Vec<(String, Option<&'static str>)> {
         (format!("SELECT * FROM {}t1{}", "(SELECT * FROM ".repeat(12), ") s".repeat(12)), Some("54000")),
         (format!("SELECT * FROM {}t1{}", "(SELECT * FROM ".repeat(7), ") s".repeat(7)), None),
         (format!("SELECT {}1{}", "(SELECT ".repeat(7), ")".repeat(7)), None),
-        (
-            format!("SELECT 1 WHERE EXISTS {}(SELECT 1){}", "(SELECT 1 WHERE EXISTS ".repeat(6), ")".repeat(6)),
-            None,
-        ),
+        (format!("SELECT 1 WHERE EXISTS {}(SELECT 1){}", "(SELECT 1 WHERE EXISTS ".repeat(6), ")".repeat(6)), None),
     ]
 }
 

@@ -118,7 +118,8 @@ async fn json_errors(resp: Response) -> Response {
         s if s.is_server_error() => "internal",
         _ => "invalid_request",
     };
-    let mut out = (status, Json(json!({"error": {"code": code, "message": message, "retryable": false}}))).into_response();
+    let mut out =
+        (status, Json(json!({"error": {"code": code, "message": message, "retryable": false}}))).into_response();
     for (name, value) in &parts.headers {
         if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
             out.headers_mut().insert(name.clone(), value.clone());
