@@ -53,7 +53,8 @@ pub async fn insert_rows(
         }
     };
     metrics::counter!("quorumdb_bulk_rows_total").increment(batches.iter().map(|b| b.num_rows() as u64).sum());
-    let req = crate::http::request_id(&headers, &[b"POST /v1/tables/rows", table.as_bytes(), ctype.as_bytes(), &body])?;
+    let req =
+        crate::request::request_id(&headers, &[b"POST /v1/tables/rows", table.as_bytes(), ctype.as_bytes(), &body])?;
     let proposer = quorumdb_replication::RequestProposer { replica: &s.replica, request: req.as_ref() };
     let n = s.sql.insert_batches(&table, &batches, &proposer).await?;
     Ok(Json(json!({ "rows_affected": n })))

@@ -20,6 +20,7 @@ pub mod http;
 pub mod kv;
 pub mod node;
 pub mod pg;
+pub mod request;
 pub mod resp;
 pub mod sql;
 pub mod telemetry;

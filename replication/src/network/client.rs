@@ -77,7 +77,7 @@ fn bound_append(rpc: &mut AppendEntriesRequest<TypeConfig>) -> (usize, Option<cr
         return (bytes, None);
     }
     rpc.entries.truncate(keep);
-    (bytes, rpc.entries.last().map(|e| e.log_id.clone()))
+    (bytes, rpc.entries.last().map(|e| e.log_id))
 }
 
 /// Creates peer clients for openraft; also used for forwarded writes and read-index calls.

@@ -42,8 +42,6 @@ use quorumdb_replication::{NodeStatus, ReadInfo, Replica, ReplicationError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use quorumdb_state::system::{RequestId, fingerprint};
-
 use crate::context::NodeContext;
 use crate::error::ServerError;
 use crate::kv;
@@ -267,7 +265,7 @@ async fn sql_post(
         ServerError::BadRequest(format!("the body must be JSON {{\"sql\": \"...\", \"params\": [...]}}: {e}"))
     })?;
     let level = kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?;
-    let req = request_id(&headers, &[b"POST /v1/sql", &raw])?;
+    let req = crate::request::request_id(&headers, &[b"POST /v1/sql", &raw])?;
     let (results, info) = crate::sql::execute(&s.sql, &s.replica, &body.sql, &body.params, level, req.as_ref()).await?;
     let mut resp = Json(quorumdb_sql::json::results_json(&results)?).into_response();
     if let Some(info) = info {
@@ -301,7 +299,7 @@ async fn kv_put(
 ) -> ApiResult<Json<Value>> {
     let expect = p.expect.as_deref().unwrap_or("").as_bytes();
     let absent = [u8::from(p.absent.unwrap_or(false))];
-    let req = request_id(&headers, &[b"PUT /v1/kv", key.as_bytes(), expect, &absent, &body])?;
+    let req = crate::request::request_id(&headers, &[b"PUT /v1/kv", key.as_bytes(), expect, &absent, &body])?;
     let key = key.into_bytes();
     let value = body.to_vec();
     let cmd = match (p.expect, p.absent.unwrap_or(false)) {
@@ -314,19 +312,8 @@ async fn kv_put(
 }
 
 async fn kv_delete(State(r): State<Replica>, Path(key): Path<String>, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    let req = request_id(&headers, &[b"DELETE /v1/kv", key.as_bytes()])?;
+    let req = crate::request::request_id(&headers, &[b"DELETE /v1/kv", key.as_bytes()])?;
     done_json(kv::write_as(&r, KvCommand::delete(key.into_bytes()), req.as_ref()).await?)
-}
-
-/// The `Idempotency-Key` header of a write, if any, as a request id whose fingerprint covers
-/// `parts` (what the request asks): re-sending the request applies it at most once, and the
-/// same key on a different request is refused.
-pub(crate) fn request_id(headers: &HeaderMap, parts: &[&[u8]]) -> ApiResult<Option<RequestId>> {
-    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
-    let key = v.to_str().map_err(|_| ServerError::BadRequest("the Idempotency-Key header must be ASCII".into()))?;
-    RequestId::new(key, fingerprint(parts))
-        .map(Some)
-        .map_err(|e| ServerError::BadRequest(format!("Idempotency-Key: {e}")))
 }
 
 #[derive(Deserialize)]

@@ -131,16 +131,15 @@ pub async fn run_schedule(cfg: &ScheduleConfig, seed: u64) -> Result<ScheduleRep
     let next_value = Arc::new(AtomicU64::new(1));
     let mut tasks = Vec::new();
     for i in 0..wcfg.register_clients {
-        tasks.push(tokio::spawn(workload::register_client(
-            i,
-            schedule_seed(seed, 1000 + i as u64),
-            wcfg.clone(),
-            http.clone(),
+        let shared = workload::RegisterShared {
+            cfg: wcfg.clone(),
+            http: http.clone(),
             clock,
-            next_value.clone(),
-            observed.clone(),
-            stop.clone(),
-        )));
+            next_value: next_value.clone(),
+            observed: observed.clone(),
+            stop: stop.clone(),
+        };
+        tasks.push(tokio::spawn(workload::register_client(i, schedule_seed(seed, 1000 + i as u64), shared)));
     }
     tasks.push(tokio::spawn(workload::set_client(
         schedule_seed(seed, 2000),

@@ -249,17 +249,19 @@ fn parse_value(bytes: &[u8]) -> Option<u64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
+/// What a register client shares with the others.
+pub struct RegisterShared {
+    pub cfg: Arc<WorkloadConfig>,
+    pub http: reqwest::Client,
+    pub clock: Clock,
+    pub next_value: Arc<AtomicU64>,
+    pub observed: Arc<Observed>,
+    pub stop: Arc<AtomicBool>,
+}
+
 /// One register client: until `stop`, picks a key, a node, a surface and an operation.
-pub async fn register_client(
-    client: usize,
-    seed: u64,
-    cfg: Arc<WorkloadConfig>,
-    http: reqwest::Client,
-    clock: Clock,
-    next_value: Arc<AtomicU64>,
-    observed: Arc<Observed>,
-    stop: Arc<AtomicBool>,
-) {
+pub async fn register_client(client: usize, seed: u64, shared: RegisterShared) {
+    let RegisterShared { cfg, http, clock, next_value, observed, stop } = shared;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut resp: HashMap<u64, Resp> = HashMap::new();
     // The last value this client saw per key: what its compare-and-sets expect.
@@ -350,15 +352,13 @@ async fn http_op(
 }
 
 async fn resp_op(conns: &mut HashMap<u64, Resp>, ep: &Endpoint, key: &str, op: RegOp) -> Result<RegOut, String> {
-    if !conns.contains_key(&ep.id) {
-        match Resp::connect(&ep.redis).await {
-            Ok(c) => {
-                conns.insert(ep.id, c);
-            }
+    let conn = match conns.entry(ep.id) {
+        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+        std::collections::hash_map::Entry::Vacant(v) => match Resp::connect(&ep.redis).await {
+            Ok(c) => v.insert(c),
             Err(_) => return Ok(RegOut::Unknown),
-        }
-    }
-    let Some(conn) = conns.get_mut(&ep.id) else { return Ok(RegOut::Unknown) };
+        },
+    };
     let value;
     let args: Vec<&[u8]> = match op {
         RegOp::Read => vec![b"GET", key.as_bytes()],
