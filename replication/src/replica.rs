@@ -314,6 +314,12 @@ impl Replica {
     }
 
     async fn write_with_id(&self, cmd: Command, req: &RequestId) -> Result<CommandResult, ReplicationError> {
+        if Proposer::format(self) < ONCE_FORMAT {
+            // The cluster has not moved to the format with request ids yet (a new cluster's
+            // first second, or a rolling upgrade): written without one, as before ids existed.
+            tracing::debug!(id = req.id(), "cluster format below 2: the write goes without its request id");
+            return self.write_inner(cmd, false).await;
+        }
         let wrapped =
             req.wrap(cmd, Proposer::format(self), now_ms()).map_err(|e| ReplicationError::Invalid(e.to_string()))?;
         self.write_inner(wrapped, true).await
