@@ -369,13 +369,14 @@ impl Engine {
     ) -> Result<Vec<StatementResult>> {
         let mut planner = self.planner()?;
         let mut results = Vec::with_capacity(statements.len());
-        let mut rolled_back = false;
         for s in statements {
             let r = match s {
                 Statement::StartTransaction { .. } => StatementResult::Done { tag: "BEGIN".into(), rows_affected: 0 },
                 Statement::Commit { .. } => StatementResult::Done { tag: "COMMIT".into(), rows_affected: 0 },
                 Statement::Rollback { .. } => {
-                    rolled_back = true;
+                    // What came before is discarded; what follows is a transaction of its own, as
+                    // in PostgreSQL. (It used to be planned, reported done, and never proposed.)
+                    planner = self.planner()?;
                     StatementResult::Done { tag: "ROLLBACK".into(), rows_affected: 0 }
                 }
                 s => match self.session_statement(s, session)? {
@@ -384,9 +385,6 @@ impl Engine {
                 },
             };
             results.push(r);
-        }
-        if rolled_back {
-            return Ok(results);
         }
         if let Some(reported) = reported {
             for (i, (now, then)) in results.iter().zip(reported).enumerate() {

@@ -4,7 +4,7 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{Expr, Statement, visit_expressions};
+use datafusion::sql::sqlparser::ast::{Expr, Statement, Value, visit_expressions};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
@@ -18,6 +18,9 @@ pub const MAX_IN_LIST: usize = 100_000;
 pub const MAX_TABLES: usize = 10_000;
 /// Columns in one table (PostgreSQL's limit).
 pub const MAX_COLUMNS: usize = 1_600;
+/// The highest `$n` parameter (PostgreSQL's limit). Describing a statement allocates one slot
+/// per parameter up to the highest: `$2147483648` asked for 48 GiB and aborted the process.
+pub const MAX_PARAMETERS: u64 = 65_535;
 /// Dimensions of a `VECTOR(n)` column (pgvector's limit).
 pub const MAX_VECTOR_DIM: u32 = 16_000;
 /// How deeply an expression or a query may nest, as [`check_nesting`] counts it (an upper
@@ -41,14 +44,25 @@ pub fn check_request(statements: &[Statement]) -> Result<()> {
         )));
     }
     for s in statements {
-        let long = visit_expressions(s, |e| match e {
-            Expr::InList { list, .. } if list.len() > MAX_IN_LIST => ControlFlow::Break(list.len()),
+        let over = visit_expressions(s, |e| match e {
+            Expr::InList { list, .. } if list.len() > MAX_IN_LIST => {
+                ControlFlow::Break(SqlError::LimitExceeded(format!(
+                    "an IN list may hold at most {MAX_IN_LIST} items; this one has {} (use a table or ANY($1) with an array)",
+                    list.len()
+                )))
+            }
+            Expr::Value(v) => match &v.value {
+                Value::Placeholder(p) if p.trim_start_matches('$').parse::<u64>().is_ok_and(|n| n > MAX_PARAMETERS) => {
+                    ControlFlow::Break(SqlError::LimitExceeded(format!(
+                        "parameters are numbered $1 to ${MAX_PARAMETERS}, not {p}"
+                    )))
+                }
+                _ => ControlFlow::Continue(()),
+            },
             _ => ControlFlow::Continue(()),
         });
-        if let ControlFlow::Break(n) = long {
-            return Err(SqlError::LimitExceeded(format!(
-                "an IN list may hold at most {MAX_IN_LIST} items; this one has {n} (use a table or ANY($1) with an array)"
-            )));
+        if let ControlFlow::Break(e) = over {
+            return Err(e);
         }
     }
     Ok(())
@@ -370,6 +384,9 @@ mod tests {
         assert!(e.to_string().contains("IN list"), "{e}");
         let ok: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
         assert!(check_request(&parse(&format!("SELECT 1 WHERE 1 IN ({})", ok.join(",")))).is_ok());
+        assert!(check_request(&parse("SELECT $65535")).is_ok());
+        let e = check_request(&parse("UPDATE t SET a = $2147483648 WHERE id = 1")).unwrap_err();
+        assert!(e.to_string().contains("$2147483648"), "{e}");
         assert_eq!(check_new_table(MAX_TABLES, 1).unwrap_err().sqlstate(), "54000");
         assert_eq!(check_new_table(1, MAX_COLUMNS + 1).unwrap_err().sqlstate(), "54000");
         assert!(check_new_table(1, 3).is_ok());
