@@ -212,6 +212,11 @@ impl Replica {
         self.raft.metrics().borrow_watched().clone()
     }
 
+    /// This node's role, without copying the rest of the metrics (the write path asks it).
+    fn server_state(&self) -> ServerState {
+        self.raft.metrics().borrow_watched().state
+    }
+
     /// The current leader's id and address, if known.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let m = self.metrics();
@@ -294,7 +299,7 @@ impl Replica {
     /// ([`RequestId::internal`]), so a forward whose answer is lost is re-sent, not reported
     /// as an unknown outcome.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, ReplicationError> {
-        if self.metrics().state != ServerState::Leader
+        if self.server_state() != ServerState::Leader
             && Proposer::format(self) >= ONCE_FORMAT
             && cmd.0.first() != Some(&format::SYSTEM_TAG)
         {
@@ -333,7 +338,7 @@ impl Replica {
         // leader" but an unknown outcome.
         let mut unknown: Option<String> = None;
         let result = loop {
-            if self.metrics().state == ServerState::Shutdown {
+            if self.server_state() == ServerState::Shutdown {
                 // Stopped before this attempt: not proposed here.
                 break Err(unknown.map_or_else(
                     || ReplicationError::Fatal("this node's Raft has stopped".into()),

@@ -245,7 +245,7 @@ impl StateMachineStore {
             Some(bytes) => Some(OnceRecord::decode(&bytes)?),
             None => None,
         };
-        if let Some(rec) = remembered.filter(|r| r.expires_ms > once.now_ms) {
+        if let Some(rec) = remembered.as_ref().filter(|r| r.expires_ms > once.now_ms) {
             overlay.discard();
             if rec.fingerprint != once.fingerprint {
                 return Ok(reject(
@@ -254,7 +254,7 @@ impl StateMachineStore {
                 ));
             }
             metrics::counter!("quorumdb_duplicate_requests_total").increment(1);
-            return Ok(rec.result);
+            return Ok(rec.result.clone());
         }
         if once.command.first() == Some(&format::SYSTEM_TAG) {
             overlay.discard();
@@ -267,7 +267,8 @@ impl StateMachineStore {
         }
         purge_expired_ids(overlay, once.now_ms)?;
         let expires_ms = once.now_ms.saturating_add(ONCE_TTL_MS);
-        if let Some(old) = overlay.get(&key)?.map(|b| OnceRecord::decode(&b)).transpose()? {
+        // An expired record of the same id (unless just purged): its expiry entry goes too.
+        if let Some(old) = &remembered {
             overlay.delete(&Once::expiry_key(old.expires_ms, &once.id));
         }
         let rec = OnceRecord { expires_ms, fingerprint: once.fingerprint, result: result.clone() };

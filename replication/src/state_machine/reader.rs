@@ -96,17 +96,7 @@ impl StateReader {
     /// The last applied log id and the running checksum of applied commands, read together.
     pub fn applied(&self) -> std::io::Result<(Option<LogId>, u64)> {
         let db = self.db();
-        let snap = db.snapshot();
-        let meta = cf(&db, CF_META)?;
-        let applied = match snap.get_cf(meta, KEY_APPLIED).map_err(storage_err)? {
-            Some(b) => decode(&b)?,
-            None => None,
-        };
-        let checksum = match snap.get_cf(meta, KEY_CHECKSUM).map_err(storage_err)? {
-            Some(b) => decode(&b)?,
-            None => 0,
-        };
-        Ok((applied, checksum))
+        applied_in(&db, &db.snapshot())
     }
 
     /// A digest of every data key and value: equal on replicas with equal state.
@@ -120,15 +110,7 @@ impl StateReader {
     pub fn digest(&self) -> std::io::Result<StateDigest> {
         let db = self.db();
         let snap = db.snapshot();
-        let meta = cf(&db, CF_META)?;
-        let applied = match snap.get_cf(meta, KEY_APPLIED).map_err(storage_err)? {
-            Some(b) => decode(&b)?,
-            None => None,
-        };
-        let checksum = match snap.get_cf(meta, KEY_CHECKSUM).map_err(storage_err)? {
-            Some(b) => decode(&b)?,
-            None => 0,
-        };
+        let (applied, checksum) = applied_in(&db, &snap)?;
         let mut h = Fnv64::new();
         let mut keys = 0u64;
         scan_with(snap.iterator_cf(cf(&db, CF_DATA)?, IteratorMode::Start), &mut |k, v| {
@@ -141,6 +123,20 @@ impl StateReader {
         })?;
         Ok(StateDigest { applied, checksum, digest: h.0, keys })
     }
+}
+
+/// The last applied log id and the running checksum as `snap` holds them.
+fn applied_in(db: &DB, snap: &rocksdb::SnapshotWithThreadMode<'_, DB>) -> std::io::Result<(Option<LogId>, u64)> {
+    let meta = cf(db, CF_META)?;
+    let applied = match snap.get_cf(meta, KEY_APPLIED).map_err(storage_err)? {
+        Some(b) => decode(&b)?,
+        None => None,
+    };
+    let checksum = match snap.get_cf(meta, KEY_CHECKSUM).map_err(storage_err)? {
+        Some(b) => decode(&b)?,
+        None => 0,
+    };
+    Ok((applied, checksum))
 }
 
 impl AppliedState for StateReader {

@@ -130,41 +130,22 @@ pub async fn run_schedule(cfg: &ScheduleConfig, seed: u64) -> Result<ScheduleRep
     let stop = Arc::new(AtomicBool::new(false));
     let next_value = Arc::new(AtomicU64::new(1));
     let mut tasks = Vec::new();
+    let shared = workload::ClientShared {
+        cfg: wcfg.clone(),
+        http: http.clone(),
+        clock,
+        next_value: next_value.clone(),
+        observed: observed.clone(),
+        stop: stop.clone(),
+    };
     for i in 0..wcfg.register_clients {
-        let shared = workload::RegisterShared {
-            cfg: wcfg.clone(),
-            http: http.clone(),
-            clock,
-            next_value: next_value.clone(),
-            observed: observed.clone(),
-            stop: stop.clone(),
-        };
-        tasks.push(tokio::spawn(workload::register_client(i, schedule_seed(seed, 1000 + i as u64), shared)));
+        let seed = schedule_seed(seed, 1000 + i as u64);
+        tasks.push(tokio::spawn(workload::register_client(i, seed, shared.clone())));
     }
-    tasks.push(tokio::spawn(workload::set_client(
-        schedule_seed(seed, 2000),
-        wcfg.clone(),
-        http.clone(),
-        next_value.clone(),
-        observed.clone(),
-        stop.clone(),
-    )));
-    tasks.push(tokio::spawn(workload::vector_client(
-        schedule_seed(seed, 4000),
-        wcfg.clone(),
-        http.clone(),
-        next_value.clone(),
-        observed.clone(),
-        stop.clone(),
-    )));
+    tasks.push(tokio::spawn(workload::set_client(schedule_seed(seed, 2000), shared.clone())));
+    tasks.push(tokio::spawn(workload::vector_client(schedule_seed(seed, 4000), shared.clone())));
     for i in 0..2 {
-        tasks.push(tokio::spawn(workload::bank_client(
-            schedule_seed(seed, 3000 + i),
-            wcfg.clone(),
-            http.clone(),
-            observed.clone(),
-            stop.clone(),
-        )));
+        tasks.push(tokio::spawn(workload::bank_client(schedule_seed(seed, 3000 + i), shared.clone())));
     }
 
     // Faults until the time is up, then heal and let the clients run on a healthy cluster.

@@ -249,8 +249,9 @@ fn parse_value(bytes: &[u8]) -> Option<u64> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
-/// What a register client shares with the others.
-pub struct RegisterShared {
+/// What every client of a schedule shares with the others.
+#[derive(Clone)]
+pub struct ClientShared {
     pub cfg: Arc<WorkloadConfig>,
     pub http: reqwest::Client,
     pub clock: Clock,
@@ -260,8 +261,8 @@ pub struct RegisterShared {
 }
 
 /// One register client: until `stop`, picks a key, a node, a surface and an operation.
-pub async fn register_client(client: usize, seed: u64, shared: RegisterShared) {
-    let RegisterShared { cfg, http, clock, next_value, observed, stop } = shared;
+pub async fn register_client(client: usize, seed: u64, shared: ClientShared) {
+    let ClientShared { cfg, http, clock, next_value, observed, stop } = shared;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut resp: HashMap<u64, Resp> = HashMap::new();
     // The last value this client saw per key: what its compare-and-sets expect.
@@ -429,14 +430,8 @@ async fn sql_op(
 /// Inserts unique values into `chaos_set` through random nodes. An insert whose outcome is
 /// unknown is re-sent (to any node) with the same `Idempotency-Key`, up to three times: the
 /// final check then also proves it was applied at most once.
-pub async fn set_client(
-    seed: u64,
-    cfg: Arc<WorkloadConfig>,
-    http: reqwest::Client,
-    next_value: Arc<AtomicU64>,
-    observed: Arc<Observed>,
-    stop: Arc<AtomicBool>,
-) {
+pub async fn set_client(seed: u64, shared: ClientShared) {
+    let ClientShared { cfg, http, next_value, observed, stop, .. } = shared;
     let mut rng = StdRng::seed_from_u64(seed);
     while !stop.load(Ordering::Relaxed) {
         let Some(ep) = cfg.endpoints.choose(&mut rng) else { return };
@@ -467,13 +462,8 @@ pub async fn set_client(
 }
 
 /// Moves money between two accounts in one transaction, or reads the total.
-pub async fn bank_client(
-    seed: u64,
-    cfg: Arc<WorkloadConfig>,
-    http: reqwest::Client,
-    observed: Arc<Observed>,
-    stop: Arc<AtomicBool>,
-) {
+pub async fn bank_client(seed: u64, shared: ClientShared) {
+    let ClientShared { cfg, http, observed, stop, .. } = shared;
     let mut rng = StdRng::seed_from_u64(seed);
     let total = ACCOUNTS as i64 * INITIAL_BALANCE;
     while !stop.load(Ordering::Relaxed) {
@@ -521,14 +511,8 @@ pub fn vector_of(id: u64) -> [f32; VECTOR_DIM] {
 }
 
 /// Upserts points (one to four per request) through random nodes.
-pub async fn vector_client(
-    seed: u64,
-    cfg: Arc<WorkloadConfig>,
-    http: reqwest::Client,
-    next_value: Arc<AtomicU64>,
-    observed: Arc<Observed>,
-    stop: Arc<AtomicBool>,
-) {
+pub async fn vector_client(seed: u64, shared: ClientShared) {
+    let ClientShared { cfg, http, next_value, observed, stop, .. } = shared;
     let mut rng = StdRng::seed_from_u64(seed);
     while !stop.load(Ordering::Relaxed) {
         let Some(ep) = cfg.endpoints.choose(&mut rng) else { return };
