@@ -1,8 +1,8 @@
 //! `quorumdb backup` and `quorumdb restore`: the client side of backups in Arrow.
 //!
 //! - `backup --to DIR` asks a node (`POST /v1/backup`) to write every table, at one applied
-//!   index, as Arrow IPC files plus `manifest.json` into `DIR` — on the node's file system
-//!   ([`quorumdb_sql::backup`] describes the layout).
+//!   index, as Arrow IPC files plus `manifest.json` into `DIR` — on the node's file system,
+//!   below the node's `--backup-dir` ([`quorumdb_sql::backup`] describes the layout).
 //! - `restore --from DIR` replays a backup into a cluster that has none of its tables: it
 //!   checks every file's size and CRC-32 and that no table exists before writing anything,
 //!   creates all tables in one atomic request (primary keys and UNIQUE constraints, no other
@@ -31,8 +31,9 @@ const REQUEST_BYTES: u64 = 8 << 20;
 
 #[derive(Debug, Clone, Args)]
 pub struct BackupArgs {
-    /// The directory to write the backup to: a path on the NODE's file system (made absolute
-    /// here), which must not exist or be empty.
+    /// The directory to write the backup to, on the NODE's file system: a path relative to the
+    /// node's backup directory (its `--backup-dir`), or an absolute path inside it. It must not
+    /// exist or be empty.
     #[arg(long)]
     pub to: PathBuf,
     /// The node that writes the backup (any member; it reads at a linearizable point).
@@ -59,9 +60,9 @@ pub struct RestoreArgs {
     pub quiet: bool,
 }
 
-/// Asks `node` to write a backup into `to` (a path on the node); returns its answer.
+/// Asks `node` to write a backup into `to` (a path on the node, relative to its backup
+/// directory or absolute inside it); returns its answer, whose `dir` is the absolute directory.
 pub async fn backup(node: &str, to: &Path) -> anyhow::Result<Value> {
-    let to = std::path::absolute(to).with_context(|| format!("resolving {}", to.display()))?;
     let api = Api::new(node);
     api.post("/v1/backup", &json!({ "to": to })).await?.map_err(|e| anyhow!("backup into {}: {e}", to.display()))
 }

@@ -17,3 +17,26 @@ pub mod shell;
 pub mod vectors;
 
 pub use error::ShellError;
+
+/// An HTTP client for nodes, logged in where the cluster requires it: every request carries
+/// HTTP Basic with `QUORUMDB_USER` (default `admin`) and `QUORUMDB_PASSWORD`, when the
+/// password is set.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    let user = std::env::var("QUORUMDB_USER").unwrap_or_else(|_| "admin".into());
+    http_builder_as(&user, std::env::var("QUORUMDB_PASSWORD").ok().as_deref())
+}
+
+/// An HTTP client for nodes that sends `user` and `password` (HTTP Basic) on every request.
+pub fn http_builder_as(user: &str, password: Option<&str>) -> reqwest::ClientBuilder {
+    use base64::Engine as _;
+    let builder = reqwest::Client::builder();
+    let Some(password) = password else { return builder };
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    match reqwest::header::HeaderValue::from_str(&format!("Basic {token}")) {
+        Ok(mut value) => {
+            value.set_sensitive(true);
+            builder.default_headers(reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]))
+        }
+        Err(_) => builder,
+    }
+}

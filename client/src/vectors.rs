@@ -260,7 +260,7 @@ pub fn read_ids(path: &Path) -> anyhow::Result<Vec<i64>> {
 
 /// Loads an `.fvecs` or `.npy` file into the collection; see [`LoadOptions`].
 pub async fn load_vectors(path: &Path, o: &LoadOptions<'_>) -> anyhow::Result<LoadReport> {
-    let http = reqwest::Client::new();
+    let http = crate::http_builder().build()?;
     let base = format!("http://{}/v1/collections/{}", o.target, o.collection);
     let mut file = VectorFile::open(path)?;
     let dim = file.dim;

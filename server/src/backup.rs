@@ -1,6 +1,13 @@
-//! Backups: `POST /v1/backup` with `{"to": "/absolute/dir"}` writes every table of this node's
-//! state into `dir`, on this node's file system, as Arrow IPC files plus `manifest.json`
+//! Backups: `POST /v1/backup` with `{"to": "name"}` writes every table of this node's state
+//! into a directory on this node's file system, as Arrow IPC files plus `manifest.json`
 //! ([`quorumdb_sql::backup`] describes the layout).
+//!
+//! Backups are confined to the node's backup directory (`--backup-dir`, default
+//! `<data-dir>/backups`, created when missing): `to` is a path relative to it, or an absolute
+//! path inside it. [`resolve_target`] refuses (400, before anything is created) a `to` with a
+//! `..` component, an absolute path elsewhere, the backup directory itself, and a path whose
+//! existing part leads out of it through a symbolic link. The answer names the absolute
+//! directory written.
 //!
 //! The backup is consistent and complete: a linearizable read barrier first (every write
 //! acknowledged before the request is applied here), then a RocksDB checkpoint of the state
@@ -10,7 +17,7 @@
 //! exist or be empty; on failure what was written is removed. Restore is a client
 //! (`quorumdb restore`) that replays the files through the bulk-load path.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -33,16 +40,23 @@ struct BackupBody {
 }
 
 pub async fn backup(State(s): State<NodeContext>, body: Bytes) -> Result<Json<Value>, ServerError> {
-    let body: BackupBody = serde_json::from_slice(&body)
-        .map_err(|e| ServerError::BadRequest(format!("the body must be JSON {{\"to\": \"/absolute/dir\"}}: {e}")))?;
-    let to = body.to;
-    if !to.is_absolute() {
+    let body: BackupBody = serde_json::from_slice(&body).map_err(|e| {
+        ServerError::BadRequest(format!(
+            "the body must be JSON {{\"to\": \"dir\"}} (relative to the backup directory, or absolute inside it): {e}"
+        ))
+    })?;
+    let to = resolve_target(&s.backup_dir, &body.to)?;
+    let created = prepare_dir(&to)?;
+    // Nothing swapped a symbolic link into the path between the check and the creation.
+    if std::fs::canonicalize(&to).ok().as_deref() != Some(to.as_path()) {
+        if created {
+            let _ = std::fs::remove_dir(&to);
+        }
         return Err(ServerError::BadRequest(format!(
-            "the backup directory must be an absolute path (on the node's file system), not {}",
+            "{} changed while the backup started (a symbolic link appeared in it)",
             to.display()
         )));
     }
-    let created = prepare_dir(&to)?;
     let started = Instant::now();
     let result = async {
         s.replica.read_barrier(Consistency::Linearizable).await?;
@@ -89,6 +103,92 @@ pub async fn backup(State(s): State<NodeContext>, body: Bytes) -> Result<Json<Va
         "bytes": bytes,
         "seconds": seconds,
     })))
+}
+
+/// Where a backup asked for as `to` is written: below `backup_dir` (which is created if
+/// missing), or a [`ServerError::BadRequest`] — before anything but `backup_dir` is created.
+///
+/// `to` is relative to `backup_dir`, or absolute and inside it (as configured or with its
+/// symbolic links resolved); it has no `..` component and names a directory below
+/// `backup_dir`, not `backup_dir` itself. The deepest part of it that exists, symbolic links
+/// resolved, must be inside the real `backup_dir`. The answer is that real part joined with
+/// the rest of `to`: an absolute path without symbolic links, `.` or `..`.
+pub fn resolve_target(backup_dir: &Path, to: &Path) -> Result<PathBuf, ServerError> {
+    let outside = || {
+        ServerError::BadRequest(format!(
+            "{} is outside the backup directory {}: give a path relative to it, or an absolute path inside it \
+             (the node's --backup-dir)",
+            to.display(),
+            backup_dir.display()
+        ))
+    };
+    if to.components().any(|c| c == Component::ParentDir) {
+        return Err(ServerError::BadRequest(format!(
+            "the backup directory {} must not contain `..`: give a path relative to the backup directory {}, \
+             or an absolute path inside it",
+            to.display(),
+            backup_dir.display()
+        )));
+    }
+    std::fs::create_dir_all(backup_dir).map_err(|e| {
+        ServerError::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot create the backup directory {}: {e}", backup_dir.display()),
+        ))
+    })?;
+    let root = std::fs::canonicalize(backup_dir).map_err(|e| {
+        ServerError::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot resolve the backup directory {}: {e}", backup_dir.display()),
+        ))
+    })?;
+    let rel = if to.is_absolute() {
+        to.strip_prefix(backup_dir).or_else(|_| to.strip_prefix(&root)).map_err(|_| outside())?
+    } else {
+        to
+    };
+    // Only names remain (no `..` above; roots and `.` dropped).
+    let rel: PathBuf = rel.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    let itself = || {
+        ServerError::BadRequest(format!(
+            "{} is the backup directory {} itself: name a new or empty directory below it",
+            to.display(),
+            backup_dir.display()
+        ))
+    };
+    if rel.as_os_str().is_empty() {
+        return Err(itself());
+    }
+    let target = root.join(&rel);
+    // The deepest part that exists (`root` does).
+    let mut existing = target.as_path();
+    loop {
+        match std::fs::symlink_metadata(existing) {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && existing != root => {
+                existing = existing.parent().unwrap_or(&root);
+            }
+            Err(e) => return Err(ServerError::BadRequest(format!("cannot use {}: {e}", to.display()))),
+        }
+    }
+    let real = std::fs::canonicalize(existing)
+        .map_err(|e| ServerError::BadRequest(format!("cannot use {}: {}: {e}", to.display(), existing.display())))?;
+    if !real.starts_with(&root) {
+        return Err(ServerError::BadRequest(format!(
+            "{} leads through a symbolic link to {}, outside the backup directory {}",
+            to.display(),
+            real.display(),
+            backup_dir.display()
+        )));
+    }
+    let rest = target
+        .strip_prefix(existing)
+        .map_err(|_| ServerError::Internal(format!("{} is not below {}", target.display(), existing.display())))?;
+    let resolved = if rest.as_os_str().is_empty() { real } else { real.join(rest) };
+    if resolved == root {
+        return Err(itself());
+    }
+    Ok(resolved)
 }
 
 /// Checks that `dir` is usable (missing, or an empty directory) and creates it if missing;
@@ -161,5 +261,81 @@ pub fn remove_leftovers(data_dir: &Path) {
             tracing::info!(path = %e.path().display(), "removing the checkpoint of an interrupted backup");
             let _ = std::fs::remove_dir_all(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    fn refused(backup_dir: &Path, to: impl AsRef<Path>) -> String {
+        match resolve_target(backup_dir, to.as_ref()) {
+            Err(ServerError::BadRequest(m)) => m,
+            other => panic!("{}: {other:?}", to.as_ref().display()),
+        }
+    }
+
+    #[test]
+    fn targets_stay_inside_the_backup_dir() {
+        let work = tempfile::tempdir().unwrap();
+        let work_path = std::fs::canonicalize(work.path()).unwrap();
+        // Created when missing.
+        let dir = work_path.join("backups");
+        let elsewhere = work_path.join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+
+        // Relative names, and absolute paths inside.
+        assert_eq!(resolve_target(&dir, Path::new("b1")).unwrap(), dir.join("b1"));
+        assert!(dir.is_dir() && !dir.join("b1").exists(), "only the backup dir is created");
+        assert_eq!(resolve_target(&dir, Path::new("./daily/b2/")).unwrap(), dir.join("daily/b2"));
+        assert_eq!(resolve_target(&dir, &dir.join("b3")).unwrap(), dir.join("b3"));
+        assert_eq!(resolve_target(&dir, &dir.join("./x/./b4")).unwrap(), dir.join("x/b4"));
+        std::fs::create_dir(dir.join("existing")).unwrap();
+        assert_eq!(resolve_target(&dir, Path::new("existing")).unwrap(), dir.join("existing"));
+
+        // `..`, absolute paths elsewhere, the backup dir itself.
+        for to in ["../x", "a/../../x", "a/..", ".."] {
+            assert!(refused(&dir, to).contains("`..`"), "{to}");
+        }
+        assert!(refused(&dir, dir.join("../elsewhere/x")).contains("`..`"));
+        for to in [elsewhere.join("x"), PathBuf::from("/tmp/elsewhere"), PathBuf::from("/"), work_path.join("backups2")]
+        {
+            assert!(refused(&dir, &to).contains("outside the backup directory"), "{}", to.display());
+        }
+        for to in [PathBuf::new(), PathBuf::from("."), PathBuf::from("./"), dir.clone()] {
+            assert!(refused(&dir, &to).contains("itself"), "{}", to.display());
+        }
+
+        // Symbolic links: out of the backup dir (also dangling), or back into it.
+        symlink(&elsewhere, dir.join("out")).unwrap();
+        for to in [PathBuf::from("out"), PathBuf::from("out/x/y"), dir.join("out/x")] {
+            assert!(refused(&dir, &to).contains("symbolic link"), "{}", to.display());
+        }
+        symlink(work_path.join("nowhere"), dir.join("dangling")).unwrap();
+        refused(&dir, "dangling/x");
+        symlink(dir.join("existing"), dir.join("in")).unwrap();
+        assert_eq!(resolve_target(&dir, Path::new("in/x")).unwrap(), dir.join("existing/x"));
+        symlink(&dir, dir.join("self")).unwrap();
+        assert!(refused(&dir, "self").contains("itself"));
+        // A file on the way.
+        std::fs::write(dir.join("file"), "x").unwrap();
+        refused(&dir, "file/below");
+        refused(&dir, "nul\0byte");
+
+        // A backup dir given through a symbolic link: its real path counts too.
+        symlink(&dir, work_path.join("link")).unwrap();
+        let via = work_path.join("link");
+        assert_eq!(resolve_target(&via, Path::new("b5")).unwrap(), dir.join("b5"));
+        assert_eq!(resolve_target(&via, &via.join("b6")).unwrap(), dir.join("b6"));
+        assert_eq!(resolve_target(&via, &dir.join("b7")).unwrap(), dir.join("b7"));
+
+        // Nothing was created outside.
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+        let mut top: Vec<String> =
+            std::fs::read_dir(&work_path).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        top.sort();
+        assert_eq!(top, ["backups", "elsewhere", "link"]);
     }
 }

@@ -20,6 +20,10 @@ pub struct StartArgs {
     /// Where this node keeps its data (Raft log, state, snapshots).
     #[arg(long, env = "QUORUMDB_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The only directory `POST /v1/backup` (`quorumdb backup`) writes below; default
+    /// `<data-dir>/backups`.
+    #[arg(long, env = "QUORUMDB_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
     /// Address for gRPC (Raft transport and client API) and HTTP, e.g. 127.0.0.1:7001.
     #[arg(long, env = "QUORUMDB_LISTEN")]
     pub listen: Option<String>,
@@ -54,6 +58,14 @@ pub struct StartArgs {
     /// Password PostgreSQL and Redis clients must give (any user name); none: no authentication.
     #[arg(long, env = "QUORUMDB_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// A file whose first line is the password of the built-in role `admin`: given with
+    /// `--init`, the new cluster requires logins on every surface from its first second;
+    /// given with `--join`, the node joins with it. Or `QUORUMDB_ADMIN_PASSWORD`.
+    #[arg(long, env = "QUORUMDB_ADMIN_PASSWORD_FILE")]
+    pub admin_password_file: Option<PathBuf>,
+    /// With logins required, still answer `/v1/status`, `/metrics` and health checks without one.
+    #[arg(long)]
+    pub public_status: bool,
     /// Act as a binary that reads format versions only up to this one (rolling-upgrade tests).
     #[arg(long, hide = true)]
     pub max_format_version: Option<u8>,
@@ -65,6 +77,7 @@ pub struct StartArgs {
 struct FileConfig {
     id: Option<u64>,
     data_dir: Option<PathBuf>,
+    backup_dir: Option<PathBuf>,
     listen: Option<String>,
     advertise: Option<String>,
     init: Option<bool>,
@@ -76,6 +89,8 @@ struct FileConfig {
     pg_listen: Option<String>,
     redis_listen: Option<String>,
     password: Option<String>,
+    admin_password_file: Option<PathBuf>,
+    public_status: Option<bool>,
 }
 
 /// A node's resolved configuration.
@@ -83,6 +98,9 @@ struct FileConfig {
 pub struct NodeConfig {
     pub id: u64,
     pub data_dir: PathBuf,
+    /// The directory backups are written below (`None`: `<data_dir>/backups`); see
+    /// [`Self::backup_dir`].
+    pub backup_dir: Option<PathBuf>,
     /// Listen address; port 0 picks a free port (tests).
     pub listen: String,
     pub advertise: Option<String>,
@@ -99,6 +117,10 @@ pub struct NodeConfig {
     pub redis_listen: Option<String>,
     /// The password pgwire and RESP clients must give, if any.
     pub password: Option<String>,
+    /// The password of the built-in role `admin` (set at `--init`, used to `--join`).
+    pub admin_password: Option<String>,
+    /// `/v1/status`, `/metrics` and health checks answer without a login.
+    pub public_status: bool,
     /// The newest format version this node reads and writes (lower only in upgrade tests).
     pub max_format: quorumdb_replication::format::FormatVersion,
 }
@@ -118,6 +140,7 @@ impl NodeConfig {
         Self {
             id,
             data_dir: data_dir.into(),
+            backup_dir: None,
             listen: listen.into(),
             advertise: None,
             init: false,
@@ -129,8 +152,15 @@ impl NodeConfig {
             pg_listen: None,
             redis_listen: None,
             password: None,
+            admin_password: None,
+            public_status: false,
             max_format: quorumdb_replication::format::CURRENT,
         }
+    }
+
+    /// The directory backups are written below: `--backup-dir`, or `<data_dir>/backups`.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup_dir.clone().unwrap_or_else(|| self.data_dir.join("backups"))
     }
 
     pub fn from_args(args: StartArgs) -> Result<Self, ServerError> {
@@ -146,6 +176,7 @@ impl NodeConfig {
             args.data_dir.or(file.data_dir).ok_or_else(|| ServerError::Config("--data-dir is required".into()))?;
         let listen = args.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:7001".into());
         let mut c = Self::new(id, data_dir, listen);
+        c.backup_dir = args.backup_dir.or(file.backup_dir).filter(|d| !d.as_os_str().is_empty());
         c.advertise = args.advertise.or(file.advertise);
         c.init = args.init || file.init.unwrap_or(false);
         c.join = args.join.or(file.join);
@@ -159,6 +190,18 @@ impl NodeConfig {
         c.pg_listen = listener_setting(args.pg_listen.or(file.pg_listen), "127.0.0.1:5433");
         c.redis_listen = listener_setting(args.redis_listen.or(file.redis_listen), "127.0.0.1:6380");
         c.password = args.password.or(file.password).filter(|p| !p.is_empty());
+        c.public_status = args.public_status || file.public_status.unwrap_or(false);
+        c.admin_password = match args.admin_password_file.or(file.admin_password_file) {
+            Some(f) => {
+                let text = std::fs::read_to_string(&f)
+                    .map_err(|e| ServerError::Config(format!("--admin-password-file {}: {e}", f.display())))?;
+                Some(text.lines().next().unwrap_or("").to_string())
+            }
+            None => std::env::var("QUORUMDB_ADMIN_PASSWORD").ok(),
+        };
+        if c.admin_password.as_deref() == Some("") {
+            return Err(ServerError::Config("the admin password may not be empty".into()));
+        }
         if c.election_timeout_ms < 3 * c.heartbeat_ms {
             return Err(ServerError::Config("the election timeout must be at least 3 heartbeats".into()));
         }
@@ -202,6 +245,26 @@ mod tests {
         std::fs::write(&f, "id = 3\nbogus = 1\n").unwrap();
         let err = NodeConfig::from_args(StartArgs { config: Some(f), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn backup_dir_defaults_to_one_under_the_data_dir() {
+        let args = |backup_dir: Option<&str>| StartArgs {
+            id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            backup_dir: backup_dir.map(PathBuf::from),
+            ..Default::default()
+        };
+        let c = NodeConfig::from_args(args(None)).unwrap();
+        assert_eq!(c.backup_dir(), Path::new("/tmp/x/backups"));
+        let c = NodeConfig::from_args(args(Some("/srv/qdb-backups"))).unwrap();
+        assert_eq!(c.backup_dir(), Path::new("/srv/qdb-backups"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("n.toml");
+        std::fs::write(&f, "id = 3\ndata_dir = \"/tmp/x\"\nbackup_dir = \"/srv/b\"\n").unwrap();
+        let c = NodeConfig::from_args(StartArgs { config: Some(f), ..Default::default() }).unwrap();
+        assert_eq!(c.backup_dir(), Path::new("/srv/b"));
     }
 
     #[test]

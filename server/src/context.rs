@@ -14,8 +14,12 @@ pub struct NodeContext {
     pub sql: Arc<Engine>,
     pub vectors: Arc<VectorIndexes>,
     pub surfaces: Arc<Surfaces>,
+    /// Checks passwords against the catalog's roles, for every surface.
+    pub auth: Arc<crate::auth::Authenticator>,
     /// This node's data directory (backups take their checkpoint under it).
     pub data_dir: std::path::PathBuf,
+    /// The only directory backups are written below (`--backup-dir`, absolute).
+    pub backup_dir: std::path::PathBuf,
 }
 
 /// This node's other client surfaces, reported by `/v1/status` so clients (the shell) can find
@@ -24,6 +28,8 @@ pub struct NodeContext {
 pub struct Surfaces {
     pub pg_addr: Option<std::net::SocketAddr>,
     pub redis_addr: Option<std::net::SocketAddr>,
-    /// The password pgwire and RESP clients must give, if configured.
+    /// The password pgwire and RESP clients must give, if configured (before roles exist).
     pub password: Option<String>,
+    /// With logins required, status routes still answer without one (`--public-status`).
+    pub public_status: bool,
 }

@@ -39,6 +39,9 @@ pub enum ServerError {
     Internal(String),
     #[error(transparent)]
     Sql(SqlError),
+    /// No valid login where one is required (a missing, unknown or wrong user or password).
+    #[error("authentication required: {0}")]
+    Unauthenticated(String),
 }
 
 /// SQL errors that only passed a replication error through become that replication error,
@@ -56,6 +59,7 @@ impl From<SqlError> for ServerError {
 fn sqlstate_status(code: &str) -> StatusCode {
     match code {
         "42P01" | "42704" => StatusCode::NOT_FOUND,
+        "42501" => StatusCode::FORBIDDEN,
         s if s.starts_with("23") || s == "40001" || s == "42P07" => StatusCode::CONFLICT,
         s if s.starts_with("58") || s.starts_with("XX") => StatusCode::INTERNAL_SERVER_ERROR,
         "08006" => StatusCode::SERVICE_UNAVAILABLE,
@@ -77,6 +81,7 @@ impl ServerError {
             Self::Config(_) => "invalid_config",
             Self::Bind { .. } => "cannot_listen",
             Self::Sql(e) => e.sqlstate(),
+            Self::Unauthenticated(_) => "unauthenticated",
         }
     }
 
@@ -103,6 +108,7 @@ impl ServerError {
             Self::Forward(_) => "57P03",
             Self::Io(_) | Self::Bind { .. } => "58030",
             Self::Internal(_) => "XX000",
+            Self::Unauthenticated(_) => "28P01",
         }
     }
 
@@ -130,6 +136,7 @@ impl ServerError {
             Self::Config(_) => StatusCode::BAD_REQUEST,
             Self::Io(_) | Self::Bind { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Sql(e) => sqlstate_status(e.sqlstate()),
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -193,6 +200,8 @@ pub fn to_status(e: ServerError) -> tonic::Status {
         StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED => Code::FailedPrecondition,
         StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
         StatusCode::GATEWAY_TIMEOUT => Code::DeadlineExceeded,
+        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        StatusCode::FORBIDDEN => Code::PermissionDenied,
         _ => Code::Internal,
     };
     tonic::Status::new(code, format!("{}: {e}", e.code()))
@@ -212,11 +221,17 @@ pub enum ProtocolError {
 /// the same command may succeed if retried (no leader yet, a read not confirmed), else
 /// `ERR ...`. Line breaks in messages become spaces so the reply stays one line.
 pub fn to_resp(e: &ServerError) -> String {
-    let prefix = if e.retryable() { "TRYAGAIN" } else { "ERR" };
+    let prefix = match e {
+        ServerError::Unauthenticated(_) => "NOAUTH",
+        ServerError::Sql(s) if s.sqlstate() == "42501" => "NOPERM",
+        e if e.retryable() => "TRYAGAIN",
+        _ => "ERR",
+    };
     let message = match e {
         // A deterministic rejection from the state machine reads as Redis words it.
         ServerError::BadRequest(m) | ServerError::Replication(ReplicationError::Invalid(m)) => m.clone(),
         ServerError::Rejected(r) => r.message.clone(),
+        ServerError::Unauthenticated(m) => m.clone(),
         other => format!("{}: {other}", other.code()),
     };
     format!("{prefix} {message}").replace(['\r', '\n'], " ")

@@ -7,6 +7,7 @@
 //! load`, `backup`, `restore`, `shell`) live in `quorumdb-client`: [`cli`] only parses them and
 //! calls in there, and no client code lives here.
 
+pub mod auth;
 pub mod backup;
 pub mod bulk;
 pub mod cli;

@@ -56,6 +56,8 @@ impl Node {
         rc.snapshot_rate = config.snapshot_rate;
         rc.max_format = config.max_format;
         crate::backup::remove_leftovers(&config.data_dir);
+        // Absolute now: a relative `--backup-dir` means the one under the directory started in.
+        let backup_dir = std::path::absolute(config.backup_dir())?;
         let vectors = VectorIndexes::new(Some(quorumdb_sql::vector_indexes::dump_dir(&config.data_dir)));
         let apps = Router::new()
             .with(kv::TAG, Arc::new(KvApp))
@@ -68,8 +70,15 @@ impl Node {
             replica: replica.clone(),
             sql: sql.clone(),
             vectors: vectors.clone(),
-            surfaces: Arc::new(Surfaces { pg_addr, redis_addr, password: config.password.clone() }),
+            surfaces: Arc::new(Surfaces {
+                pg_addr,
+                redis_addr,
+                password: config.password.clone(),
+                public_status: config.public_status,
+            }),
+            auth: crate::auth::authenticator(),
             data_dir: config.data_dir.clone(),
+            backup_dir,
         };
         let mut listeners = Vec::new();
         if let Some(l) = pg_listener {
@@ -83,8 +92,9 @@ impl Node {
         }
         let router = crate::grpc::routes(state.clone())
             .into_axum_router()
-            .merge(crate::http::router(state))
-            .fallback(crate::http::not_found);
+            .merge(crate::http::router(state.clone()))
+            .fallback(crate::http::not_found)
+            .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http::guard::middleware));
         let server = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -97,10 +107,13 @@ impl Node {
 
         if config.init {
             replica.initialize().await?;
+            if let Some(password) = config.admin_password.clone() {
+                listeners.push(tokio::spawn(create_admin(replica.clone(), sql.clone(), password)));
+            }
         }
         let joiner = config.join.clone().map(|seed| {
-            let (id, me) = (config.id, advertise.clone());
-            tokio::spawn(join_until_done(seed, id, me))
+            let (id, me, password) = (config.id, advertise.clone(), config.admin_password.clone());
+            tokio::spawn(join_until_done(seed, id, me, password))
         });
         Ok(Self { replica, sql, vectors, addr, pg_addr, redis_addr, stop, server, listeners, joiner })
     }
@@ -150,7 +163,45 @@ async fn bind_optional(addr: Option<&str>, what: &'static str) -> Result<Option<
 
 /// Asks `seed` (any member) to add us, until it answers yes. Joining is idempotent, so a
 /// restarted node that was already a member just gets "ok".
-async fn join_until_done(seed: String, id: u64, addr: String) {
+/// Gives the built-in role `admin` a login with `password` on a new cluster, once it writes
+/// format 3 (roles): from then on every surface requires a login. Only the password's SCRAM
+/// verifier enters the log. Does nothing if `admin` already has a login (a restart).
+async fn create_admin(replica: Replica, sql: Arc<Engine>, password: String) {
+    let text = format!("CREATE ROLE admin LOGIN PASSWORD '{}'", password.replace('\'', "''"));
+    for attempt in 0u32.. {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if attempt == 600 {
+            tracing::error!("could not create the admin login in 2 minutes; the cluster stays without logins");
+            return;
+        }
+        if quorumdb_state::Proposer::format(&replica) < quorumdb_sql::auth::ROLES_FORMAT {
+            continue;
+        }
+        match sql.catalog() {
+            Ok(c) if c.roles.get("admin").is_some_and(|r| r.login) => return,
+            Ok(_) => {}
+            Err(_) => continue,
+        }
+        let parsed = match sql.parse(&text, &[]) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "the admin password cannot be set");
+                return;
+            }
+        };
+        match sql.execute(parsed, &replica).await {
+            Ok(_) => {
+                tracing::info!("created the admin login: every surface now requires a login");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, attempt, "creating the admin login; retrying"),
+        }
+    }
+}
+
+async fn join_until_done(seed: String, id: u64, addr: String, admin_password: Option<String>) {
     let client = match reqwest::Client::builder().timeout(Duration::from_secs(30)).build() {
         Ok(c) => c,
         Err(e) => {
@@ -163,7 +214,11 @@ async fn join_until_done(seed: String, id: u64, addr: String) {
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        match client.post(&url).json(&body).send().await {
+        let mut request = client.post(&url).json(&body);
+        if let Some(p) = &admin_password {
+            request = request.basic_auth("admin", Some(p));
+        }
+        match request.send().await {
             Ok(r) if r.status().is_success() => {
                 tracing::info!(%seed, "joined the cluster");
                 return;

@@ -19,13 +19,15 @@ pub async fn execute(
     params: &[Value],
     level: Consistency,
     request: Option<&RequestId>,
+    user: Option<&str>,
 ) -> Result<(Vec<StatementResult>, Option<ReadInfo>), ServerError> {
     let parsed = engine.parse(sql, params)?;
-    run(engine, replica, parsed, level, &mut Session::default(), request).await
+    run(engine, replica, parsed, level, &mut Session::default(), request, user).await
 }
 
 /// Runs a parsed request in `session` (HTTP: a fresh one; pgwire: the connection's): reads
-/// wait for `level` first; writes go through Raft.
+/// wait for `level` first; writes go through Raft. `user` (the login, when the cluster requires
+/// one) is checked by the engine against what the statements need, on the catalog they run on.
 pub async fn run(
     engine: &Engine,
     replica: &Replica,
@@ -33,10 +35,11 @@ pub async fn run(
     level: Consistency,
     session: &mut Session,
     request: Option<&RequestId>,
+    user: Option<&str>,
 ) -> Result<(Vec<StatementResult>, Option<ReadInfo>), ServerError> {
     let info = if parsed.read_only { Some(replica.read_barrier(level).await?) } else { None };
     metrics::counter!("quorumdb_sql_requests_total", "kind" => if parsed.read_only { "read" } else { "write" })
         .increment(1);
-    let results = engine.execute_in(parsed, &RequestProposer { replica, request }, session).await?;
+    let results = engine.execute_in(parsed, &RequestProposer { replica, request }, session, user).await?;
     Ok((results, info))
 }

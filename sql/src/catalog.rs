@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use quorumdb_vector::Metric;
 
+use crate::auth::{ADMIN, Need, Privilege, READONLY, READWRITE, Verifier};
+
 use crate::codec;
 use crate::error::{Result, SqlError};
 use crate::types::{ColumnType, Value};
@@ -163,6 +165,9 @@ pub struct Catalog {
     pub version: u64,
     pub next_table_id: u32,
     pub tables: BTreeMap<String, TableDef>,
+    /// Roles, by name (format 3 on; [`crate::auth`]). Absent in older catalogs: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<String, crate::auth::RoleDef>,
 }
 
 impl Catalog {
@@ -198,5 +203,103 @@ impl Catalog {
     /// Finds the table owning index `name`.
     pub fn index_owner(&self, name: &str) -> Option<(&TableDef, &IndexDef)> {
         self.tables.values().find_map(|t| t.indexes.iter().find(|i| i.name == name).map(|i| (t, i)))
+    }
+}
+
+/// Roles: who may log in, and what they may do ([`crate::auth`]).
+impl Catalog {
+    /// Whether clients must log in: some role can log in with a password.
+    pub fn auth_required(&self) -> bool {
+        self.roles.values().any(|r| r.login && r.verifier.is_some())
+    }
+
+    /// The verifier of `user` if it may log in.
+    pub fn login_verifier(&self, user: &str) -> Option<&Verifier> {
+        self.roles.get(user).filter(|r| r.login).and_then(|r| r.verifier.as_ref())
+    }
+
+    /// Whether `user` is, or is a member of, the built-in role `builtin`.
+    fn is(&self, user: &str, builtin: &str) -> bool {
+        user == builtin || self.roles.get(user).is_some_and(|r| r.member_of.contains(builtin))
+    }
+
+    /// Whether `user` may do everything in `needs`; the error names the first thing it may not.
+    pub fn authorize(&self, user: &str, needs: &[Need]) -> Result<()> {
+        if self.is(user, ADMIN) {
+            return Ok(());
+        }
+        for need in needs {
+            let ok = match need {
+                Need::Admin => false,
+                Need::Ddl => self.is(user, READWRITE),
+                Need::AnyTable(p) => self.is(user, READWRITE) || (*p == Privilege::Select && self.is(user, READONLY)),
+                Need::Table(table, p) => {
+                    self.is(user, READWRITE)
+                        || (*p == Privilege::Select && self.is(user, READONLY))
+                        // An unknown table is the planner's error to report (42P01).
+                        || self.tables.get(table).is_none_or(|def| {
+                            self.roles.get(user).and_then(|r| r.grants.get(&def.id)).is_some_and(|bits| bits & p.bit() != 0)
+                        })
+                }
+            };
+            if !ok {
+                return Err(SqlError::InsufficientPrivilege(match need {
+                    Need::Admin => format!("role \"{user}\" is not a member of {ADMIN}"),
+                    Need::Ddl => format!("role \"{user}\" may not create, alter or drop tables (needs {READWRITE})"),
+                    Need::Table(t, p) => format!("role \"{user}\" lacks {} on table {t}", p.name()),
+                    Need::AnyTable(p) => format!("role \"{user}\" lacks {} on every table", p.name()),
+                }));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{ADMIN, READONLY, READWRITE, RoleDef, Verifier};
+
+    #[test]
+    fn built_in_roles_and_grants_decide() {
+        let mut c = Catalog::default();
+        c.tables.insert(
+            "a".into(),
+            TableDef {
+                id: 7,
+                name: "a".into(),
+                columns: vec![],
+                primary_key: vec![],
+                indexes: vec![],
+                next_index_id: 0,
+            },
+        );
+        let role = |member: &[&str], grants: &[(u32, u8)]| RoleDef {
+            login: true,
+            verifier: None,
+            member_of: member.iter().map(|s| s.to_string()).collect(),
+            grants: grants.iter().copied().collect(),
+        };
+        c.roles.insert("ro".into(), role(&[READONLY], &[]));
+        c.roles.insert("rw".into(), role(&[READWRITE], &[]));
+        c.roles.insert("ins".into(), role(&[], &[(7, Privilege::Insert.bit())]));
+        c.roles.insert("boss".into(), role(&[ADMIN], &[]));
+        let read = [Need::Table("a".into(), Privilege::Select)];
+        let insert = [Need::Table("a".into(), Privilege::Insert)];
+        assert!(c.authorize("ro", &read).is_ok());
+        assert_eq!(c.authorize("ro", &insert).unwrap_err().sqlstate(), "42501");
+        assert!(c.authorize("rw", &insert).is_ok());
+        assert!(c.authorize("rw", &[Need::Ddl]).is_ok());
+        assert!(c.authorize("rw", &[Need::Admin]).is_err());
+        assert!(c.authorize("ins", &insert).is_ok());
+        assert!(c.authorize("ins", &read).is_err());
+        assert!(c.authorize("ins", &[Need::Ddl]).is_err());
+        assert!(c.authorize("boss", &[Need::Admin, Need::Ddl]).is_ok());
+        assert!(c.authorize("admin", &[Need::Admin]).is_ok());
+        assert!(c.authorize("nobody", &read).is_err());
+        assert!(!c.auth_required());
+        c.roles.get_mut("boss").unwrap().verifier = Some(Verifier::with_salt("x", vec![1; 16], 16));
+        assert!(c.auth_required());
+        assert!(c.login_verifier("boss").is_some() && c.login_verifier("ro").is_none());
     }
 }

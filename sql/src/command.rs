@@ -72,6 +72,11 @@ pub enum Step {
         guards: Vec<RowGuard>,
         ops: Vec<RowOp>,
     },
+    /// Sets a role's whole definition (`None`: drops it). Format 3 on ([`crate::auth::ROLES_FORMAT`]).
+    PutRole {
+        name: String,
+        role: Option<crate::auth::RoleDef>,
+    },
 }
 
 /// The row under `key` must still hash to `hash` (`None`: must be absent).
@@ -260,6 +265,9 @@ fn apply_command(
                     vops.push(VectorOp::Drop { table: *id, index: ix.id });
                 }
                 catalog.tables.remove(&name);
+                for role in catalog.roles.values_mut() {
+                    role.grants.remove(id);
+                }
                 let (start, end) = codec::table_range(*id);
                 txn.delete_range(&start, &end);
                 ddl = true;
@@ -293,6 +301,19 @@ fn apply_command(
                 let start = codec::index_prefix(*table, *index);
                 txn.delete_range(&start, &codec::prefix_end(&start));
                 catalog.tables.insert(def.name.clone(), def);
+                ddl = true;
+            }
+            Step::PutRole { name, role } => {
+                match role {
+                    Some(r) => {
+                        catalog.roles.insert(name.clone(), r.clone());
+                    }
+                    None => {
+                        if catalog.roles.remove(name).is_none() {
+                            return Err(SqlError::InvalidRole(format!("role \"{name}\" does not exist")));
+                        }
+                    }
+                }
                 ddl = true;
             }
             Step::Truncate { id } => {

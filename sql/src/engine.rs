@@ -213,6 +213,20 @@ impl Engine {
 
     /// A planner for one write batch, over the current catalog and the applied state: what a
     /// write is planned with before it is proposed.
+    /// Whether `user` may run `parsed` (`None`: no login on this cluster, everyone may): the
+    /// one check of SQL requests every surface makes ([`crate::auth`]).
+    pub fn authorize(&self, user: Option<&str>, parsed: &Parsed) -> Result<()> {
+        self.authorize_needs(user, &crate::planner::needs_of(&parsed.statements))
+    }
+
+    /// Whether `user` may do what `needs` says (for requests that are not SQL text).
+    pub fn authorize_needs(&self, user: Option<&str>, needs: &[crate::auth::Need]) -> Result<()> {
+        match user {
+            Some(user) => self.catalog()?.authorize(user, needs),
+            None => Ok(()),
+        }
+    }
+
     pub fn planner(&self) -> Result<Planner<'_>> {
         Ok(Planner::new(&self.state, Some((&self.query_ctx, &self.dml_ctx)), self.read.clone(), self.catalog()?))
     }
@@ -284,17 +298,23 @@ impl Engine {
 
     /// Runs a parsed request in a fresh session: reads directly, writes as one atomic command.
     pub async fn execute(&self, parsed: Parsed, proposer: &dyn Proposer) -> Result<Vec<StatementResult>> {
-        self.execute_in(parsed, proposer, &mut Session::default()).await
+        self.execute_in(parsed, proposer, &mut Session::default(), None).await
     }
 
-    /// Runs a parsed request in `session` (whose settings `SET` changes).
+    /// Runs a parsed request in `session` (whose settings `SET` changes) as `user` (the login;
+    /// `None` where the cluster requires none). Privileges are checked against the catalog
+    /// the request runs on: a read's (after the caller's read barrier), and for a write the one
+    /// it is planned against — a write planned before a `REVOKE` applied is refused by its
+    /// catalog guard and checked again when re-planned.
     pub async fn execute_in(
         &self,
         parsed: Parsed,
         proposer: &dyn Proposer,
         session: &mut Session,
+        user: Option<&str>,
     ) -> Result<Vec<StatementResult>> {
         if parsed.read_only {
+            self.authorize(user, &parsed)?;
             let mut out = Vec::with_capacity(parsed.statements.len());
             for s in parsed.statements {
                 out.push(match self.session_statement(&s, session)? {
@@ -306,7 +326,7 @@ impl Engine {
         }
         let statements = &parsed.statements;
         with_retries(proposer, session, |mut session| async move {
-            let outcome = self.execute_once(statements, Some(proposer), &mut session, None).await;
+            let outcome = self.execute_once(statements, Some(proposer), &mut session, None, user).await;
             (session, outcome)
         })
         .await
@@ -335,8 +355,13 @@ impl Engine {
 
     /// What `parsed` would return if run now, planned against the applied state; nothing is
     /// proposed. A session's open transaction block answers each statement this way.
-    pub async fn dry_run(&self, parsed: &Parsed, session: &mut Session) -> Result<Vec<StatementResult>> {
-        self.execute_once(&parsed.statements, None, session, None).await
+    pub async fn dry_run(
+        &self,
+        parsed: &Parsed,
+        session: &mut Session,
+        user: Option<&str>,
+    ) -> Result<Vec<StatementResult>> {
+        self.execute_once(&parsed.statements, None, session, None, user).await
     }
 
     /// Commits a transaction block whose statements were answered by [`Engine::dry_run`]
@@ -349,10 +374,11 @@ impl Engine {
         proposer: &dyn Proposer,
         session: &mut Session,
         reported: &[StatementResult],
+        user: Option<&str>,
     ) -> Result<Vec<StatementResult>> {
         let statements = &parsed.statements;
         with_retries(proposer, session, |mut session| async move {
-            let outcome = self.execute_once(statements, Some(proposer), &mut session, Some(reported)).await;
+            let outcome = self.execute_once(statements, Some(proposer), &mut session, Some(reported), user).await;
             (session, outcome)
         })
         .await
@@ -366,8 +392,12 @@ impl Engine {
         proposer: Option<&dyn Proposer>,
         session: &mut Session,
         reported: Option<&[StatementResult]>,
+        user: Option<&str>,
     ) -> Result<Vec<StatementResult>> {
         let mut planner = self.planner()?;
+        if let Some(user) = user {
+            planner.catalog().authorize(user, &crate::planner::needs_of(statements))?;
+        }
         let mut results = Vec::with_capacity(statements.len());
         for s in statements {
             let r = match s {
@@ -408,7 +438,16 @@ impl Engine {
 
     async fn propose(&self, cmd: &SqlCommand, proposer: &dyn Proposer) -> Result<SqlResponse> {
         metrics::counter!("quorumdb_sql_commands_total").increment(1);
-        let bytes = cmd.encode(proposer.format())?;
+        let version = proposer.format();
+        if version < crate::auth::ROLES_FORMAT
+            && cmd.steps.iter().any(|s| matches!(s, crate::command::Step::PutRole { .. }))
+        {
+            return Err(SqlError::Unsupported(format!(
+                "roles need cluster format {} (this cluster writes format {version}: a node runs an older binary)",
+                crate::auth::ROLES_FORMAT
+            )));
+        }
+        let bytes = cmd.encode(version)?;
         match proposer.propose(tagged(TAG, &bytes)).await? {
             CommandResult::Applied(response) => SqlResponse::decode(&response),
             CommandResult::Rejected(rejection) => Err(SqlError::from_rejection(&Rejection::decode(&rejection))),

@@ -80,6 +80,12 @@ pub enum SqlError {
     /// An error caused by one row of a multi-row write (a bulk load): its position, from 0.
     #[error("row {row}: {source}")]
     AtRow { row: usize, source: Box<SqlError> },
+    /// The role may not do this (a table privilege or a built-in role it lacks).
+    #[error("permission denied: {0}")]
+    InsufficientPrivilege(String),
+    /// A role statement that does not fit the catalog (unknown role, role exists, bad option).
+    #[error("{0}")]
+    InvalidRole(String),
     /// Apply rejected the command (on every node) with this SQLSTATE.
     #[error("{message}")]
     Rejected { code: &'static str, message: String },
@@ -112,6 +118,8 @@ impl SqlError {
             Self::DataException(_) => "22000",
             Self::InvalidParameter(_) => "22023",
             Self::LimitExceeded(_) => "54000",
+            Self::InsufficientPrivilege(_) => "42501",
+            Self::InvalidRole(_) => "42704",
             Self::Rejected { code, .. } => code,
             Self::AtRow { source, .. } => source.sqlstate(),
         }

@@ -10,6 +10,7 @@
 //! - reads: DataFusion plans and runs queries over [`provider::QuorumTable`]s that stream rows
 //!   from the state with key-range pushdown.
 
+pub mod auth;
 pub mod backup;
 pub mod catalog;
 pub mod codec;

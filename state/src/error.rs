@@ -80,9 +80,9 @@ impl Rejection {
 
     /// The SQLSTATEs apply rejects commands with; a rejection carrying any other code (sent by
     /// a newer binary, say) reads as an internal error.
-    pub const CODES: [&'static str; 14] = [
+    pub const CODES: [&'static str; 16] = [
         "23505", "23502", "42P01", "42P07", "42P16", "22P02", "22001", "22003", "22000", "22023", "58030", "XX000",
-        "40001", "0A000",
+        "40001", "0A000", "42704", "42501",
     ];
 
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {

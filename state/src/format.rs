@@ -33,8 +33,10 @@ pub type FormatVersion = u8;
 /// The version of the encodings written before versions existed.
 pub const LEGACY: FormatVersion = 0;
 /// The newest version this binary reads and writes. Version 2 added the system command
-/// [`crate::system::Once`] (exactly-once writes); every other body is as in version 1.
-pub const CURRENT: FormatVersion = 2;
+/// [`crate::system::Once`] (exactly-once writes); version 3 the SQL step `PutRole` and the
+/// catalog's roles (users, passwords as SCRAM verifiers, privileges); every other body is as
+/// in version 1.
+pub const CURRENT: FormatVersion = 3;
 /// The first byte of a versioned payload (MessagePack's "never used" byte).
 pub const MARKER: u8 = 0xC1;
 

@@ -109,6 +109,12 @@ impl TestCluster {
         self.configs[&id].data_dir.clone()
     }
 
+    /// The directory node `id` writes backups below (`--backup-dir`; by default
+    /// `<data dir>/backups`, or what a tweak set).
+    pub fn backup_dir(&self, id: u64) -> std::path::PathBuf {
+        self.configs[&id].backup_dir()
+    }
+
     /// Sends `method path` with a JSON body (or none) to node `id`; the status and JSON answer.
     pub async fn call(&self, id: u64, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let url = format!("http://{}{path}", self.addr(id));

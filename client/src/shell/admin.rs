@@ -51,8 +51,8 @@ pub fn normalize_addr(addr: &str) -> String {
 
 /// The HTTP client for status and admin calls (short timeouts: a dead node must not stall
 /// the shell).
-pub fn http_client() -> Result<reqwest::Client, ShellError> {
-    reqwest::Client::builder()
+pub fn http_client(user: &str, password: Option<&str>) -> Result<reqwest::Client, ShellError> {
+    crate::http_builder_as(user, password)
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(30))
         .build()

@@ -217,7 +217,8 @@ impl Session {
     /// Connects through a node's main address (`host`), or straight to a PostgreSQL protocol
     /// address (`pg`; `host`, if also given, still serves admin commands and failover).
     pub async fn open(login: Login, host: Option<&str>, pg: Option<&str>) -> Result<Session, ShellError> {
-        let http = admin::http_client()?;
+        // Admin calls log in as the shell does (where the cluster requires a login).
+        let http = admin::http_client(&login.user, login.password.as_deref())?;
         let mut s = Session {
             login,
             http,

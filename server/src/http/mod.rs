@@ -20,9 +20,9 @@
 //!   stream (`application/vnd.apache.arrow.stream`) or JSON lines (`application/x-ndjson`),
 //!   at most 16 MiB, inserted as one atomic command with INSERT's checks. Answers
 //!   `{"rows_affected": n}`; an error one row caused also says which (`"row"`, from 0).
-//! - `POST /v1/backup`: body `{"to": "/abs/dir"}`; every table as Arrow IPC files plus
-//!   `manifest.json`, at one applied index, written on this node's file system
-//!   ([`crate::backup`]).
+//! - `POST /v1/backup`: body `{"to": "dir"}` (relative to `--backup-dir`, or absolute inside
+//!   it); every table as Arrow IPC files plus `manifest.json`, at one applied index, written on
+//!   this node's file system ([`crate::backup`]).
 //! - `/v1/collections/...`: the Qdrant-style vector API ([`collections`]).
 //! - `GET /metrics`: Prometheus.
 //!
@@ -47,6 +47,7 @@ use crate::error::ServerError;
 use crate::kv;
 
 pub mod collections;
+pub mod guard;
 
 /// Marks a request already forwarded once, so two confused nodes never bounce it forever.
 const FORWARDED: &str = "x-quorumdb-forwarded";
@@ -180,6 +181,13 @@ where
     let resp = reqwest::Client::new()
         .post(format!("http://{addr}{path}"))
         .header(FORWARDED, "1")
+        // The leader checks the same login.
+        .headers(
+            headers
+                .get(axum::http::header::AUTHORIZATION)
+                .map(|v| HeaderMap::from_iter([(axum::http::header::AUTHORIZATION, v.clone())]))
+                .unwrap_or_default(),
+        )
         .timeout(std::time::Duration::from_secs(30))
         .json(body)
         .send()
@@ -258,6 +266,7 @@ struct SqlBody {
 async fn sql_post(
     State(s): State<NodeContext>,
     Query(p): Query<ReadParams>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
     headers: HeaderMap,
     raw: Bytes,
 ) -> ApiResult<Response> {
@@ -266,7 +275,8 @@ async fn sql_post(
     })?;
     let level = kv::consistency(p.consistency.as_deref(), p.max_staleness_ms)?;
     let req = crate::request::request_id(&headers, &[b"POST /v1/sql", &raw])?;
-    let (results, info) = crate::sql::execute(&s.sql, &s.replica, &body.sql, &body.params, level, req.as_ref()).await?;
+    let (results, info) =
+        crate::sql::execute(&s.sql, &s.replica, &body.sql, &body.params, level, req.as_ref(), who.user()).await?;
     let mut resp = Json(quorumdb_sql::json::results_json(&results)?).into_response();
     if let Some(info) = info {
         add_read_headers(&mut resp, &info);

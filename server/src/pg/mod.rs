@@ -28,6 +28,8 @@ use pgwire::api::auth::{
     AuthDriver, AuthOutcome, AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
     cleartext::CleartextPasswordAuth,
     mechanism::{AuthMechanism, AuthMechanismFactory, AuthState},
+    sasl::SaslMechanisms,
+    sasl::scram::{ScramAuth, ScramSecret},
 };
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -56,7 +58,7 @@ pub async fn serve(listener: TcpListener, state: NodeContext, mut stop: watch::R
     let manager = Arc::new(ConnectionManager::new());
     let handlers = Arc::new(Handlers {
         query: Arc::new(QueryHandler { state: state.clone(), parser: Arc::new(Parser { state: state.clone() }) }),
-        startup: Arc::new(Startup::new(state.surfaces.password.clone(), manager.clone())),
+        startup: Arc::new(Startup::new(state.surfaces.password.clone(), manager.clone(), state.sql.clone())),
         cancel: Arc::new(DefaultCancelHandler::new(manager)),
     });
     loop {
@@ -113,25 +115,66 @@ fn server_parameters() -> DefaultServerParameterProvider {
     p
 }
 
-/// Any user and database name; the configured password if there is one.
+/// Once the catalog has roles that log in: SCRAM-SHA-256 against their verifiers (what `psql`
+/// and drivers use by default; the password never crosses the wire). Before that: any user and
+/// database name, and the configured `--password` if there is one.
 struct Startup {
     driver: AuthDriver<DefaultServerParameterProvider>,
     password: Option<CleartextPasswordAuth<PasswordSource>>,
+    scram: SaslMechanisms,
+    engine: Arc<quorumdb_sql::Engine>,
 }
 
 impl Startup {
-    fn new(password: Option<String>, manager: Arc<ConnectionManager>) -> Self {
+    fn new(password: Option<String>, manager: Arc<ConnectionManager>, engine: Arc<quorumdb_sql::Engine>) -> Self {
+        let scram = ScramAuth::new(Arc::new(RoleSecrets(engine.clone())));
         Self {
             driver: AuthDriver::new(server_parameters()).with_connection_manager(manager),
             password: password.map(|p| CleartextPasswordAuth::new(Arc::new(PasswordSource(p)))),
+            scram: SaslMechanisms::new(vec![Arc::new(scram)]),
+            engine,
         }
     }
 
+    fn logins_required(&self) -> bool {
+        self.engine.catalog().is_ok_and(|c| c.auth_required())
+    }
+
     fn mechanism(&self) -> Box<dyn AuthMechanism> {
+        if self.logins_required() {
+            return self.scram.create();
+        }
         match &self.password {
             Some(p) => p.create(),
             None => Box::new(Trust),
         }
+    }
+}
+
+/// The SCRAM verifiers of the catalog's roles.
+#[derive(Debug)]
+struct RoleSecrets(Arc<quorumdb_sql::Engine>);
+
+#[async_trait]
+impl AuthSource for RoleSecrets {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        Err(PgWireError::InvalidPassword(login.user().unwrap_or_default().to_owned()))
+    }
+
+    async fn get_scram_secret(&self, login: &LoginInfo) -> PgWireResult<(ScramSecret, Option<()>)> {
+        let user = login.user().unwrap_or_default();
+        let catalog = self.0.catalog().map_err(sql_error)?;
+        let Some(v) = catalog.login_verifier(user) else {
+            metrics::counter!("quorumdb_auth_failures_total", "surface" => "pg").increment(1);
+            return Err(PgWireError::InvalidPassword(user.to_owned()));
+        };
+        let secret = ScramSecret::Verifier {
+            salt: v.salt.clone(),
+            iterations: v.iterations as usize,
+            stored_key: v.stored_key.clone(),
+            server_key: v.server_key.clone(),
+        };
+        Ok((secret, None))
     }
 }
 
@@ -190,6 +233,10 @@ impl StartupHandler for Startup {
         match outcome {
             AuthOutcome::InProgress => Ok(()),
             AuthOutcome::Authenticated { final_message, .. } => {
+                if self.logins_required() {
+                    let user = client.metadata().get("user").cloned();
+                    session_of(client).lock().await.user = user;
+                }
                 self.driver.complete_authentication(client, final_message).await
             }
         }
@@ -207,6 +254,8 @@ struct PgSession {
     /// Other settings drivers set (`client_encoding`, `DateStyle`, …), echoed by `SHOW`.
     other: BTreeMap<String, String>,
     block: Option<Block>,
+    /// The role this connection logged in as (set when the cluster required a login).
+    user: Option<String>,
 }
 
 impl Default for PgSession {
@@ -217,6 +266,7 @@ impl Default for PgSession {
             statement_timeout: None,
             other: BTreeMap::new(),
             block: None,
+            user: None,
         }
     }
 }
@@ -443,8 +493,24 @@ impl QueryHandler {
     /// Runs a request under the session's statement timeout.
     async fn run(&self, session: &SessionRef, parsed: Parsed) -> PgWireResult<Vec<Answer>> {
         let mut s = session.lock().await;
+        // Every request comes through here: the login it runs as (checked by the engine against
+        // the catalog each statement runs on). A connection opened before logins were required
+        // has none.
+        let user = if self.state.sql.catalog().map_err(sql_error)?.auth_required() {
+            match s.user.clone() {
+                Some(u) => Some(u),
+                None => {
+                    return Err(user_error(
+                        "28000",
+                        "this cluster now requires a login: reconnect with a user and password",
+                    ));
+                }
+            }
+        } else {
+            None
+        };
         let timeout = s.statement_timeout;
-        let fut = self.run_in(&mut s, parsed);
+        let fut = self.run_in(&mut s, parsed, user.as_deref());
         match timeout {
             Some(t) => tokio::time::timeout(t, fut)
                 .await
@@ -453,21 +519,21 @@ impl QueryHandler {
         }
     }
 
-    async fn run_in(&self, s: &mut PgSession, parsed: Parsed) -> PgWireResult<Vec<Answer>> {
+    async fn run_in(&self, s: &mut PgSession, parsed: Parsed, user: Option<&str>) -> PgWireResult<Vec<Answer>> {
         let special = |st: &Statement| is_begin(st) || is_commit(st) || is_rollback(st) || our_setting(st).is_some();
         if s.block.is_none() && !parsed.statements.iter().any(special) {
             // The common case: the request is one implicit transaction.
-            return Ok(self.execute(s, parsed).await?.into_iter().map(Answer::Result).collect());
+            return Ok(self.execute(s, parsed, user).await?.into_iter().map(Answer::Result).collect());
         }
         let mut out = Vec::with_capacity(parsed.statements.len());
         for st in parsed.statements {
-            out.push(self.one(s, st).await?);
+            out.push(self.one(s, st, user).await?);
         }
         Ok(out)
     }
 
     /// One statement while a block is open, or next to session statements.
-    async fn one(&self, s: &mut PgSession, st: Statement) -> PgWireResult<Answer> {
+    async fn one(&self, s: &mut PgSession, st: Statement, user: Option<&str>) -> PgWireResult<Answer> {
         if is_begin(&st) {
             if s.block.is_none() {
                 s.block = Some(Block::default());
@@ -487,7 +553,7 @@ impl QueryHandler {
                 let parsed = Parsed { read_only: false, statements: block.statements };
                 self.state
                     .sql
-                    .commit(parsed, &self.state.replica, &mut s.engine, &block.reported)
+                    .commit(parsed, &self.state.replica, &mut s.engine, &block.reported, user)
                     .await
                     .map_err(sql_error)?;
             }
@@ -507,7 +573,7 @@ impl QueryHandler {
         let read_only = quorumdb_sql::engine::is_read_only(&st);
         if s.block.is_none() {
             let parsed = Parsed { statements: vec![st], read_only };
-            let mut r = self.execute(s, parsed).await?;
+            let mut r = self.execute(s, parsed, user).await?;
             return Ok(Answer::Result(r.pop().unwrap_or_else(|| StatementResult::done("SELECT"))));
         }
         if read_only {
@@ -518,7 +584,7 @@ impl QueryHandler {
         };
         block.statements.push(st);
         let parsed = Parsed { statements: block.statements.clone(), read_only: false };
-        let result = self.state.sql.dry_run(&parsed, &mut s.engine).await;
+        let result = self.state.sql.dry_run(&parsed, &mut s.engine, user).await;
         let answer = match result {
             Ok(mut results) => {
                 let last = results.last().cloned();
@@ -536,11 +602,16 @@ impl QueryHandler {
     }
 
     /// Runs a request outside a block: reads at the session's level, writes through Raft.
-    async fn execute(&self, s: &mut PgSession, parsed: Parsed) -> PgWireResult<Vec<StatementResult>> {
+    async fn execute(
+        &self,
+        s: &mut PgSession,
+        parsed: Parsed,
+        user: Option<&str>,
+    ) -> PgWireResult<Vec<StatementResult>> {
         metrics::counter!("quorumdb_pg_statements_total", "kind" => if parsed.read_only { "read" } else { "write" })
             .increment(1);
         let (results, _) =
-            crate::sql::run(&self.state.sql, &self.state.replica, parsed, s.consistency, &mut s.engine, None)
+            crate::sql::run(&self.state.sql, &self.state.replica, parsed, s.consistency, &mut s.engine, None, user)
                 .await
                 .map_err(|e| to_pg(&e))?;
         Ok(results)

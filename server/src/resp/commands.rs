@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use quorumdb_replication::kv::{self as kvstate, ByteBuf, Condition, Expiry, KvCommand, KvResponse};
 use quorumdb_replication::{Consistency, StateReader};
+use quorumdb_sql::auth::{Need, Privilege};
 
 use super::Reply;
 use super::barrier::ReadBarriers;
@@ -98,7 +99,10 @@ impl Cursors {
 pub struct Session {
     shared: Arc<Shared>,
     id: u64,
+    /// Logged in with the legacy `--password` (while the catalog has no login roles).
     authenticated: bool,
+    /// The role logged in as with `AUTH user password` (once the catalog has login roles).
+    user: Option<String>,
     level: Consistency,
     /// A read barrier was taken after every command parsed so far arrived, and no write of
     /// this connection came after it: reads may use the local state as it is.
@@ -190,6 +194,7 @@ impl Session {
             shared,
             id,
             authenticated,
+            user: None,
             level: Consistency::Linearizable,
             barrier_valid: false,
             name: None,
@@ -207,8 +212,10 @@ impl Session {
         let Some(first) = args.first() else { return Reply::error("ERR empty command") };
         let cmd = upper(first);
         metrics::counter!("quorumdb_resp_commands_total", "command" => metric_name(&cmd)).increment(1);
-        if !self.authenticated && !matches!(cmd.as_str(), "AUTH" | "HELLO" | "QUIT") {
-            return Reply::error("NOAUTH Authentication required.");
+        if !matches!(cmd.as_str(), "AUTH" | "HELLO" | "QUIT")
+            && let Err(e) = self.authorize(&cmd)
+        {
+            return Reply::Error(to_resp(&e));
         }
         let reply = match self.dispatch(&cmd, &args).await {
             Ok(reply) => reply,
@@ -236,8 +243,8 @@ impl Session {
                 Ok(Reply::Ok)
             }
             "AUTH" => match n {
-                2 => Ok(self.authenticate(&args[1])),
-                3 => Ok(self.authenticate(&args[2])),
+                2 => Ok(self.authenticate(b"default", &args[1])),
+                3 => Ok(self.authenticate(&args[1], &args[2])),
                 _ => Err(wrong_args(cmd)),
             },
             "HELLO" => Ok(self.hello(args)),
@@ -337,7 +344,41 @@ impl Session {
         }
     }
 
-    fn authenticate(&mut self, given: &[u8]) -> Reply {
+    /// RESP's one authorisation check, before every command: a login where the catalog
+    /// requires one, then what the command does to the KV table (reads need `readonly`,
+    /// writes `readwrite`, as built-in roles; `admin` may do all).
+    fn authorize(&self, cmd: &str) -> Result<(), ServerError> {
+        let state = &self.shared.state;
+        if !state.sql.catalog()?.auth_required() {
+            return if self.authenticated {
+                Ok(())
+            } else {
+                Err(ServerError::Unauthenticated("Authentication required.".into()))
+            };
+        }
+        let Some(user) = &self.user else {
+            return Err(ServerError::Unauthenticated("Authentication required: AUTH <user> <password>.".into()));
+        };
+        let privilege = match cmd {
+            "GET" | "MGET" | "EXISTS" | "TTL" | "PTTL" | "KEYS" | "SCAN" | "DBSIZE" => Privilege::Select,
+            "SET" | "DEL" | "UNLINK" | "MSET" | "INCR" | "INCRBY" | "DECR" | "DECRBY" => Privilege::Insert,
+            _ => return Ok(()),
+        };
+        Ok(state.sql.authorize_needs(Some(user), &[Need::AnyTable(privilege)])?)
+    }
+
+    fn authenticate(&mut self, user: &[u8], given: &[u8]) -> Reply {
+        let state = &self.shared.state;
+        if state.sql.catalog().is_ok_and(|c| c.auth_required()) {
+            let (user, password) = (String::from_utf8_lossy(user), String::from_utf8_lossy(given));
+            return match state.auth.check(&state.sql, "resp", &user, &password) {
+                Ok(()) => {
+                    self.user = Some(user.into_owned());
+                    Reply::Ok
+                }
+                Err(_) => Reply::error("WRONGPASS invalid username-password pair or user is disabled."),
+            };
+        }
         match &self.shared.state.surfaces.password {
             None => Reply::error(
                 "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
@@ -367,7 +408,7 @@ impl Session {
         while i < args.len() {
             match upper(&args[i]).as_str() {
                 "AUTH" if i + 2 < args.len() => {
-                    if let Reply::Error(e) = self.authenticate(&args[i + 2]) {
+                    if let Reply::Error(e) = self.authenticate(&args[i + 1], &args[i + 2]) {
                         return Reply::Error(e);
                     }
                     i += 3;
@@ -379,7 +420,7 @@ impl Session {
                 other => return Reply::error(format!("ERR Syntax error in HELLO option '{other}'")),
             }
         }
-        if !self.authenticated {
+        if self.authorize("HELLO").is_err() {
             return Reply::error(
                 "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
             );

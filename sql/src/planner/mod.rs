@@ -23,6 +23,9 @@ mod ddl;
 mod insert;
 mod modify;
 mod point;
+mod roles;
+
+pub use roles::needs_of;
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -224,6 +227,13 @@ impl<'a> Planner<'a> {
             Statement::Insert(ins) => self.insert(ins).await,
             Statement::Update(up) => self.update(up).await,
             Statement::Delete(del) => self.delete(del).await,
+            Statement::CreateRole(cr) => self.create_role(cr),
+            Statement::AlterRole { name, operation } => self.alter_role(&name, operation),
+            Statement::Drop { object_type: ObjectType::Role, if_exists, names, .. } => {
+                self.drop_roles(&names, if_exists)
+            }
+            Statement::Grant(g) => self.grant(&g.privileges, g.objects.as_ref(), &g.grantees, false),
+            Statement::Revoke(r) => self.grant(&r.privileges, r.objects.as_ref(), &r.grantees, true),
             other => {
                 // A read inside a write batch: guard what it reads.
                 self.guard_relations(&other, None)?;
@@ -250,6 +260,11 @@ impl<'a> Planner<'a> {
         for k in doomed {
             self.pending.insert(k, None);
         }
+    }
+
+    /// The catalog this planner plans against (the one its command's guard names).
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     fn catalog_mut(&mut self) -> &mut Catalog {

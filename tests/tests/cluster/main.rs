@@ -27,6 +27,8 @@ mod t80_resp;
 mod t82_load;
 mod t84_shell;
 mod t86_pgwire;
+mod t87_auth;
 mod t88_http_fuzz;
 mod t90_snapshots;
 mod t92_backup;
+mod t93_backup_dir;

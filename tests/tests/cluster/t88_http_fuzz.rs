@@ -470,8 +470,8 @@ fn cluster_req(rng: &mut StdRng, own_addr: &str) -> Req {
     }
 }
 
-/// Backups, only ever into `tmp` (or refused before anything is written: relative paths and
-/// the like); absolute paths elsewhere are never sent.
+/// Backups into `tmp`, the node's `--backup-dir` (relative names land there too), or refused
+/// before anything is written (`..`, the backup dir itself, a file on the way).
 fn backup_req(rng: &mut StdRng, tmp: &std::path::Path, n: usize) -> Req {
     let fresh = tmp.join(format!("b{n}"));
     let to: Value = match rng.random_range(0..14) {
@@ -480,7 +480,7 @@ fn backup_req(rng: &mut StdRng, tmp: &std::path::Path, n: usize) -> Req {
         8 => json!(tmp.join("file")),
         9 => json!(tmp.join("file").join("below")),
         10 => json!(tmp.join("z".repeat(rng.random_range(200..5000)))),
-        11 => json!(pick(rng, &["relative", "", ".", "..", "~/x", "\u{0}"])),
+        11 => json!(pick(rng, &["relative", "", ".", "..", "../x", "~/x", "\u{0}"])),
         12 => json!(tmp.join("nul\u{0}byte")),
         _ => random_number(rng),
     };
@@ -836,10 +836,12 @@ fn changed(a: &BTreeMap<Vec<u8>, Vec<u8>>, b: &BTreeMap<Vec<u8>, Vec<u8>>) -> Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t88_http_fuzz() {
-    let c = TestCluster::start(1).await;
-    let base = format!("http://{}", c.addr(1));
+    // The node's backup dir: backups go there, or are refused.
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("file"), b"not a directory").unwrap();
+    let backups = tmp.path().to_path_buf();
+    let c = TestCluster::start_tweaked(1, 50_000, |cfg| cfg.backup_dir = Some(backups.clone())).await;
+    let base = format!("http://{}", c.addr(1));
 
     // The table and the collection the bodies aim at.
     let (s, v) = c

@@ -4,8 +4,9 @@
 //! one applied index, in Arrow IPC files the manifest describes; `quorumdb restore` (the real
 //! binary) loads it into a new cluster where every table is equal row by row and vector
 //! searches answer the same (the exact neighbours); a backup of the copy has identical files.
-//! Refusals: a backup into a non-empty or relative directory, a restore over an existing table
-//! or from a corrupted file — with nothing written.
+//! Refusals: a backup into a non-empty directory or out of the node's `--backup-dir`, a restore
+//! over an existing table or from a corrupted file — with nothing written. (t93 tests the
+//! confinement to `--backup-dir` in detail.)
 
 use std::fs::File;
 use std::path::Path;
@@ -222,15 +223,17 @@ async fn run_cli(args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_through_a_follower_restores_into_a_new_cluster_with_equal_tables_and_searches() {
-    let mut c = TestCluster::start(3).await;
+    // The nodes of both clusters write backups below `work` (`--backup-dir`).
+    let work = tempfile::tempdir().unwrap();
+    let backups = work.path().to_path_buf();
+    let mut c = TestCluster::start_tweaked(3, 50_000, |cfg| cfg.backup_dir = Some(backups.clone())).await;
     let leader = c.wait_leader().await;
     let follower = (1..=3).find(|&i| i != leader).unwrap();
     let (points, docs) = fill(&c, leader).await;
-    let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("backup");
 
-    // Refused: a relative path; a non-empty directory (left as it was).
-    let (s, v) = c.post(follower, "/v1/backup", json!({"to": "relative/dir"})).await;
+    // Refused: a path out of the backup dir; a non-empty directory (left as it was).
+    let (s, v) = c.post(follower, "/v1/backup", json!({"to": "../outside"})).await;
     assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_request")), "{v}");
     let busy = work.path().join("busy");
     std::fs::create_dir(&busy).unwrap();
@@ -311,7 +314,7 @@ async fn backup_through_a_follower_restores_into_a_new_cluster_with_equal_tables
     c.stop_all().await;
 
     // A new cluster.
-    let mut d = TestCluster::start(3).await;
+    let mut d = TestCluster::start_tweaked(3, 50_000, |cfg| cfg.backup_dir = Some(backups.clone())).await;
     let d_leader = d.wait_leader().await;
     let target = d.addr((1..=3).find(|&i| i != d_leader).unwrap());
     let opts = RestoreOptions::new(&target);
@@ -359,9 +362,10 @@ async fn backup_through_a_follower_restores_into_a_new_cluster_with_equal_tables
     let restored = d.node(d_leader).sql.catalog().unwrap();
     assert_eq!(restored.tables["items"].indexes.len(), 2, "the UNIQUE constraint and items_d");
 
-    // A backup of the copy (through the binary) has the same manifest entries and files.
+    // A backup of the copy (through the binary, into a path relative to the node's backup dir)
+    // has the same manifest entries and files.
     let again = work.path().join("again");
-    let out = run_cli(&["backup", "--to", again.to_str().unwrap(), "--node", &target]).await;
+    let out = run_cli(&["backup", "--to", "again", "--node", &target]).await;
     assert!(out.contains(&format!("backup of 5 tables, {total_rows} rows")), "{out}");
     let m2 = Manifest::read(&again).unwrap();
     for (a, b) in m.tables.iter().zip(&m2.tables) {
