@@ -443,7 +443,7 @@ impl Engine {
             && cmd.steps.iter().any(|s| matches!(s, crate::command::Step::PutRole { .. }))
         {
             return Err(SqlError::Unsupported(format!(
-                "roles need cluster format {} (this cluster writes format {version}: a node runs an older binary)",
+                "roles need cluster format {} (this cluster writes format {version}: a node runs an older binary, or the cluster started under a second ago)",
                 crate::auth::ROLES_FORMAT
             )));
         }

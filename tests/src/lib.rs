@@ -172,6 +172,18 @@ impl TestCluster {
         r.json().await.ok()
     }
 
+    /// Waits until every running node applied the newest format version (a new cluster moves
+    /// from 0 to it within about a second; request ids and roles need it).
+    pub async fn wait_format(&self) {
+        let want = u64::from(quorumdb_replication::format::CURRENT);
+        for id in self.running() {
+            wait_for(30, "the cluster's format version", || async move {
+                (self.status(id).await?["format"].as_u64()? == want).then_some(())
+            })
+            .await;
+        }
+    }
+
     /// The leader every running node agrees on.
     pub async fn wait_leader(&self) -> u64 {
         wait_for(20, "a leader all running nodes agree on", || async {

@@ -29,6 +29,7 @@ mod t84_shell;
 mod t86_pgwire;
 mod t87_auth;
 mod t88_http_fuzz;
+mod t89_pg_wire_fuzz;
 mod t90_snapshots;
 mod t92_backup;
 mod t93_backup_dir;

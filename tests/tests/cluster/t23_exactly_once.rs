@@ -43,17 +43,6 @@ async fn post_sql(http: &reqwest::Client, addr: &str, sql: &str, key: Option<&st
     Ok((status, r.json().await.unwrap_or(Value::Null)))
 }
 
-/// Request ids need the cluster at format 2, which a new cluster reaches within a second.
-async fn wait_format(c: &TestCluster) {
-    let want = u64::from(quorumdb_replication::format::CURRENT);
-    for id in 1..=3 {
-        quorumdb_tests::wait_for(30, "the cluster's format version", || async move {
-            (c.status(id).await?["format"].as_u64()? == want).then_some(())
-        })
-        .await;
-    }
-}
-
 async fn count(c: &TestCluster, id: u64) -> u64 {
     c.sql_value(id, "SELECT count(*) FROM once_t", "linearizable").await.as_u64().unwrap()
 }
@@ -62,7 +51,7 @@ async fn count(c: &TestCluster, id: u64) -> u64 {
 async fn a_retried_write_whose_answer_was_lost_applies_once() {
     let c = TestCluster::start(3).await;
     let leader = c.wait_leader().await;
-    wait_format(&c).await;
+    c.wait_format().await;
     let follower = (1..=3).find(|i| *i != leader).unwrap();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     assert_eq!(c.sql(leader, "CREATE TABLE once_t (v INT)", "linearizable").await.0, 200);
@@ -109,7 +98,7 @@ async fn a_retried_write_whose_answer_was_lost_applies_once() {
 async fn kv_writes_answer_the_first_result_on_retry() {
     let c = TestCluster::start(3).await;
     let leader = c.wait_leader().await;
-    wait_format(&c).await;
+    c.wait_format().await;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     c.put(leader, "x", "a").await.unwrap();
     let proxy = answer_dropping_proxy(c.addr(leader)).await;

@@ -107,6 +107,7 @@ impl harness::Answer for HttpDb {
 async fn run_file(path: PathBuf, nodes: u64, complete: bool, color: bool, trace: bool) -> Result<(), String> {
     let mut cluster = TestCluster::start(nodes).await;
     cluster.wait_leader().await;
+    cluster.wait_format().await;
     let addrs: Arc<Vec<String>> = Arc::new(cluster.running().into_iter().map(|id| cluster.addr(id)).collect());
     let http = cluster.http.clone();
     let mut runner = Runner::new(move || {
