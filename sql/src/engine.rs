@@ -211,8 +211,6 @@ impl Engine {
         self.catalog.current()
     }
 
-    /// A planner for one write batch, over the current catalog and the applied state: what a
-    /// write is planned with before it is proposed.
     /// Whether `user` may run `parsed` (`None`: no login on this cluster, everyone may): the
     /// one check of SQL requests every surface makes ([`crate::auth`]).
     pub fn authorize(&self, user: Option<&str>, parsed: &Parsed) -> Result<()> {
@@ -227,6 +225,8 @@ impl Engine {
         }
     }
 
+    /// A planner for one write batch, over the current catalog and the applied state: what a
+    /// write is planned with before it is proposed.
     pub fn planner(&self) -> Result<Planner<'_>> {
         Ok(Planner::new(&self.state, Some((&self.query_ctx, &self.dml_ctx)), self.read.clone(), self.catalog()?))
     }
