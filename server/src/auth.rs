@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use parking_lot::Mutex;
-use quorumdb_sql::Engine;
+use quorumdb_sql::catalog::Catalog;
 use ring::digest;
 
 use crate::error::ServerError;
@@ -46,8 +46,13 @@ type Verified = (String, [u8; 32]);
 
 impl Authenticator {
     /// Whether `user` may log in with `password` now; the error never says which was wrong.
-    pub fn check(&self, engine: &Engine, surface: &'static str, user: &str, password: &str) -> Result<(), ServerError> {
-        let catalog = engine.catalog()?;
+    pub fn check(
+        &self,
+        catalog: &Catalog,
+        surface: &'static str,
+        user: &str,
+        password: &str,
+    ) -> Result<(), ServerError> {
         let Some(verifier) = catalog.login_verifier(user) else {
             return Err(failed(surface, user));
         };

@@ -34,7 +34,9 @@ pub async fn middleware(State(s): State<NodeContext>, mut req: Request, next: Ne
 }
 
 fn principal(s: &NodeContext, method: &Method, path: &str, headers: &HeaderMap) -> Result<Principal, ServerError> {
-    if !s.sql.catalog()?.auth_required() {
+    // One catalog for the whole check: whether logins are on, the password, the privileges.
+    let catalog = s.sql.catalog()?;
+    if !catalog.auth_required() {
         return Ok(Principal(None));
     }
     let needs = match route_access(method, path) {
@@ -48,8 +50,8 @@ fn principal(s: &NodeContext, method: &Method, path: &str, headers: &HeaderMap) 
             "this cluster requires a login: send Authorization: Basic (user:password)".into(),
         ));
     };
-    s.auth.check(&s.sql, "http", &user, &password)?;
-    s.sql.authorize_needs(Some(&user), &needs)?;
+    s.auth.check(&catalog, "http", &user, &password)?;
+    catalog.authorize(&user, &needs)?;
     Ok(Principal(Some(user)))
 }
 

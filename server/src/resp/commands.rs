@@ -369,9 +369,11 @@ impl Session {
 
     fn authenticate(&mut self, user: &[u8], given: &[u8]) -> Reply {
         let state = &self.shared.state;
-        if state.sql.catalog().is_ok_and(|c| c.auth_required()) {
+        if let Ok(catalog) = state.sql.catalog()
+            && catalog.auth_required()
+        {
             let (user, password) = (String::from_utf8_lossy(user), String::from_utf8_lossy(given));
-            return match state.auth.check(&state.sql, "resp", &user, &password) {
+            return match state.auth.check(&catalog, "resp", &user, &password) {
                 Ok(()) => {
                     self.user = Some(user.into_owned());
                     Reply::Ok
