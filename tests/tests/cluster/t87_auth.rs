@@ -138,7 +138,8 @@ async fn every_surface_requires_a_login_and_no_password_is_stored() {
     let e = kv.get(get()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
     let mut req = tonic::Request::new(get());
-    let basic = format!("Basic {}", base64_of(&format!("admin:{ADMIN_PW}")));
+    use base64::Engine as _;
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("admin:{ADMIN_PW}")));
     req.metadata_mut().insert("authorization", basic.parse().unwrap());
     assert_eq!(kv.get(req).await.unwrap().into_inner().value, b"v".to_vec());
 
@@ -150,24 +151,6 @@ async fn every_surface_requires_a_login_and_no_password_is_stored() {
             assert!(hits.is_empty(), "node {id}: {secret:?} in clear in {hits:?}");
         }
     }
-}
-
-fn base64_of(s: &str) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n =
-            (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Files under `dir` whose bytes contain `needle`.
