@@ -211,7 +211,10 @@ impl ApiError {
 
 impl Api {
     pub fn new(target: &str) -> Self {
-        Self { http: crate::http_builder().build().unwrap_or_default(), base: format!("http://{target}") }
+        Self {
+            http: crate::http_builder().build().unwrap_or_default(),
+            base: format!("{}://{target}", crate::scheme()),
+        }
     }
 
     async fn answer(resp: reqwest::Response) -> anyhow::Result<Result<Value, ApiError>> {

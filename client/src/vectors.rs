@@ -261,7 +261,7 @@ pub fn read_ids(path: &Path) -> anyhow::Result<Vec<i64>> {
 /// Loads an `.fvecs` or `.npy` file into the collection; see [`LoadOptions`].
 pub async fn load_vectors(path: &Path, o: &LoadOptions<'_>) -> anyhow::Result<LoadReport> {
     let http = crate::http_builder().build()?;
-    let base = format!("http://{}/v1/collections/{}", o.target, o.collection);
+    let base = format!("{}://{}/v1/collections/{}", crate::scheme(), o.target, o.collection);
     let mut file = VectorFile::open(path)?;
     let dim = file.dim;
     let ids = o.ids.map(read_ids).transpose()?;

@@ -89,6 +89,8 @@ pub struct ReplicaConfig {
     /// The newest format version this node reads and writes: [`format::CURRENT`], lower only
     /// to act as an older binary (rolling-upgrade tests).
     pub max_format: FormatVersion,
+    /// TLS on calls to peers (the cluster's certificates); `None`: plain TCP.
+    pub tls: Option<crate::network::PeerTls>,
 }
 
 impl ReplicaConfig {
@@ -103,6 +105,7 @@ impl ReplicaConfig {
             keep_logs: 10_000,
             snapshot_rate: 0,
             max_format: format::CURRENT,
+            tls: None,
         }
     }
 }
@@ -159,7 +162,8 @@ impl Replica {
         .validate()
         .map_err(|e| ReplicationError::Invalid(format!("raft config: {e}")))?;
         let transfers = Transfers::default();
-        let network = NetworkFactory::new(config.id, faults.clone(), transfers.clone(), config.snapshot_rate);
+        let network =
+            NetworkFactory::new(config.id, faults.clone(), transfers.clone(), config.snapshot_rate, config.tls.clone());
         let raft = Raft::new(config.id, Arc::new(raft_config), network.clone(), log_store, sm).await.map_err(fatal)?;
         let last_leader_contact = Arc::new(AtomicU64::new(0));
         let transport = TransportService::new(

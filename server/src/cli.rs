@@ -2,8 +2,10 @@
 //! The client commands are `quorumdb-client`'s, parsed here and run there: `quorumdb load`
 //! loads a file into a running cluster, `quorumdb backup` / `quorumdb restore` write a
 //! cluster's tables to Arrow files and load them back, `quorumdb shell` is the interactive SQL
-//! client ([`quorumdb_client::shell`]).
+//! client ([`quorumdb_client::shell`]). `quorumdb cert` makes a cluster CA and the node and
+//! client certificates it signs ([`crate::tls::certs`]).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +40,63 @@ enum Command {
     /// An interactive SQL shell connected to a node (psql-like; `.help` lists its commands).
     #[command(disable_help_flag = true)]
     Shell(quorumdb_client::shell::ShellArgs),
+    /// Make a cluster CA and the certificates it signs for nodes and users (PEM files).
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Write a new cluster CA, `ca.crt` and `ca.key`, into a directory.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Write `node-<id>.crt`/`.key` signed by the CA in `--dir`: the name `node-<id>` (how peers
+    /// know the node) plus every `--host` it is reached at (a DNS name or an IP address).
+    Node {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        id: u64,
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
+    /// Write `client-<user>.crt`/`.key` signed by the CA in `--dir`: a TLS login as `user`.
+    Client {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
+}
+
+fn cert(command: CertCommand) -> anyhow::Result<()> {
+    use crate::tls::certs;
+    let (dir, written) = match command {
+        CertCommand::Init { dir, days } => {
+            certs::init(&dir, days)?;
+            (dir, vec!["ca.crt".to_string(), "ca.key".into()])
+        }
+        CertCommand::Node { dir, id, hosts, days } => {
+            certs::node(&dir, id, &hosts, days)?;
+            (dir, vec![format!("node-{id}.crt"), format!("node-{id}.key")])
+        }
+        CertCommand::Client { dir, user, days } => {
+            certs::client(&dir, &user, days)?;
+            (dir, vec![format!("client-{user}.crt"), format!("client-{user}.key")])
+        }
+    };
+    for f in written {
+        println!("wrote {}", dir.join(f).display());
+    }
+    Ok(())
 }
 
 pub fn main() -> ExitCode {
@@ -45,6 +104,15 @@ pub fn main() -> ExitCode {
     let command = match cli.command {
         // The shell is a client: its own runtime, no server logging on its output.
         Command::Shell(args) => return quorumdb_client::shell::main(args),
+        Command::Cert(c) => {
+            return match cert(c) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         c => c,
     };
     crate::telemetry::init_logging();
@@ -66,7 +134,7 @@ pub fn main() -> ExitCode {
             },
             Command::Backup(args) => quorumdb_client::backup::run_backup(args).await,
             Command::Restore(args) => quorumdb_client::backup::run_restore(args).await,
-            Command::Shell(_) => unreachable!("the shell runs above"),
+            Command::Shell(_) | Command::Cert(_) => unreachable!("run above"),
         }
     });
     match result {

@@ -66,6 +66,20 @@ pub struct StartArgs {
     /// With logins required, still answer `/v1/status`, `/metrics` and health checks without one.
     #[arg(long)]
     pub public_status: bool,
+    /// The node's certificate (PEM, leaf first; `quorumdb cert node` makes one): TLS on every
+    /// port, and the identity the node presents to its peers. Needs `--tls-key` and `--tls-ca`.
+    #[arg(long, env = "QUORUMDB_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "QUORUMDB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM): peers' and clients' certificates must chain to it.
+    #[arg(long, env = "QUORUMDB_TLS_CA", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+    /// Serve without TLS on an address other than loopback (anyone on the network can read
+    /// and forge the traffic, and any process can talk Raft to the node).
+    #[arg(long)]
+    pub insecure: bool,
     /// Act as a binary that reads format versions only up to this one (rolling-upgrade tests).
     #[arg(long, hide = true)]
     pub max_format_version: Option<u8>,
@@ -91,6 +105,10 @@ struct FileConfig {
     password: Option<String>,
     admin_password_file: Option<PathBuf>,
     public_status: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    insecure: Option<bool>,
 }
 
 /// A node's resolved configuration.
@@ -123,6 +141,10 @@ pub struct NodeConfig {
     pub public_status: bool,
     /// The newest format version this node reads and writes (lower only in upgrade tests).
     pub max_format: quorumdb_replication::format::FormatVersion,
+    /// Certificate, key and CA files: TLS on every port and between nodes.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// Plaintext allowed on addresses other than loopback.
+    pub insecure: bool,
 }
 
 /// `off` (or an empty value) turns a listener off.
@@ -155,6 +177,8 @@ impl NodeConfig {
             admin_password: None,
             public_status: false,
             max_format: quorumdb_replication::format::CURRENT,
+            tls: None,
+            insecure: false,
         }
     }
 
@@ -211,6 +235,13 @@ impl NodeConfig {
                     .map_err(|e| ServerError::Config(format!("{flag}: {e}")))?;
             }
         }
+        c.tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key), args.tls_ca.or(file.tls_ca)) {
+            (Some(cert), Some(key), Some(ca)) => Some(crate::tls::TlsFiles { cert, key, ca }),
+            (None, None, None) => None,
+            _ => return Err(ServerError::Config("--tls-cert, --tls-key and --tls-ca go together".into())),
+        };
+        c.insecure = args.insecure || file.insecure.unwrap_or(false);
+        c.check_plaintext()?;
         if let Some(v) = args.max_format_version {
             if v > quorumdb_replication::format::CURRENT {
                 return Err(ServerError::Config(format!(
@@ -222,6 +253,38 @@ impl NodeConfig {
         }
         Ok(c)
     }
+}
+
+impl NodeConfig {
+    /// Without TLS, a node serves only on loopback unless told `--insecure`.
+    pub fn check_plaintext(&self) -> Result<(), ServerError> {
+        if self.tls.is_some() || self.insecure {
+            return Ok(());
+        }
+        let listeners = [
+            ("--listen", Some(&self.listen)),
+            ("--pg-listen", self.pg_listen.as_ref()),
+            ("--redis-listen", self.redis_listen.as_ref()),
+        ];
+        for (flag, addr) in listeners {
+            if let Some(addr) = addr
+                && !is_loopback(addr)
+            {
+                return Err(ServerError::Config(format!(
+                    "{flag} {addr} is not a loopback address and the node has no TLS certificate: anyone on \
+                     the network could read and forge its traffic and talk Raft to it. Give --tls-cert, \
+                     --tls-key and --tls-ca (`quorumdb cert` makes them), or --insecure to serve in plaintext anyway"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `addr` (host:port) is a loopback address (`localhost` counts).
+fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn read_file(p: &Path) -> Result<FileConfig, ServerError> {
@@ -245,6 +308,27 @@ mod tests {
         std::fs::write(&f, "id = 3\nbogus = 1\n").unwrap();
         let err = NodeConfig::from_args(StartArgs { config: Some(f), ..Default::default() }).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn plaintext_off_loopback_needs_insecure_or_tls() {
+        let args = |listen: &str, insecure: bool| StartArgs {
+            id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            listen: Some(listen.into()),
+            insecure,
+            ..Default::default()
+        };
+        assert!(NodeConfig::from_args(args("127.0.0.1:7001", false)).is_ok());
+        assert!(NodeConfig::from_args(args("localhost:7001", false)).is_ok());
+        assert!(NodeConfig::from_args(args("[::1]:7001", false)).is_ok());
+        let err = NodeConfig::from_args(args("0.0.0.0:7001", false)).unwrap_err().to_string();
+        assert!(err.contains("--listen 0.0.0.0:7001") && err.contains("--insecure"), "{err}");
+        assert!(NodeConfig::from_args(args("10.0.0.5:7001", true)).is_ok());
+        let pg = StartArgs { pg_listen: Some("0.0.0.0:5433".into()), ..args("127.0.0.1:7001", false) };
+        assert!(NodeConfig::from_args(pg).unwrap_err().to_string().contains("--pg-listen"));
+        let half = StartArgs { tls_cert: Some("/c".into()), ..args("127.0.0.1:7001", false) };
+        assert!(NodeConfig::from_args(half).is_err());
     }
 
     #[test]

@@ -32,4 +32,6 @@ pub struct Surfaces {
     pub password: Option<String>,
     /// With logins required, status routes still answer without one (`--public-status`).
     pub public_status: bool,
+    /// The node's certificates: TLS on every port and between nodes.
+    pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
 }

@@ -25,6 +25,7 @@ pub mod request;
 pub mod resp;
 pub mod sql;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::NodeConfig;
 pub use error::ServerError;

@@ -37,6 +37,8 @@ impl Node {
     /// Returns once the node serves; joining continues in the background until it succeeds.
     pub async fn start(config: NodeConfig) -> Result<Self, ServerError> {
         crate::telemetry::install_recorder();
+        config.check_plaintext()?;
+        let tls = config.tls.clone().map(crate::tls::Tls::load).transpose()?;
         let listener = tokio::net::TcpListener::bind(&config.listen).await.map_err(|e| ServerError::Bind {
             what: "gRPC and HTTP",
             addr: config.listen.clone(),
@@ -55,6 +57,7 @@ impl Node {
         rc.keep_logs = config.snapshot_every / 5;
         rc.snapshot_rate = config.snapshot_rate;
         rc.max_format = config.max_format;
+        rc.tls = tls.clone().map(|t| quorumdb_replication::network::PeerTls(Arc::new(move || t.client_config())));
         crate::backup::remove_leftovers(&config.data_dir);
         // Absolute now: a relative `--backup-dir` means the one under the directory started in.
         let backup_dir = std::path::absolute(config.backup_dir())?;
@@ -75,6 +78,7 @@ impl Node {
                 redis_addr,
                 password: config.password.clone(),
                 public_status: config.public_status,
+                tls: tls.clone(),
             }),
             auth: crate::auth::authenticator(),
             data_dir: config.data_dir.clone(),
@@ -95,11 +99,16 @@ impl Node {
             .merge(crate::http::router(state.clone()))
             .fallback(crate::http::not_found)
             .layer(axum::middleware::from_fn_with_state(state.clone(), crate::http::guard::middleware));
+        if let Some(tls) = tls.clone() {
+            listeners.push(tokio::spawn(reload_on_sighup(tls)));
+        }
+        let listener = crate::tls::MainListener::new(listener, tls.clone());
         let server = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(without_nagle(listener), router).with_graceful_shutdown(shutdown).await {
+            let service = router.into_make_service_with_connect_info::<crate::tls::Peer>();
+            if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown).await {
                 tracing::error!(error = %e, "server stopped with an error");
             }
         });
@@ -113,7 +122,7 @@ impl Node {
         }
         let joiner = config.join.clone().map(|seed| {
             let (id, me, password) = (config.id, advertise.clone(), config.admin_password.clone());
-            tokio::spawn(join_until_done(seed, id, me, password))
+            tokio::spawn(join_until_done(seed, id, me, password, tls.clone()))
         });
         Ok(Self { replica, sql, vectors, addr, pg_addr, redis_addr, stop, server, listeners, joiner })
     }
@@ -134,21 +143,6 @@ impl Node {
         let vectors = self.vectors.clone();
         let _ = tokio::task::spawn_blocking(move || vectors.dump_all()).await;
     }
-}
-
-/// The gRPC/HTTP listener with TCP_NODELAY on every accepted connection (axum's `serve` leaves
-/// Nagle on): a response written in more than one piece (gRPC frames, an HTTP body after its
-/// head) must not wait for the peer's delayed ACK — a follower's heartbeat answer did, and a
-/// linearizable read with it (p50 22.8 ms before, 0.58 ms after, docs/benchmarks.md).
-fn without_nagle(
-    listener: tokio::net::TcpListener,
-) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
-    fn nodelay(tcp: &mut tokio::net::TcpStream) {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    }
-    axum::serve::ListenerExt::tap_io(listener, nodelay as fn(&mut tokio::net::TcpStream))
 }
 
 async fn bind_optional(addr: Option<&str>, what: &'static str) -> Result<Option<tokio::net::TcpListener>, ServerError> {
@@ -201,15 +195,26 @@ async fn create_admin(replica: Replica, sql: Arc<Engine>, password: String) {
     }
 }
 
-async fn join_until_done(seed: String, id: u64, addr: String, admin_password: Option<String>) {
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(30)).build() {
+async fn join_until_done(
+    seed: String,
+    id: u64,
+    addr: String,
+    admin_password: Option<String>,
+    tls: Option<Arc<crate::tls::Tls>>,
+) {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    if let Some(tls) = &tls {
+        builder = builder.use_preconfigured_tls((*tls.client_config()).clone());
+    }
+    let client = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build an HTTP client to join the cluster");
             return;
         }
     };
-    let url = format!("http://{seed}/v1/cluster/join");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{seed}/v1/cluster/join");
     let body = serde_json::json!({ "id": id, "addr": addr });
     let mut attempt = 0u32;
     loop {
@@ -234,6 +239,20 @@ async fn join_until_done(seed: String, id: u64, addr: String, admin_password: Op
     }
 }
 
+/// Re-reads the certificate, key and CA files on every SIGHUP; new connections use them.
+async fn reload_on_sighup(tls: Arc<crate::tls::Tls>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: certificates are read only at start");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: re-read the TLS certificate, key and CA"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: the TLS files are not usable; keeping the ones loaded"),
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -250,9 +269,10 @@ mod tests {
         use axum::serve::Listener;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut listener = super::without_nagle(listener);
+        let mut listener = crate::tls::MainListener::new(listener, None);
         let client = tokio::spawn(tokio::net::TcpStream::connect(addr));
         let (io, _) = listener.accept().await;
+        let crate::tls::MaybeTls::Plain(io) = io else { panic!("no TLS configured") };
         assert!(io.nodelay().is_ok_and(|on| on), "the accepted socket must have TCP_NODELAY");
         drop(client);
     }

@@ -116,8 +116,14 @@ pub async fn serve(listener: TcpListener, state: NodeContext, mut stop: watch::R
                         connections.spawn(refuse(socket));
                         continue;
                     }
-                    let _ = socket.set_nodelay(true);
-                    connections.spawn(connection(socket, shared.clone()));
+                    let tls = shared.state.surfaces.tls.as_ref().map(|t| t.acceptor());
+                    let shared = shared.clone();
+                    connections.spawn(async move {
+                        match crate::tls::accept(socket, tls).await {
+                            Ok(stream) => connection(stream, peer, shared).await,
+                            Err(e) => tracing::debug!(%peer, error = %e, "Redis client: TLS handshake failed"),
+                        }
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait rather than spin.
@@ -144,10 +150,11 @@ impl Drop for Connected {
 }
 
 /// Serves one client until it quits, disconnects or breaks the protocol.
-async fn connection(mut socket: TcpStream, shared: Arc<Shared>) {
+async fn connection(mut socket: crate::tls::MaybeTls, peer: std::net::SocketAddr, shared: Arc<Shared>) {
     shared.connected.fetch_add(1, Ordering::Relaxed);
     let _guard = Connected(shared.clone());
     let mut session = Session::new(shared);
+    session.peer = Some(peer.ip());
     let mut parser = Parser::new(Limits::default());
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);

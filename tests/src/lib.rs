@@ -39,6 +39,8 @@ pub struct TestCluster {
     nodes: BTreeMap<u64, Node>,
     configs: BTreeMap<u64, NodeConfig>,
     pub http: reqwest::Client,
+    /// `https` for a cluster with certificates ([`Self::start_tls`]).
+    pub scheme: &'static str,
     pub snapshot_every: u64,
 }
 
@@ -54,13 +56,46 @@ impl TestCluster {
 
     /// Starts `n` nodes, each config changed by `tweak` first.
     pub async fn start_tweaked(n: u64, snapshot_every: u64, tweak: impl Fn(&mut NodeConfig)) -> Self {
-        init_logging();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        Self::start_over(n, snapshot_every, tweak, http, "http").await
+    }
+
+    /// Starts `n` nodes with TLS on every port and between nodes: node `i` uses
+    /// `node-<i>.crt`/`.key` and `ca.crt` from `certs` (as `quorumdb cert` writes them); the
+    /// harness's HTTP client trusts that CA.
+    pub async fn start_tls(n: u64, certs: &std::path::Path, tweak: impl Fn(&mut NodeConfig)) -> Self {
+        let ca = std::fs::read(certs.join("ca.crt")).expect("ca.crt");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a PEM CA"))
+            .build()
+            .unwrap();
+        let certs = certs.to_path_buf();
+        let with_tls = move |cfg: &mut NodeConfig| {
+            cfg.tls = Some(quorumdb_server::tls::TlsFiles {
+                cert: certs.join(format!("node-{}.crt", cfg.id)),
+                key: certs.join(format!("node-{}.key", cfg.id)),
+                ca: certs.join("ca.crt"),
+            });
+            tweak(cfg);
+        };
+        Self::start_over(n, 50_000, with_tls, http, "https").await
+    }
+
+    async fn start_over(
+        n: u64,
+        snapshot_every: u64,
+        tweak: impl Fn(&mut NodeConfig),
+        http: reqwest::Client,
+        scheme: &'static str,
+    ) -> Self {
+        init_logging();
         let mut c = Self {
             dir: tempfile::tempdir().unwrap(),
             nodes: BTreeMap::new(),
             configs: BTreeMap::new(),
             http,
+            scheme,
             snapshot_every,
         };
         c.add_node_with(1, None, &tweak).await;
@@ -117,7 +152,7 @@ impl TestCluster {
 
     /// Sends `method path` with a JSON body (or none) to node `id`; the status and JSON answer.
     pub async fn call(&self, id: u64, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let url = format!("http://{}{path}", self.addr(id));
+        let url = format!("{}://{}{path}", self.scheme, self.addr(id));
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.http.request(method, url);
         if let Some(b) = body {
@@ -168,7 +203,7 @@ impl TestCluster {
     }
 
     pub async fn status(&self, id: u64) -> Option<Value> {
-        let r = self.http.get(format!("http://{}/v1/status", self.addr(id))).send().await.ok()?;
+        let r = self.http.get(format!("{}://{}/v1/status", self.scheme, self.addr(id))).send().await.ok()?;
         r.json().await.ok()
     }
 
@@ -230,14 +265,14 @@ impl TestCluster {
     }
 
     pub async fn put(&self, id: u64, key: &str, value: &str) -> reqwest::Result<reqwest::Response> {
-        self.http.put(format!("http://{}/v1/kv/{key}", self.addr(id))).body(value.to_string()).send().await
+        self.http.put(format!("{}://{}/v1/kv/{key}", self.scheme, self.addr(id))).body(value.to_string()).send().await
     }
 
     /// `Some(value)`, `None` for 404; panics on any other answer.
     pub async fn get(&self, id: u64, key: &str, consistency: &str) -> Option<String> {
         let r = self
             .http
-            .get(format!("http://{}/v1/kv/{key}?consistency={consistency}", self.addr(id)))
+            .get(format!("{}://{}/v1/kv/{key}?consistency={consistency}", self.scheme, self.addr(id)))
             .send()
             .await
             .expect("get");
@@ -249,14 +284,20 @@ impl TestCluster {
     }
 
     pub async fn post(&self, id: u64, path: &str, body: Value) -> (u16, Value) {
-        let r = self.http.post(format!("http://{}{path}", self.addr(id))).json(&body).send().await.expect("post");
+        let r = self
+            .http
+            .post(format!("{}://{}{path}", self.scheme, self.addr(id)))
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
         let s = r.status().as_u16();
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
     /// Runs SQL on node `id` at `consistency`; returns the status and the JSON body.
     pub async fn sql(&self, id: u64, sql: &str, consistency: &str) -> (u16, Value) {
-        let url = format!("http://{}/v1/sql?consistency={consistency}", self.addr(id));
+        let url = format!("{}://{}/v1/sql?consistency={consistency}", self.scheme, self.addr(id));
         let r = self.http.post(url).json(&serde_json::json!({ "sql": sql })).send().await.expect("sql request");
         let s = r.status().as_u16();
         (s, r.json().await.unwrap_or(Value::Null))

@@ -63,7 +63,7 @@ pub fn http_client(user: &str, password: Option<&str>) -> Result<reqwest::Client
 pub async fn status(http: &reqwest::Client, addr: &str) -> Result<Status, ShellError> {
     let unreachable = |e: String| ShellError::Admin(format!("node at {addr} does not answer: {e}"));
     let resp = http
-        .get(format!("http://{addr}/v1/status"))
+        .get(format!("{}://{addr}/v1/status", crate::scheme()))
         .timeout(Duration::from_secs(3))
         .send()
         .await
@@ -85,7 +85,7 @@ fn error_message(body: &str) -> String {
 /// `POST path` with a JSON body to the node at `addr`.
 pub async fn post(http: &reqwest::Client, addr: &str, path: &str, body: Value) -> Result<(), ShellError> {
     let resp = http
-        .post(format!("http://{addr}{path}"))
+        .post(format!("{}://{addr}{path}", crate::scheme()))
         .json(&body)
         .send()
         .await

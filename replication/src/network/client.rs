@@ -38,6 +38,7 @@ use super::codec::{decode, encode};
 use super::fault::{Faults, Outbound};
 use super::pb::raft_transport_client::RaftTransportClient;
 use super::pb::{Envelope, SnapshotChunk};
+use super::tls::PeerTls;
 use super::transfer::{Resume, SnapshotOffer, Transfers};
 use crate::snapshot::{Manifest, SnapshotDir};
 use crate::types::{NodeId, TypeConfig, Vote};
@@ -89,11 +90,13 @@ pub struct NetworkFactory {
     transfers: Transfers,
     /// Snapshot streaming pace in bytes per second (0: as fast as the network goes).
     snapshot_rate: u64,
+    /// TLS for every connection to a peer, when the cluster has certificates.
+    tls: Option<PeerTls>,
 }
 
 impl NetworkFactory {
-    pub fn new(me: NodeId, faults: Faults, transfers: Transfers, snapshot_rate: u64) -> Self {
-        Self { me, faults, channels: Default::default(), transfers, snapshot_rate }
+    pub fn new(me: NodeId, faults: Faults, transfers: Transfers, snapshot_rate: u64, tls: Option<PeerTls>) -> Self {
+        Self { me, faults, channels: Default::default(), transfers, snapshot_rate, tls }
     }
 
     pub fn faults(&self) -> &Faults {
@@ -123,13 +126,17 @@ impl NetworkFactory {
             return Ok(c.clone());
         }
         check_peer_addr(addr)?;
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let connect_timeout = Duration::from_millis(500);
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| format!("invalid peer address {addr:?}: {e}"))?
-            .connect_timeout(Duration::from_millis(500))
+            .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        let channel = match &self.tls {
+            Some(tls) => super::tls::connect_lazy(endpoint, tls.clone(), connect_timeout),
+            None => endpoint.connect_lazy(),
+        };
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
@@ -482,7 +489,7 @@ mod tests {
 
     #[test]
     fn a_client_for_a_bad_address_fails_as_not_sent() {
-        let factory = NetworkFactory::new(1, Faults::default(), Transfers::default(), 0);
+        let factory = NetworkFactory::new(1, Faults::default(), Transfers::default(), 0, None);
         let peer = factory.client(2, "bad address:1");
         assert!(matches!(peer.grpc(), Err(TransportError::NotSent(_))));
     }

@@ -10,6 +10,7 @@ mod client;
 pub mod codec;
 mod fault;
 mod server;
+mod tls;
 pub mod transfer;
 
 pub mod pb {
@@ -19,6 +20,7 @@ pub mod pb {
 pub use client::{NetworkFactory, PeerClient, TransportError, check_peer_addr};
 pub use fault::{FaultRules, Faults, Outbound};
 pub use server::{ForwardReply, TransportService};
+pub use tls::PeerTls;
 pub use transfer::{TransferStatus, Transfers};
 
 /// gRPC metadata key naming the sending node, so receivers can apply inbound faults.

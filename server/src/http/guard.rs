@@ -1,21 +1,25 @@
 //! The main port's one check of logins and privileges, in front of every HTTP route and gRPC
 //! method (they share the port): who may call each route ([`route_access`]) against the
-//! caller's login ([`crate::auth`]). Where the cluster requires no login, everyone passes.
+//! caller's login ([`crate::auth`]) or, with TLS, the certificate it presented
+//! ([`crate::tls::Peer`]). Where the cluster requires no login, every client passes; a peer's
+//! Raft RPCs need its node certificate whenever the node has TLS.
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use quorumdb_sql::auth::{Need, Privilege};
 
-use crate::auth::{Principal, basic_credentials};
+use crate::auth::{Principal, basic_credentials, bearer_token, check_token};
 use crate::context::NodeContext;
 use crate::error::ServerError;
+use crate::tls::Peer;
 
 /// The main port's login and authorisation, in front of every HTTP route and gRPC method.
 pub async fn middleware(State(s): State<NodeContext>, mut req: Request, next: Next) -> Response {
     let grpc = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    match principal(&s, req.method(), req.uri().path(), req.headers()) {
+    let peer = req.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0.clone()).unwrap_or_default();
+    match principal(&s, req.method(), req.uri().path(), req.headers(), &peer) {
         Ok(p) => {
             req.extensions_mut().insert(p);
             next.run(req).await
@@ -33,34 +37,74 @@ pub async fn middleware(State(s): State<NodeContext>, mut req: Request, next: Ne
     }
 }
 
-fn principal(s: &NodeContext, method: &Method, path: &str, headers: &HeaderMap) -> Result<Principal, ServerError> {
+fn principal(
+    s: &NodeContext,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    peer: &Peer,
+) -> Result<Principal, ServerError> {
+    let access = route_access(method, path);
+    if access == Access::Node {
+        check_node(s, headers, peer)?;
+        return Ok(Principal(None));
+    }
     // One catalog for the whole check: whether logins are on, the password, the privileges.
     let catalog = s.sql.catalog()?;
     if !catalog.auth_required() {
         return Ok(Principal(None));
     }
-    let needs = match route_access(method, path) {
-        Access::Node => return Ok(Principal(None)),
+    let needs = match access {
         Access::Status if s.surfaces.public_status => return Ok(Principal(None)),
-        Access::Status => Vec::new(),
+        Access::Node | Access::Status => Vec::new(),
         Access::Needs(needs) => needs,
     };
-    let Some((user, password)) = basic_credentials(headers) else {
-        return Err(ServerError::Unauthenticated(
-            "this cluster requires a login: send Authorization: Basic (user:password)".into(),
-        ));
+    let ip = peer.addr.map(|a| a.ip());
+    let user = match (basic_credentials(headers), &peer.user) {
+        _ if let Some(token) = bearer_token(headers) => {
+            s.auth.throttle.admit(ip, "http")?;
+            check_token(&catalog, token).inspect_err(|_| s.auth.throttle.failed(ip))?
+        }
+        (Some((user, password)), _) => {
+            s.auth.check(&catalog, ip, "http", &user, &password)?;
+            user
+        }
+        // A client certificate the cluster CA signed names a role that may log in.
+        (None, Some(user)) if catalog.roles.get(user).is_some_and(|r| r.login) => user.clone(),
+        (None, _) => {
+            return Err(ServerError::Unauthenticated(
+                "this cluster requires a login: send Authorization: Basic (user:password) or Bearer (a token)".into(),
+            ));
+        }
     };
-    s.auth.check(&catalog, "http", &user, &password)?;
     catalog.authorize(&user, &needs)?;
     Ok(Principal(Some(user)))
+}
+
+/// With TLS, a peer's Raft RPC must come with a node certificate (`node-<id>`, signed by the
+/// cluster CA) for the node it says it is from. Without TLS the node serves only on loopback
+/// (or was told `--insecure`) and the port is open to node traffic.
+fn check_node(s: &NodeContext, headers: &HeaderMap, peer: &Peer) -> Result<(), ServerError> {
+    if s.surfaces.tls.is_none() {
+        return Ok(());
+    }
+    let claimed =
+        headers.get(quorumdb_replication::network::FROM_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match (peer.node, claimed) {
+        (Some(cert), Some(from)) if cert == from => Ok(()),
+        (Some(_), None) => Ok(()),
+        (Some(cert), Some(from)) => {
+            Err(ServerError::Unauthenticated(format!("a node-{cert} certificate on a call from node {from}")))
+        }
+        (None, _) => Err(ServerError::Unauthenticated("node-to-node calls need a node certificate".into())),
+    }
 }
 
 /// Who may call a route.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Access {
     /// Node-to-node traffic (the Raft transport: votes, entries, snapshots, forwarded
-    /// writes). It carries no user login; nodes are to authenticate each other with mutual
-    /// TLS, which is not built yet — until then a reachable Raft port is open (issue 15).
+    /// writes). It carries no user login; with TLS it needs a node certificate.
     Node,
     /// Status routes (`/v1/status`, `/metrics`, health): any login, or anyone with
     /// `--public-status`.
@@ -78,7 +122,7 @@ pub fn route_access(method: &Method, path: &str) -> Access {
     Access::Needs(match parts.as_slice() {
         ["quorumdb.raft.RaftTransport", _] => return Access::Node,
         ["v1", "status"] | ["metrics"] | ["health" | "healthz" | "readyz", ..] => return Access::Status,
-        ["v1", "sql"] => vec![],
+        ["v1", "sql"] | ["v1", "auth", "token"] => vec![],
         ["v1", "kv", ..] => vec![Need::AnyTable(if read { Privilege::Select } else { Privilege::Insert })],
         ["v1", "tables", t, "rows"] => table(t, Privilege::Insert),
         ["v1", "collections"] => vec![Need::AnyTable(Privilege::Select)],

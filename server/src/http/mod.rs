@@ -62,6 +62,7 @@ pub fn router(state: NodeContext) -> Router {
     use self::collections as c;
     Router::new()
         .route("/v1/sql", post(sql_post))
+        .route("/v1/auth/token", post(token))
         .route(
             "/v1/tables/{table}/rows",
             post(crate::bulk::insert_rows).layer(axum::extract::DefaultBodyLimit::max(crate::bulk::MAX_BODY)),
@@ -282,6 +283,36 @@ async fn sql_post(
         add_read_headers(&mut resp, &info);
     }
     Ok(resp)
+}
+
+#[derive(Deserialize, Default)]
+struct TokenBody {
+    /// How long the token is valid, in seconds (default and most: a day).
+    ttl_seconds: Option<u64>,
+}
+
+/// `POST /v1/auth/token` with a login: a bearer token for that login (`Authorization: Bearer`
+/// on HTTP and gRPC), valid until it expires or the login's password changes.
+async fn token(
+    State(s): State<NodeContext>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    raw: Bytes,
+) -> ApiResult<Json<Value>> {
+    let body: TokenBody = if raw.is_empty() {
+        TokenBody::default()
+    } else {
+        serde_json::from_slice(&raw)
+            .map_err(|e| ServerError::BadRequest(format!("the body must be JSON {{\"ttl_seconds\": n}}: {e}")))?
+    };
+    let Some(user) = who.user() else {
+        return Err(ServerError::BadRequest(
+            "this cluster requires no login: there is nothing to issue a token for".into(),
+        ));
+    };
+    let ttl = body.ttl_seconds.map_or(crate::auth::MAX_TOKEN_TTL, std::time::Duration::from_secs);
+    let catalog = s.sql.catalog()?;
+    let (token, expires) = crate::auth::issue_token(&catalog, user, ttl)?;
+    Ok(Json(json!({ "token": token, "user": user, "expires_at": expires })))
 }
 
 #[derive(Deserialize)]

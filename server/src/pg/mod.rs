@@ -14,6 +14,8 @@
 //! nothing (read-committed-like: reads inside the block are not re-checked).
 
 mod catalog;
+mod conn;
+mod frames;
 mod types;
 
 use std::collections::BTreeMap;
@@ -58,7 +60,12 @@ pub async fn serve(listener: TcpListener, state: NodeContext, mut stop: watch::R
     let manager = Arc::new(ConnectionManager::new());
     let handlers = Arc::new(Handlers {
         query: Arc::new(QueryHandler { state: state.clone(), parser: Arc::new(Parser { state: state.clone() }) }),
-        startup: Arc::new(Startup::new(state.surfaces.password.clone(), manager.clone(), state.sql.clone())),
+        startup: Arc::new(Startup::new(
+            state.surfaces.password.clone(),
+            manager.clone(),
+            state.sql.clone(),
+            state.auth.clone(),
+        )),
         cancel: Arc::new(DefaultCancelHandler::new(manager)),
     });
     loop {
@@ -70,9 +77,10 @@ pub async fn serve(listener: TcpListener, state: NodeContext, mut stop: watch::R
             Ok((socket, peer)) => {
                 let _ = socket.set_nodelay(true);
                 let handlers = handlers.clone();
+                let tls = state.surfaces.tls.as_ref().map(|t| t.acceptor());
                 metrics::counter!("quorumdb_pg_connections_total").increment(1);
                 tokio::spawn(async move {
-                    if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                    if let Err(e) = conn::serve(socket, peer, tls, handlers).await {
                         tracing::debug!(%peer, error = %e, "PostgreSQL connection ended with an error");
                     }
                 });
@@ -123,16 +131,23 @@ struct Startup {
     password: Option<CleartextPasswordAuth<PasswordSource>>,
     scram: SaslMechanisms,
     engine: Arc<quorumdb_sql::Engine>,
+    throttle: Arc<crate::auth::Authenticator>,
 }
 
 impl Startup {
-    fn new(password: Option<String>, manager: Arc<ConnectionManager>, engine: Arc<quorumdb_sql::Engine>) -> Self {
+    fn new(
+        password: Option<String>,
+        manager: Arc<ConnectionManager>,
+        engine: Arc<quorumdb_sql::Engine>,
+        throttle: Arc<crate::auth::Authenticator>,
+    ) -> Self {
         let scram = ScramAuth::new(Arc::new(RoleSecrets(engine.clone())));
         Self {
             driver: AuthDriver::new(server_parameters()).with_connection_manager(manager),
             password: password.map(|p| CleartextPasswordAuth::new(Arc::new(PasswordSource(p)))),
             scram: SaslMechanisms::new(vec![Arc::new(scram)]),
             engine,
+            throttle,
         }
     }
 
@@ -142,12 +157,60 @@ impl Startup {
 
     fn mechanism(&self) -> Box<dyn AuthMechanism> {
         if self.logins_required() {
-            return self.scram.create();
+            return Box::new(CheckedSasl { inner: self.scram.create(), first: true, throttle: self.throttle.clone() });
         }
         match &self.password {
             Some(p) => p.create(),
             None => Box::new(Trust),
         }
+    }
+}
+
+/// SCRAM, with the layout of the client's first message checked before `pgwire` parses it
+/// (its parser trusts the length inside and panics on one that points past the message).
+/// Failed logins count against the client's address, as on every surface ([`crate::auth::Throttle`]).
+struct CheckedSasl {
+    inner: Box<dyn AuthMechanism>,
+    first: bool,
+    throttle: Arc<crate::auth::Authenticator>,
+}
+
+#[async_trait]
+impl AuthMechanism for CheckedSasl {
+    async fn begin(&mut self, client: &(dyn ClientInfo + Send + Sync)) -> PgWireResult<AuthState> {
+        if let Err(e) = self.throttle.throttle.admit(Some(client.socket_addr().ip()), "pg") {
+            return Ok(AuthState::Failed(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "28000".into(),
+                e.to_string(),
+            )))));
+        }
+        self.inner.begin(client).await
+    }
+
+    async fn next(
+        &mut self,
+        client: &(dyn ClientInfo + Send + Sync),
+        message: pgwire::messages::startup::PasswordMessageFamily,
+    ) -> PgWireResult<AuthState> {
+        if std::mem::take(&mut self.first)
+            && let pgwire::messages::startup::PasswordMessageFamily::Raw(body) = &message
+            && let Err(e) = frames::check_sasl_initial(body)
+        {
+            return Ok(AuthState::Failed(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "08P01".into(),
+                format!("invalid SASL initial response: {e}"),
+            )))));
+        }
+        let outcome = self.inner.next(client, message).await;
+        let ip = Some(client.socket_addr().ip());
+        match &outcome {
+            Ok(AuthState::Ok { .. }) => self.throttle.throttle.succeeded(ip),
+            Ok(AuthState::Failed(_)) | Err(_) => self.throttle.throttle.failed(ip),
+            Ok(_) => {}
+        }
+        outcome
     }
 }
 

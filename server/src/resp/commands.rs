@@ -110,6 +110,8 @@ pub struct Session {
     name: Option<Vec<u8>>,
     /// The client asked to close (`QUIT`).
     pub quit: bool,
+    /// The client's address (failed logins are throttled per address).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 type CmdResult = Result<Reply, ServerError>;
@@ -199,6 +201,7 @@ impl Session {
             barrier_valid: false,
             name: None,
             quit: false,
+            peer: None,
         }
     }
 
@@ -373,11 +376,12 @@ impl Session {
             && catalog.auth_required()
         {
             let (user, password) = (String::from_utf8_lossy(user), String::from_utf8_lossy(given));
-            return match state.auth.check(&catalog, "resp", &user, &password) {
+            return match state.auth.check(&catalog, self.peer, "resp", &user, &password) {
                 Ok(()) => {
                     self.user = Some(user.into_owned());
                     Reply::Ok
                 }
+                Err(ServerError::Unauthenticated(m)) if m.starts_with("too many") => Reply::error(format!("ERR {m}")),
                 Err(_) => Reply::error("WRONGPASS invalid username-password pair or user is disabled."),
             };
         }

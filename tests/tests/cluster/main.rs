@@ -33,3 +33,4 @@ mod t89_pg_wire_fuzz;
 mod t90_snapshots;
 mod t92_backup;
 mod t93_backup_dir;
+mod t94_tls;

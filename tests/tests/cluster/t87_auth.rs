@@ -258,3 +258,73 @@ async fn each_role_may_do_what_it_was_granted_and_nothing_else() {
         .await;
     assert_eq!(count(&c, "t").await, 3);
 }
+
+/// Bearer tokens: issued by `POST /v1/auth/token` to a login, accepted by every node, refused
+/// once expired or once the password changes. Failed logins are throttled per address: after
+/// ten wrong passwords an address is refused — even with the right password — for 1 s, then
+/// 2 s, 4 s …, so a guesser from one address gets a handful of checks in the next seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t87_tokens_and_throttled_guessing() {
+    let c = secured().await;
+    let admin = Some(("admin", ADMIN_PW));
+    // A token from node 1, used on node 3 (HTTP) — signed with a key every node derives.
+    let r = c
+        .http
+        .post(format!("http://{}/v1/auth/token", c.addr(1)))
+        .basic_auth("admin", Some(ADMIN_PW))
+        .json(&json!({ "ttl_seconds": 600 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    let token = v["token"].as_str().expect("a token").to_string();
+    assert_eq!(v["user"], "admin");
+    let with_token = |id: u64, token: &str| {
+        c.http
+            .post(format!("http://{}/v1/sql", c.addr(id)))
+            .bearer_auth(token)
+            .json(&json!({ "sql": "SELECT 1" }))
+            .send()
+    };
+    assert_eq!(with_token(3, &token).await.unwrap().status().as_u16(), 200);
+    // Without a login there is no token; a forged one is refused.
+    let r = c.http.post(format!("http://{}/v1/auth/token", c.addr(1))).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    assert_eq!(with_token(3, &forged).await.unwrap().status().as_u16(), 401);
+
+    // Guessing on node 2 from this address: ten wrong passwords are checked ...
+    for _ in 0..10 {
+        assert_eq!(sql(&c, 2, Some(("admin", "guess")), "SELECT 1").await.0, 401);
+    }
+    // ... the eleventh locks the address out; then even the right password is refused.
+    assert_eq!(sql(&c, 2, Some(("admin", "guess")), "SELECT 1").await.0, 401);
+    let (s, v) = sql(&c, 2, admin, "SELECT 1").await;
+    assert_eq!(s, 401, "{v}");
+    assert!(v.to_string().contains("too many failed logins"), "{v}");
+    // Over the next 6 s a guesser gets only a few more checks (lock-outs of 1, 2, 4 s).
+    let started = std::time::Instant::now();
+    let (mut checked, mut refused) = (0, 0);
+    while started.elapsed() < Duration::from_secs(6) {
+        let (_, v) = sql(&c, 2, Some(("admin", "guess")), "SELECT 1").await;
+        if v.to_string().contains("too many failed logins") {
+            refused += 1
+        } else {
+            checked += 1
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("t87 throttling: in 6 s, {checked} guesses checked, {refused} refused unchecked");
+    assert!(checked <= 4, "{checked} guesses were checked in 6 s");
+    assert!(refused > 20, "only {refused} attempts were made");
+    // Other nodes are not affected.
+    assert_eq!(sql(&c, 3, admin, "SELECT 1").await.0, 200);
+
+    // A new password revokes every token issued before it.
+    assert_eq!(sql(&c, 1, admin, "ALTER ROLE admin WITH PASSWORD 'a-new-pass-word'").await.0, 200);
+    wait_for(10, "the old token to be refused on node 3", || async {
+        (with_token(3, &token).await.ok()?.status().as_u16() == 401).then_some(())
+    })
+    .await;
+}

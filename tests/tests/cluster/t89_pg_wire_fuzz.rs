@@ -1,17 +1,19 @@
 //! Fuzzing the PostgreSQL wire protocol of a live node past the startup: after a valid
 //! StartupMessage, each connection sends random, mutated and truncated frontend messages (simple
 //! and extended query, describe, sync, flush, copy, password, terminate, unknown types, lengths
-//! that lie). The property: the node stays up and answers — every 100 connections, and at the
-//! end, a new client's `SELECT 1` and a write succeed within the client's timeout. A hang of
-//! the server or an abort fails the test. (A panic inside one connection's task ends only that
-//! connection: pgwire 0.42's message decoders do panic on lengths that lie — `advance out of
-//! bounds`, `split_to out of bounds` — which this test shows on stderr; the node keeps serving.)
+//! that lie), once on a node that lets anyone in and once on one that requires a SCRAM login
+//! (where the first message after the startup is parsed as a SASL initial response). The
+//! properties: nothing panics anywhere in the process (a panic hook counts them: a panic that
+//! tokio catches inside one connection's task still fails the test), and the node stays up and
+//! answers — every 100 connections, and at the end, a new client's `SELECT 1` and a write
+//! succeed within the client's timeout. A hang of the server or an abort fails the test.
 //!
 //! ```text
-//! cargo test -p quorumdb-tests --test cluster -- t89                       # CI: 1,000 connections
+//! cargo test -p quorumdb-tests --test cluster -- t89                       # CI: 1,000 + 300 connections
 //! QUORUMDB_FUZZ_CASES=20000 cargo test -p quorumdb-tests --test cluster -- t89 --nocapture
 //! ```
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use quorumdb_tests::TestCluster;
@@ -99,6 +101,21 @@ fn random_message(rng: &mut StdRng) -> Vec<u8> {
         9 => message(b'c', &[]),
         10 => message(b'f', &cstr("no")),
         11 => message(b'p', &cstr("password")),
+        12 if bytes(1)[0] % 2 == 0 => {
+            // A SASL initial response whose inner length may lie.
+            let mut b = cstr("SCRAM-SHA-256");
+            let data = b"n,,n=fuzz,r=abcdefghijklmnop";
+            let r = bytes(2);
+            let len: i32 = match r[0] % 4 {
+                0 => data.len() as i32,
+                1 => -1,
+                2 => i32::from(r[1]) - 5,
+                _ => i32::MAX,
+            };
+            b.extend_from_slice(&len.to_be_bytes());
+            b.extend_from_slice(&data[..usize::from(r[1]) % (data.len() + 1)]);
+            message(b'p', &b)
+        }
         12 => {
             // A type byte and a length that lie.
             let mut m = bytes(1);
@@ -124,11 +141,19 @@ fn random_message(rng: &mut StdRng) -> Vec<u8> {
 }
 
 /// One connection: startup, then a few random messages; reads whatever comes back for a while.
-async fn one_case(addr: &str, rng: &mut StdRng) {
+/// `login`: the node asks for SCRAM, so the first message is mostly a password-family one.
+async fn one_case(addr: &str, rng: &mut StdRng, login: bool) {
     let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await else {
         panic!("cannot connect to {addr}: the node stopped listening");
     };
     let mut out = startup();
+    if login && rng.random_bool(0.8) {
+        let mut m = random_message(rng);
+        while m.first() != Some(&b'p') {
+            m = random_message(rng);
+        }
+        out.extend(m);
+    }
     for _ in 0..rng.random_range(1..8) {
         out.extend(random_message(rng));
     }
@@ -146,10 +171,13 @@ async fn one_case(addr: &str, rng: &mut StdRng) {
     }
 }
 
-async fn healthy(c: &TestCluster, i: usize) {
+async fn healthy(c: &TestCluster, i: usize, password: Option<&str>) {
     let (host, port) = c.pg_addr(1).rsplit_once(':').map(|(h, p)| (h.to_string(), p.parse::<u16>().unwrap())).unwrap();
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&host).port(port).user("check").dbname("quorumdb").connect_timeout(Duration::from_secs(5));
+    if let Some(p) = password {
+        cfg.user("admin").password(p);
+    }
     let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("after {i} cases: {e}"));
     tokio::spawn(conn);
     let text = format!("SELECT 1; INSERT INTO health VALUES ({i})");
@@ -160,26 +188,71 @@ async fn healthy(c: &TestCluster, i: usize) {
         .unwrap_or_else(|e| panic!("after {i} cases: {e}"));
 }
 
+/// Panics anywhere in this process since [`count_panics`] was first called.
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+fn count_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            previous(info);
+        }));
+    });
+}
+
+/// Runs `cases` connections against node 1, checking health every 100; asserts no panic.
+async fn fuzz(c: &TestCluster, cases: usize, seed: u64, password: Option<&str>) {
+    count_panics();
+    let panics_before = PANICS.load(Ordering::SeqCst);
+    let setup = "CREATE TABLE fz (id INT PRIMARY KEY, v TEXT); CREATE TABLE health (i INT PRIMARY KEY)";
+    let mut req = c.http.post(format!("http://{}/v1/sql", c.addr(1))).json(&serde_json::json!({ "sql": setup }));
+    if let Some(p) = password {
+        req = req.basic_auth("admin", Some(p));
+    }
+    let r = req.send().await.expect("request");
+    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+    let addr = c.pg_addr(1);
+    let mut rng = StdRng::seed_from_u64(seed);
+    for i in 0..cases {
+        one_case(&addr, &mut rng, password.is_some()).await;
+        if i % 100 == 99 {
+            healthy(c, i + 1, password).await;
+        }
+    }
+    healthy(c, cases + 1, password).await;
+    let panics = PANICS.load(Ordering::SeqCst) - panics_before;
+    assert_eq!(panics, 0, "{panics} panics while serving malformed PostgreSQL messages (see stderr)");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t89_pg_wire_fuzz() {
     let cases: usize = std::env::var("QUORUMDB_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
     let seed: u64 = std::env::var("QUORUMDB_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_0089);
     println!("t89: {cases} connections, seed {seed}");
     let c = TestCluster::start(1).await;
-    let (s, v) = c
-        .call(1, "POST", "/v1/sql", Some(serde_json::json!({"sql": "CREATE TABLE fz (id INT PRIMARY KEY, v TEXT); CREATE TABLE health (i INT PRIMARY KEY)"})))
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let addr = c.pg_addr(1);
-    let mut rng = StdRng::seed_from_u64(seed);
-    for i in 0..cases {
-        one_case(&addr, &mut rng).await;
-        if i % 100 == 99 {
-            healthy(&c, i + 1).await;
-        }
-    }
-    healthy(&c, cases + 1).await;
+    fuzz(&c, cases, seed, None).await;
     let (s, v) = c.call(1, "POST", "/v1/sql", Some(serde_json::json!({"sql": "SELECT count(*) FROM health"}))).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["results"][0]["rows"][0][0].as_u64(), Some((cases / 100 + 1) as u64), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t89_pg_wire_fuzz_with_scram_logins() {
+    const PASSWORD: &str = "fuzz-Admin-pw1";
+    let cases: usize =
+        std::env::var("QUORUMDB_FUZZ_CASES").ok().and_then(|v| v.parse::<usize>().ok()).map_or(300, |n| n / 3);
+    let seed: u64 = std::env::var("QUORUMDB_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_0089);
+    let c = TestCluster::start_tweaked(1, 50_000, |cfg| {
+        cfg.admin_password = Some(PASSWORD.into());
+        cfg.public_status = true;
+    })
+    .await;
+    quorumdb_tests::wait_for(30, "logins to be required", || async {
+        let r = c.http.get(format!("http://{}/v1/kv/probe", c.addr(1))).send().await.ok()?;
+        (r.status().as_u16() == 401).then_some(())
+    })
+    .await;
+    fuzz(&c, cases, seed ^ 0x5c7a, Some(PASSWORD)).await;
 }
