@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::to_status;
 use crate::kv;
+use quorumdb_sql::auth::{Need, Privilege};
 
 pub mod pb {
     tonic::include_proto!("quorumdb.client");
@@ -187,6 +188,14 @@ fn results_of(v: &serde_json::Value) -> pb::SearchResponse {
     pb::SearchResponse { points }
 }
 
+/// The caller's privileges on a collection (its table), checked here because the guard in
+/// front of the port does not read message bodies.
+fn authorize<T>(s: &NodeContext, req: &Request<T>, collection: &str, privileges: &[Privilege]) -> Result<(), Status> {
+    let user = req.extensions().get::<crate::auth::Principal>().and_then(|p| p.user());
+    let needs: Vec<Need> = privileges.iter().map(|&p| Need::Table(collection.to_string(), p)).collect();
+    s.sql.authorize_needs(user, &needs).map_err(|e| to_status(e.into()))
+}
+
 #[tonic::async_trait]
 impl Vectors for VectorService {
     async fn create_collection(&self, req: Request<pb::CreateCollectionRequest>) -> Result<Response<pb::Ack>, Status> {
@@ -206,6 +215,7 @@ impl Vectors for VectorService {
         &self,
         req: Request<pb::CollectionRequest>,
     ) -> Result<Response<pb::CollectionInfo>, Status> {
+        authorize(&self.0, &req, &req.get_ref().name, &[Privilege::Select])?;
         let r = req.into_inner();
         let i = coll::collection_info(&self.0, &r.name, read_level(r.read)?).await.map_err(to_status)?;
         Ok(Response::new(pb::CollectionInfo {
@@ -233,6 +243,7 @@ impl Vectors for VectorService {
     }
 
     async fn upsert(&self, req: Request<pb::UpsertRequest>) -> Result<Response<pb::Ack>, Status> {
+        authorize(&self.0, &req, &req.get_ref().collection, &[Privilege::Insert, Privilege::Update])?;
         let r = req.into_inner();
         let points = r
             .points
@@ -250,6 +261,7 @@ impl Vectors for VectorService {
     }
 
     async fn delete_points(&self, req: Request<pb::DeletePointsRequest>) -> Result<Response<pb::Ack>, Status> {
+        authorize(&self.0, &req, &req.get_ref().collection, &[Privilege::Delete])?;
         let r = req.into_inner();
         let ids = r
             .ids
@@ -261,6 +273,7 @@ impl Vectors for VectorService {
     }
 
     async fn get_point(&self, req: Request<pb::GetPointRequest>) -> Result<Response<pb::Point>, Status> {
+        authorize(&self.0, &req, &req.get_ref().collection, &[Privilege::Select])?;
         let r = req.into_inner();
         let id =
             i64::try_from(r.id).map_err(|_| Status::invalid_argument(format!("point id {} is above 2^63", r.id)))?;
@@ -269,6 +282,7 @@ impl Vectors for VectorService {
     }
 
     async fn search(&self, req: Request<pb::SearchRequest>) -> Result<Response<pb::SearchResponse>, Status> {
+        authorize(&self.0, &req, &req.get_ref().collection, &[Privilege::Select])?;
         let r = req.into_inner();
         let name = r.collection.clone();
         let staleness = max_staleness(&r);
@@ -281,6 +295,9 @@ impl Vectors for VectorService {
         &self,
         req: Request<pb::SearchBatchRequest>,
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
+        // Every search of a batch is on one collection (checked below).
+        let first = req.get_ref().searches.first().map(|s| s.collection.clone()).unwrap_or_default();
+        authorize(&self.0, &req, &first, &[Privilege::Select])?;
         let r = req.into_inner();
         let Some(name) = r.searches.first().map(|s| s.collection.clone()) else {
             return Err(Status::invalid_argument("a batch carries 1..1000 searches, not 0"));

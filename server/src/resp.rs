@@ -155,6 +155,9 @@ async fn connection(mut socket: crate::tls::MaybeTls, peer: std::net::SocketAddr
     let _guard = Connected(shared.clone());
     let mut session = Session::new(shared);
     session.peer = Some(peer.ip());
+    if let Some(user) = socket.peer().user {
+        session.login_by_certificate(user);
+    }
     let mut parser = Parser::new(Limits::default());
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);

@@ -133,15 +133,19 @@ pub fn route_access(method: &Method, path: &str) -> Access {
         }
         ["v1", "collections", c, "points", "delete"] => table(c, Privilege::Delete),
         ["v1", "collections", c, ..] => table(c, Privilege::Select),
-        // gRPC client API: the KV table and collections by kind (the body names the
-        // collection; per-collection grants are HTTP's and SQL's).
+        // gRPC client API: the KV table by kind; a collection's points by its table
+        // privileges, checked by the method once it has read the collection's name from the
+        // body ([`crate::grpc`]).
         ["quorumdb.client.Kv", "Get"] => vec![Need::AnyTable(Privilege::Select)],
         ["quorumdb.client.Kv", _] => vec![Need::AnyTable(Privilege::Insert)],
         ["quorumdb.client.Cluster", "Status"] => return Access::Status,
-        ["quorumdb.client.Vectors", "GetCollection" | "ListCollections" | "GetPoint" | "Search" | "SearchBatch"] => {
-            vec![Need::AnyTable(Privilege::Select)]
+        ["quorumdb.client.Vectors", "ListCollections"] => vec![Need::AnyTable(Privilege::Select)],
+        [
+            "quorumdb.client.Vectors",
+            "GetCollection" | "GetPoint" | "Search" | "SearchBatch" | "Upsert" | "DeletePoints",
+        ] => {
+            vec![]
         }
-        ["quorumdb.client.Vectors", "Upsert" | "DeletePoints"] => vec![Need::AnyTable(Privilege::Insert)],
         ["quorumdb.client.Vectors", _] => vec![Need::Ddl],
         // Cluster administration, debug controls, backups, and anything not listed.
         _ => vec![Need::Admin],

@@ -41,9 +41,13 @@ pub async fn serve<H: PgWireServerHandlers>(
         return Ok(());
     };
     let secure = matches!(stream, MaybeTls::Tls(_));
+    let certificate = stream.peer().user;
     let mut socket =
         Framed::new(Checked::new(stream, &prefix), PgWireMessageServerCodec::new(DefaultClient::new(peer, secure)));
     socket.set_state(PgWireConnectionState::AwaitingStartup);
+    if let Some(user) = certificate {
+        socket.session_extensions().insert(super::CertificateUser(user));
+    }
 
     let startup = handlers.startup_handler();
     let simple = handlers.simple_query_handler();

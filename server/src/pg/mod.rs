@@ -131,7 +131,7 @@ struct Startup {
     password: Option<CleartextPasswordAuth<PasswordSource>>,
     scram: SaslMechanisms,
     engine: Arc<quorumdb_sql::Engine>,
-    throttle: Arc<crate::auth::Authenticator>,
+    auth: Arc<crate::auth::Authenticator>,
 }
 
 impl Startup {
@@ -139,7 +139,7 @@ impl Startup {
         password: Option<String>,
         manager: Arc<ConnectionManager>,
         engine: Arc<quorumdb_sql::Engine>,
-        throttle: Arc<crate::auth::Authenticator>,
+        auth: Arc<crate::auth::Authenticator>,
     ) -> Self {
         let scram = ScramAuth::new(Arc::new(RoleSecrets(engine.clone())));
         Self {
@@ -147,7 +147,7 @@ impl Startup {
             password: password.map(|p| CleartextPasswordAuth::new(Arc::new(PasswordSource(p)))),
             scram: SaslMechanisms::new(vec![Arc::new(scram)]),
             engine,
-            throttle,
+            auth,
         }
     }
 
@@ -155,9 +155,16 @@ impl Startup {
         self.engine.catalog().is_ok_and(|c| c.auth_required())
     }
 
-    fn mechanism(&self) -> Box<dyn AuthMechanism> {
+    /// `certified`: the client presented a certificate (signed by the cluster CA) for the
+    /// user it logs in as, which is a login as good as its password.
+    fn mechanism(&self, certified: Option<&str>) -> Box<dyn AuthMechanism> {
         if self.logins_required() {
-            return Box::new(CheckedSasl { inner: self.scram.create(), first: true, throttle: self.throttle.clone() });
+            if let Some(user) = certified
+                && self.engine.catalog().is_ok_and(|c| c.roles.get(user).is_some_and(|r| r.login))
+            {
+                return Box::new(Trust);
+            }
+            return Box::new(CheckedSasl { inner: self.scram.create(), first: true, auth: self.auth.clone() });
         }
         match &self.password {
             Some(p) => p.create(),
@@ -172,13 +179,13 @@ impl Startup {
 struct CheckedSasl {
     inner: Box<dyn AuthMechanism>,
     first: bool,
-    throttle: Arc<crate::auth::Authenticator>,
+    auth: Arc<crate::auth::Authenticator>,
 }
 
 #[async_trait]
 impl AuthMechanism for CheckedSasl {
     async fn begin(&mut self, client: &(dyn ClientInfo + Send + Sync)) -> PgWireResult<AuthState> {
-        if let Err(e) = self.throttle.throttle.admit(Some(client.socket_addr().ip()), "pg") {
+        if let Err(e) = self.auth.throttle.admit(Some(client.socket_addr().ip()), "pg") {
             return Ok(AuthState::Failed(PgWireError::UserError(Box::new(ErrorInfo::new(
                 "FATAL".into(),
                 "28000".into(),
@@ -206,8 +213,8 @@ impl AuthMechanism for CheckedSasl {
         let outcome = self.inner.next(client, message).await;
         let ip = Some(client.socket_addr().ip());
         match &outcome {
-            Ok(AuthState::Ok { .. }) => self.throttle.throttle.succeeded(ip),
-            Ok(AuthState::Failed(_)) | Err(_) => self.throttle.throttle.failed(ip),
+            Ok(AuthState::Ok { .. }) => self.auth.throttle.succeeded(ip),
+            Ok(AuthState::Failed(_)) | Err(_) => self.auth.throttle.failed(ip),
             Ok(_) => {}
         }
         outcome
@@ -251,7 +258,11 @@ impl AuthSource for PasswordSource {
     }
 }
 
-/// No authentication configured: everyone is let in.
+/// The user a client's TLS certificate names (its common name), set when the connection
+/// negotiated TLS with one.
+pub(crate) struct CertificateUser(pub String);
+
+/// No authentication configured (or a certificate already authenticated): let in.
 struct Trust;
 
 #[async_trait]
@@ -288,7 +299,12 @@ impl StartupHandler for Startup {
                         session.set(&name, Some(value))?;
                     }
                 }
-                self.driver.begin_authentication(client, self.mechanism()).await?
+                let certificate = client.session_extensions().get::<CertificateUser>();
+                let certified = certificate
+                    .as_ref()
+                    .map(|c| c.0.as_str())
+                    .filter(|u| startup.parameters.get("user").map(String::as_str) == Some(*u));
+                self.driver.begin_authentication(client, self.mechanism(certified)).await?
             }
             PgWireFrontendMessage::PasswordMessageFamily(m) => self.driver.advance_authentication(client, m).await?,
             _ => return Ok(()),

@@ -370,6 +370,14 @@ impl Session {
         Ok(state.sql.authorize_needs(Some(user), &[Need::AnyTable(privilege)])?)
     }
 
+    /// The client presented a TLS certificate the cluster CA signed for `user`: logged in as
+    /// that role if it may log in.
+    pub fn login_by_certificate(&mut self, user: String) {
+        if self.shared.state.sql.catalog().is_ok_and(|c| c.roles.get(&user).is_some_and(|r| r.login)) {
+            self.user = Some(user);
+        }
+    }
+
     fn authenticate(&mut self, user: &[u8], given: &[u8]) -> Reply {
         let state = &self.shared.state;
         if let Ok(catalog) = state.sql.catalog()

@@ -294,6 +294,43 @@ async fn t87_tokens_and_throttled_guessing() {
     let forged = format!("{}x", &token[..token.len() - 1]);
     assert_eq!(with_token(3, &forged).await.unwrap().status().as_u16(), 401);
 
+    // gRPC vector calls: per-collection grants, with a bearer token in metadata.
+    for (path, body) in [
+        ("/v1/collections/vc", json!({"vectors": {"size": 2, "distance": "Euclid"}})),
+        ("/v1/collections/other", json!({"vectors": {"size": 2, "distance": "Euclid"}})),
+    ] {
+        let r =
+            c.http.put(format!("http://{}{path}", c.addr(1))).basic_auth("admin", Some(ADMIN_PW)).json(&body).send();
+        assert_eq!(r.await.unwrap().status().as_u16(), 200);
+    }
+    for stmt in ["CREATE ROLE vs LOGIN PASSWORD 'vs-pw'", "GRANT SELECT ON vc TO vs"] {
+        assert_eq!(sql(&c, 1, admin, stmt).await.0, 200, "{stmt}");
+    }
+    c.wait_converged().await;
+    let r = c.http.post(format!("http://{}/v1/auth/token", c.addr(1))).basic_auth("vs", Some("vs-pw")).send();
+    let vs_token = r.await.unwrap().json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+    use quorumdb_server::grpc::pb;
+    let mut vectors = pb::vectors_client::VectorsClient::connect(format!("http://{}", c.addr(3))).await.unwrap();
+    fn with_bearer<T>(token: &str, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        req
+    }
+    let search = |collection: &str| pb::SearchRequest {
+        collection: collection.into(),
+        vector: vec![0.0, 0.0],
+        ..Default::default()
+    };
+    assert!(vectors.search(with_bearer(&vs_token, search("vc"))).await.is_ok(), "SELECT on vc allows a search");
+    let e = vectors.search(with_bearer(&vs_token, search("other"))).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    let upsert = pb::UpsertRequest {
+        collection: "vc".into(),
+        points: vec![pb::Point { id: 1, vector: vec![1.0, 2.0], payload_json: String::new() }],
+    };
+    let e = vectors.upsert(with_bearer(&vs_token, upsert)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+
     // Guessing on node 2 from this address: ten wrong passwords are checked ...
     for _ in 0..10 {
         assert_eq!(sql(&c, 2, Some(("admin", "guess")), "SELECT 1").await.0, 401);

@@ -125,3 +125,83 @@ async fn t94_tls_on_every_port_and_between_nodes() {
     .await;
     assert!(client(&d.join("old-ca.crt"), None).get(&url).send().await.is_err(), "the old certificate is still served");
 }
+
+/// A client certificate the cluster CA signed logs in as its common name on every surface —
+/// HTTP, pgwire (no password asked), RESP — with that role's privileges, and only as that
+/// role: asking pgwire for another user still needs that user's password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t94_client_certificates_log_in() {
+    const ADMIN_PW: &str = "tls-Admin-pw9";
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_certs(d, 1);
+    let c = TestCluster::start_tls(1, d, |cfg| {
+        cfg.admin_password = Some(ADMIN_PW.into());
+        cfg.public_status = true;
+    })
+    .await;
+    let admin = |text: &str| {
+        c.http
+            .post(format!("https://{}/v1/sql", c.addr(1)))
+            .basic_auth("admin", Some(ADMIN_PW))
+            .json(&serde_json::json!({ "sql": text }))
+            .send()
+    };
+    wait_for(30, "logins to be required", || async {
+        let r = c.http.get(format!("https://{}/v1/kv/probe", c.addr(1))).send().await.ok()?;
+        (r.status().as_u16() == 401).then_some(())
+    })
+    .await;
+    for stmt in [
+        "CREATE TABLE t (id INT PRIMARY KEY)",
+        "CREATE ROLE alice LOGIN PASSWORD 'unused-pw'",
+        "GRANT SELECT ON t TO alice",
+    ] {
+        assert_eq!(admin(stmt).await.unwrap().status().as_u16(), 200, "{stmt}");
+    }
+    let ca = d.join("ca.crt");
+    let (cert, key) = (d.join("client-alice.crt"), d.join("client-alice.key"));
+
+    // HTTP: the certificate is the login; alice may read t and not write it.
+    let alice = client(&ca, Some((&cert, &key)));
+    let sql = |text: &'static str| {
+        alice.post(format!("https://{}/v1/sql", c.addr(1))).json(&serde_json::json!({ "sql": text })).send()
+    };
+    assert_eq!(sql("SELECT count(*) FROM t").await.unwrap().status().as_u16(), 200);
+    assert_eq!(sql("INSERT INTO t VALUES (1)").await.unwrap().status().as_u16(), 403);
+    assert_eq!(
+        client(&ca, None).post(format!("https://{}/v1/sql", c.addr(1))).send().await.unwrap().status().as_u16(),
+        401
+    );
+
+    // pgwire: no password asked of alice; admin with alice's certificate still needs admin's.
+    let (host, port) = c.pg_addr(1).rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap();
+    let psql = |user: &str, query: &str| {
+        let conn = format!(
+            "host={host} port={port} user={user} dbname=quorumdb sslmode=verify-full sslrootcert={} sslcert={} sslkey={} connect_timeout=5",
+            ca.display(),
+            cert.display(),
+            key.display()
+        );
+        Command::new("psql").args([conn.as_str(), "-XAtwc", query]).output().expect("psql runs")
+    };
+    let out = psql("alice", "SELECT count(*) FROM t");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{}", String::from_utf8_lossy(&out.stderr));
+    let out = psql("alice", "INSERT INTO t VALUES (1)");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = psql("admin", "SELECT 1");
+    assert!(!out.status.success(), "admin logged in with alice's certificate and no password");
+
+    // RESP: the certificate logs alice in; she may read the KV table only if granted.
+    let (rhost, rport) = c.redis_addr(1).rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap();
+    let redis = |args: &[&str]| {
+        let mut all = vec!["--tls", "--cacert", ca.to_str().unwrap(), "--cert", cert.to_str().unwrap()];
+        all.extend(["--key", key.to_str().unwrap(), "-h", &rhost, "-p", &rport]);
+        all.extend(args);
+        let out = Command::new("redis-cli").args(&all).output().expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let answer = redis(&["SET", "k", "v"]);
+    assert!(answer.contains("NOPERM"), "alice may not write the KV table: {answer}");
+    assert!(!answer.contains("NOAUTH"), "the certificate is a login: {answer}");
+}
