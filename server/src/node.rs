@@ -202,18 +202,14 @@ async fn join_until_done(
     admin_password: Option<String>,
     tls: Option<Arc<crate::tls::Tls>>,
 ) {
-    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
-    if let Some(tls) = &tls {
-        builder = builder.use_preconfigured_tls((*tls.client_config()).clone());
-    }
-    let client = match builder.build() {
+    let client = match crate::tls::peer_http(tls.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build an HTTP client to join the cluster");
             return;
         }
     };
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let scheme = crate::tls::scheme(tls.as_deref());
     let url = format!("{scheme}://{seed}/v1/cluster/join");
     let body = serde_json::json!({ "id": id, "addr": addr });
     let mut attempt = 0u32;

@@ -300,6 +300,21 @@ impl axum::serve::Listener for MainListener {
     }
 }
 
+/// `https` with certificates, `http` without: the scheme of calls to peers' main ports.
+pub fn scheme(tls: Option<&Tls>) -> &'static str {
+    if tls.is_some() { "https" } else { "http" }
+}
+
+/// An HTTP client for calls to peers (forwarded admin requests, joins): with certificates, it
+/// trusts the cluster CA and presents the node's certificate.
+pub fn peer_http(tls: Option<&Tls>) -> Result<reqwest::Client, ServerError> {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    if let Some(tls) = tls {
+        builder = builder.use_preconfigured_tls((*tls.client_config()).clone());
+    }
+    builder.build().map_err(|e| ServerError::Internal(format!("an HTTP client for peers: {e}")))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Peers
 

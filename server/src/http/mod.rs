@@ -165,11 +165,18 @@ struct TransferBody {
 }
 
 /// Runs an admin call here if this node leads, otherwise sends the same request to the leader.
-async fn on_leader<F, Fut>(r: &Replica, headers: &HeaderMap, path: &str, body: &Value, here: F) -> ApiResult<Response>
+async fn on_leader<F, Fut>(
+    s: &NodeContext,
+    headers: &HeaderMap,
+    path: &str,
+    body: &Value,
+    here: F,
+) -> ApiResult<Response>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ApiResult<()>>,
 {
+    let r = &s.replica;
     if r.metrics().state == ServerState::Leader {
         here().await?;
         return Ok(Json(json!({"ok": true})).into_response());
@@ -179,8 +186,8 @@ where
         _ => return Err(ReplicationError::NoLeader.into()),
     };
     tracing::debug!(leader, path, "forwarding admin request to the leader");
-    let resp = reqwest::Client::new()
-        .post(format!("http://{addr}{path}"))
+    let resp = crate::tls::peer_http(s.surfaces.tls.as_deref())?
+        .post(format!("{}://{addr}{path}", crate::tls::scheme(s.surfaces.tls.as_deref())))
         .header(FORWARDED, "1")
         // The leader checks the same login.
         .headers(
@@ -206,24 +213,44 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<(T, Val
     Ok((t, v))
 }
 
-async fn join(State(r): State<Replica>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn join(
+    State(s): State<NodeContext>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::tls::Peer>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let (b, v): (JoinBody, _) = parse_json(&body)?;
     if b.id == 0 {
         return Err(ServerError::BadRequest("join needs a node id > 0".into()));
     }
+    // With TLS, a node joins only with its own certificate (a leader's follower forwards it,
+    // having checked it, under its own node certificate).
+    if s.surfaces.tls.is_some() {
+        let node = peer.and_then(|p| p.0.0.node);
+        let forwarded = headers.get(FORWARDED).is_some();
+        if !(node == Some(b.id) || (forwarded && node.is_some())) {
+            return Err(ServerError::Unauthenticated(format!(
+                "joining as node {} needs that node's certificate (node-{})",
+                b.id, b.id
+            )));
+        }
+    }
+    let r = &s.replica;
     // Checked here, before anything is proposed: a bad address must never reach the membership.
     quorumdb_replication::network::check_peer_addr(&b.addr).map_err(ServerError::BadRequest)?;
-    on_leader(&r, &headers, "/v1/cluster/join", &v, || async { Ok(r.add_voter(b.id, &b.addr).await?) }).await
+    on_leader(&s, &headers, "/v1/cluster/join", &v, || async { Ok(r.add_voter(b.id, &b.addr).await?) }).await
 }
 
-async fn remove(State(r): State<Replica>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn remove(State(s): State<NodeContext>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     let (b, v): (NodeBody, _) = parse_json(&body)?;
-    on_leader(&r, &headers, "/v1/cluster/remove", &v, || async { Ok(r.remove_node(b.id).await?) }).await
+    let r = &s.replica;
+    on_leader(&s, &headers, "/v1/cluster/remove", &v, || async { Ok(r.remove_node(b.id).await?) }).await
 }
 
-async fn transfer_leader(State(r): State<Replica>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn transfer_leader(State(s): State<NodeContext>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
     let (b, v): (TransferBody, _) = parse_json(&body)?;
-    on_leader(&r, &headers, "/v1/cluster/transfer-leader", &v, || async { Ok(r.transfer_leader(b.to).await?) }).await
+    let r = &s.replica;
+    on_leader(&s, &headers, "/v1/cluster/transfer-leader", &v, || async { Ok(r.transfer_leader(b.to).await?) }).await
 }
 
 async fn snapshot(State(r): State<Replica>) -> ApiResult<Json<Value>> {

@@ -66,6 +66,7 @@ async fn t94_tls_on_every_port_and_between_nodes() {
     assert!(plain.get(format!("http://{}/v1/status", c.addr(1))).send().await.is_err(), "plaintext HTTP was served");
 
     // Raft RPCs: refused without a node certificate, with a user's, or with another node's.
+    let before = c.call(1, "GET", "/v1/status", None).await.1;
     let ca = d.join("ca.crt");
     let anonymous = client(&ca, None);
     assert_eq!(vote_status(&c, &anonymous, 2).await.as_deref(), Some("16"));
@@ -75,6 +76,26 @@ async fn t94_tls_on_every_port_and_between_nodes() {
     assert_eq!(vote_status(&c, &node2, 3).await.as_deref(), Some("16"), "node 2's certificate claiming node 3");
     let passed = vote_status(&c, &node2, 2).await;
     assert_ne!(passed.as_deref(), Some("16"), "node 2's own certificate must pass the guard");
+    // A node certificate from another CA does not get through the handshake.
+    let rogue_dir = tempfile::tempdir().unwrap();
+    make_certs(rogue_dir.path(), 4);
+    let rogue = client(&ca, Some((&rogue_dir.path().join("node-4.crt"), &rogue_dir.path().join("node-4.key"))));
+    let r = rogue.get(format!("https://{}/v1/status", c.addr(1))).send().await;
+    assert!(r.is_err(), "a certificate from another CA was accepted: {r:?}");
+    // Joining: only with the joining node's own certificate.
+    let join = |who: &reqwest::Client, id: u64| {
+        who.post(format!("https://{}/v1/cluster/join", c.addr(2)))
+            .json(&serde_json::json!({ "id": id, "addr": "127.0.0.1:9" }))
+            .send()
+    };
+    assert_eq!(join(&anonymous, 9).await.unwrap().status().as_u16(), 401);
+    assert_eq!(join(&node2, 9).await.unwrap().status().as_u16(), 401);
+    assert!(join(&rogue, 4).await.is_err());
+    // None of it moved the term or the membership.
+    let after = c.call(1, "GET", "/v1/status", None).await.1;
+    assert_eq!(after["term"], before["term"], "{after}");
+    assert_eq!(after["members"], before["members"], "{after}");
+    assert_eq!(after["learners"], before["learners"], "{after}");
 
     // PostgreSQL: verify-full against the CA works; a client that does not ask for TLS is refused.
     let (host, port) = c.pg_addr(2).rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap();
