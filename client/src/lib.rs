@@ -32,6 +32,26 @@ pub fn scheme() -> &'static str {
     if std::env::var_os("QUORUMDB_CA").is_some() { "https" } else { "http" }
 }
 
+/// TLS for PostgreSQL connections when `QUORUMDB_CA` names the cluster CA's certificate: the
+/// server's certificate must chain to it and name the host connected to (like libpq's
+/// `sslmode=verify-full`). `None` without `QUORUMDB_CA`.
+pub fn pg_tls() -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect>, String> {
+    use tokio_rustls::rustls::{self, pki_types::CertificateDer, pki_types::pem::PemObject};
+    let Some(ca) = std::env::var_os("QUORUMDB_CA") else { return Ok(None) };
+    let bad = |e: &dyn std::fmt::Display| format!("QUORUMDB_CA {}: {e}", ca.to_string_lossy());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&ca).map_err(|e| bad(&e))? {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(&e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(Some(tokio_postgres_rustls::MakeRustlsConnect::new(config)))
+}
+
 /// An HTTP client for nodes that sends `user` and `password` (HTTP Basic) on every request,
 /// and trusts the CA in `QUORUMDB_CA` (PEM) if set.
 pub fn http_builder_as(user: &str, password: Option<&str>) -> reqwest::ClientBuilder {

@@ -95,19 +95,35 @@ async fn connect_pg(login: &Login, addr: &str) -> Result<Client, ShellError> {
     if let Some(p) = &login.password {
         cfg.password(p);
     }
-    let (client, connection) = cfg.connect(NoTls).await.map_err(|e| {
+    let failed = |e: tokio_postgres::Error| {
         let mut reason = e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string());
         if login.password.is_none() && reason.contains("password missing") {
             reason = "the server wants a password: give --password or set QUORUMDB_PASSWORD".into();
         }
         ShellError::Connect { addr: addr.to_string(), reason }
-    })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("PostgreSQL connection ended: {e}");
+    };
+    let tls = crate::pg_tls().map_err(|reason| ShellError::Connect { addr: addr.to_string(), reason })?;
+    let client = match tls {
+        // The cluster has certificates (QUORUMDB_CA): TLS, the server's certificate checked.
+        Some(tls) => {
+            cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, connection) = cfg.connect(tls).await.map_err(failed)?;
+            tokio::spawn(drive(connection));
+            client
         }
-    });
+        None => {
+            let (client, connection) = cfg.connect(NoTls).await.map_err(failed)?;
+            tokio::spawn(drive(connection));
+            client
+        }
+    };
     Ok(client)
+}
+
+async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
+    if let Err(e) = connection.await {
+        tracing::debug!("PostgreSQL connection ended: {e}");
+    }
 }
 
 /// Whether an error means the node or the connection is gone (rather than the statement

@@ -1,10 +1,11 @@
 //! TLS on every port and between nodes (issue 15), with certificates from `quorumdb cert`'s
 //! functions: a 3-node cluster forms, joins and replicates over mutual TLS; HTTPS, PostgreSQL
 //! (`psql sslmode=verify-full`) and Redis (`redis-cli --tls`) clients are served over TLS and
-//! plaintext is refused; a Raft RPC without a node certificate, with a user's certificate, or
-//! with another node's certificate is refused before any Raft handler runs; SIGHUP re-reads
-//! the files, keeps the old ones when the new ones are unusable, and serves a new CA's
-//! certificate once they are.
+//! plaintext is refused; the loader, backup and the shell work with `QUORUMDB_CA`; a Raft RPC
+//! without a node certificate, with a user's certificate, or with another node's certificate is
+//! refused before any Raft handler runs, as are joins without the joining node's certificate
+//! and any certificate from another CA; SIGHUP re-reads the files, keeps the old ones when the
+//! new ones are unusable, and serves a new CA's certificate once they are.
 
 use std::path::Path;
 use std::process::Command;
@@ -53,7 +54,8 @@ async fn t94_tls_on_every_port_and_between_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     make_certs(d, 3);
-    let c = TestCluster::start_tls(3, d, |_| {}).await;
+    let backups = d.join("backups");
+    let c = TestCluster::start_tls(3, d, |cfg| cfg.backup_dir = Some(backups.clone())).await;
 
     // Joins and replication ran over mutual TLS; a write on node 1 is read on node 3.
     let (s, v) = c.call(1, "PUT", "/v1/kv/greeting", None).await;
@@ -122,6 +124,35 @@ async fn t94_tls_on_every_port_and_between_nodes() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "PONG", "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new("timeout").args(["5", "redis-cli", "-h", &rhost, "-p", &rport, "PING"]).output().unwrap();
     assert_ne!(String::from_utf8_lossy(&out.stdout).trim(), "PONG", "plaintext RESP was served");
+
+    // The loader and backup talk HTTPS with QUORUMDB_CA.
+    let csv = d.join("planets.csv");
+    std::fs::write(&csv, "name,moons\nmars,2\nearth,1\njupiter,95\n").unwrap();
+    let cli = |args: &[&str]| {
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_quorumdb-node")).env("QUORUMDB_CA", &ca).args(args).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "quorumdb {args:?}: {text}");
+        text
+    };
+    cli(&[
+        "load",
+        csv.to_str().unwrap(),
+        "--node",
+        &c.addr(2),
+        "--table",
+        "planets",
+        "--primary-key",
+        "name",
+        "--quiet",
+    ]);
+    let (s, v) = c.call(3, "POST", "/v1/sql", Some(serde_json::json!({"sql": "SELECT sum(moons) FROM planets"}))).await;
+    assert_eq!((s, v["results"][0]["rows"][0][0].as_i64()), (200, Some(98)), "{v}");
+    let out = cli(&["backup", "--to", "b1", "--node", &c.addr(3)]);
+    assert!(out.contains("backup of 1 tables, 3 rows"), "{out}");
+    // The shell: its HTTP (cluster commands) and PostgreSQL connections over TLS.
+    let out = cli(&["shell", "--host", &c.addr(2), "-c", ".mode csv\nSELECT name FROM planets WHERE moons = 95"]);
+    assert!(out.contains("jupiter"), "{out}");
 
     // SIGHUP: unusable files (a certificate from another CA than --tls-ca) are refused and the
     // node keeps serving its old certificate ...
