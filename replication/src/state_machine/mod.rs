@@ -134,6 +134,24 @@ pub struct StateMachineStore {
     crcs: Arc<CrcCache>,
 }
 
+/// Removes a state directory that is not live. The thread retiring it after an install in
+/// this process may be removing it at the same moment (a store reopened in-process right after
+/// an install): the two removals race, so a vanished entry or a directory another remover is
+/// still emptying is retried. A directory that will not go is left for the next start; it is
+/// never read.
+fn remove_stale(path: &Path) {
+    for attempt in 0..50 {
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.exists() => return,
+            Err(e) if attempt == 49 => {
+                tracing::warn!(dir = %path.display(), error = %e, "could not remove a state directory that is not live");
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
 impl StateMachineStore {
     /// Opens (or creates) the state in `dir` (the directory `dir/STATE` names, `dir/state` at
     /// first), with snapshots in `dir/snapshots`, and removes what an interrupted snapshot
@@ -147,7 +165,7 @@ impl StateMachineStore {
             let name = e.file_name().to_string_lossy().into_owned();
             if (name == "state" || name.starts_with("state-")) && name != live && e.file_type()?.is_dir() {
                 tracing::info!(dir = %e.path().display(), "removing a state directory that is not live");
-                std::fs::remove_dir_all(e.path())?;
+                remove_stale(&e.path());
             }
         }
         let state = StateDb::new(open_state_db(&dir.join(&live))?);

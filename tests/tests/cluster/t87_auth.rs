@@ -143,12 +143,25 @@ async fn every_surface_requires_a_login_and_no_password_is_stored() {
     req.metadata_mut().insert("authorization", basic.parse().unwrap());
     assert_eq!(kv.get(req).await.unwrap().into_inner().value, b"v".to_vec());
 
-    // No data directory holds a password in clear (log, state, snapshots), on any node.
+    // No data directory holds a password in clear (log, state, snapshots), on any node, and
+    // neither does a backup.
     c.wait_converged().await;
+    let r = c
+        .http
+        .post(format!("http://{}/v1/backup", c.addr(1)))
+        .basic_auth("admin", Some(ADMIN_PW))
+        .json(&json!({ "to": "b1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+    assert!(c.backup_dir(1).join("b1").exists());
     for id in 1..=3 {
         for secret in [ADMIN_PW, "alice-Pass-42"] {
             let hits = grep_dir(&c.data_dir(id), secret.as_bytes());
             assert!(hits.is_empty(), "node {id}: {secret:?} in clear in {hits:?}");
+            let hits = grep_dir(&c.backup_dir(id), secret.as_bytes());
+            assert!(hits.is_empty(), "a backup holds {secret:?} in clear in {hits:?}");
         }
     }
 }

@@ -14,6 +14,8 @@ use std::time::Duration;
 use quorumdb_server::tls::certs;
 use quorumdb_tests::{TestCluster, wait_for};
 
+const ADMIN_PW: &str = "tls-Admin-pw9";
+
 fn make_certs(dir: &Path, nodes: u64) {
     certs::init(dir, 30).expect("CA");
     for id in 1..=nodes {
@@ -55,13 +57,29 @@ async fn t94_tls_on_every_port_and_between_nodes() {
     let d = dir.path();
     make_certs(d, 3);
     let backups = d.join("backups");
-    let c = TestCluster::start_tls(3, d, |cfg| cfg.backup_dir = Some(backups.clone())).await;
+    // Logins on: the first admin from the password; the joining nodes log in with it too.
+    let c = TestCluster::start_tls(3, d, |cfg| {
+        cfg.backup_dir = Some(backups.clone());
+        cfg.admin_password = Some(ADMIN_PW.into());
+        cfg.public_status = true;
+    })
+    .await;
+    wait_for(30, "logins to be required", || async {
+        let r = c.http.get(format!("https://{}/v1/kv/probe", c.addr(2))).send().await.ok()?;
+        (r.status().as_u16() == 401).then_some(())
+    })
+    .await;
 
-    // Joins and replication ran over mutual TLS; a write on node 1 is read on node 3.
-    let (s, v) = c.call(1, "PUT", "/v1/kv/greeting", None).await;
-    assert_eq!(s, 200, "{v}");
-    let r = c.http.get(format!("https://{}/v1/kv/greeting?consistency=linearizable", c.addr(3))).send().await.unwrap();
+    // Joins and replication ran over mutual TLS; a write on node 1 (HTTP Basic) is read on
+    // node 3 with a bearer token issued by node 2.
+    let r = c.http.put(format!("https://{}/v1/kv/greeting", c.addr(1))).basic_auth("admin", Some(ADMIN_PW)).body("hi");
+    assert_eq!(r.send().await.unwrap().status().as_u16(), 200);
+    let r = c.http.post(format!("https://{}/v1/auth/token", c.addr(2))).basic_auth("admin", Some(ADMIN_PW)).send();
+    let token = r.await.unwrap().json::<serde_json::Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+    let url = format!("https://{}/v1/kv/greeting?consistency=linearizable", c.addr(3));
+    let r = c.http.get(&url).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(c.http.get(&url).send().await.unwrap().status().as_u16(), 401);
 
     // Plaintext HTTP to the main port gets no answer.
     let plain = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
@@ -85,8 +103,10 @@ async fn t94_tls_on_every_port_and_between_nodes() {
     let r = rogue.get(format!("https://{}/v1/status", c.addr(1))).send().await;
     assert!(r.is_err(), "a certificate from another CA was accepted: {r:?}");
     // Joining: only with the joining node's own certificate.
+    // (With the admin's login, so that the certificate is what is refused.)
     let join = |who: &reqwest::Client, id: u64| {
         who.post(format!("https://{}/v1/cluster/join", c.addr(2)))
+            .basic_auth("admin", Some(ADMIN_PW))
             .json(&serde_json::json!({ "id": id, "addr": "127.0.0.1:9" }))
             .send()
     };
@@ -99,14 +119,16 @@ async fn t94_tls_on_every_port_and_between_nodes() {
     assert_eq!(after["members"], before["members"], "{after}");
     assert_eq!(after["learners"], before["learners"], "{after}");
 
-    // PostgreSQL: verify-full against the CA works; a client that does not ask for TLS is refused.
+    // PostgreSQL: verify-full against the CA and SCRAM work; a client that does not ask for
+    // TLS is refused.
     let (host, port) = c.pg_addr(2).rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap();
     let psql = |sslmode: &str| {
         let conn = format!(
-            "host={host} port={port} user=tls dbname=quorumdb sslmode={sslmode} sslrootcert={} connect_timeout=5",
+            "host={host} port={port} user=admin dbname=quorumdb sslmode={sslmode} sslrootcert={} connect_timeout=5",
             ca.display()
         );
-        Command::new("psql").args([conn.as_str(), "-XAtc", "SELECT 40 + 2"]).output().expect("psql runs")
+        let mut cmd = Command::new("psql");
+        cmd.env("PGPASSWORD", ADMIN_PW).args([conn.as_str(), "-XAtc", "SELECT 40 + 2"]).output().expect("psql runs")
     };
     let out = psql("verify-full");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42", "{}", String::from_utf8_lossy(&out.stderr));
@@ -118,19 +140,25 @@ async fn t94_tls_on_every_port_and_between_nodes() {
     let (rhost, rport) = c.redis_addr(3).rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap();
     let ca_arg = ca.display().to_string();
     let out = Command::new("redis-cli")
-        .args(["--tls", "--cacert", &ca_arg, "-h", &rhost, "-p", &rport, "PING"])
+        .args(["--tls", "--cacert", &ca_arg, "-h", &rhost, "-p", &rport, "--user", "admin", "--pass", ADMIN_PW])
+        .args(["--no-auth-warning", "GET", "greeting"])
         .output()
         .expect("redis-cli runs");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "PONG", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hi", "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new("timeout").args(["5", "redis-cli", "-h", &rhost, "-p", &rport, "PING"]).output().unwrap();
     assert_ne!(String::from_utf8_lossy(&out.stdout).trim(), "PONG", "plaintext RESP was served");
 
-    // The loader and backup talk HTTPS with QUORUMDB_CA.
+    // The loader, backup and shell talk HTTPS (and TLS to pgwire) with QUORUMDB_CA, and log in
+    // as admin with QUORUMDB_PASSWORD.
     let csv = d.join("planets.csv");
     std::fs::write(&csv, "name,moons\nmars,2\nearth,1\njupiter,95\n").unwrap();
     let cli = |args: &[&str]| {
-        let out =
-            Command::new(env!("CARGO_BIN_EXE_quorumdb-node")).env("QUORUMDB_CA", &ca).args(args).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_quorumdb-node"))
+            .env("QUORUMDB_CA", &ca)
+            .env("QUORUMDB_PASSWORD", ADMIN_PW)
+            .args(args)
+            .output()
+            .unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "quorumdb {args:?}: {text}");
         text
@@ -146,12 +174,22 @@ async fn t94_tls_on_every_port_and_between_nodes() {
         "name",
         "--quiet",
     ]);
-    let (s, v) = c.call(3, "POST", "/v1/sql", Some(serde_json::json!({"sql": "SELECT sum(moons) FROM planets"}))).await;
-    assert_eq!((s, v["results"][0]["rows"][0][0].as_i64()), (200, Some(98)), "{v}");
+    let r = c.http.post(format!("https://{}/v1/sql", c.addr(3))).bearer_auth(&token);
+    let r = r.json(&serde_json::json!({"sql": "SELECT sum(moons) FROM planets"})).send().await.unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["results"][0]["rows"][0][0].as_i64(), Some(98), "{v}");
     let out = cli(&["backup", "--to", "b1", "--node", &c.addr(3)]);
     assert!(out.contains("backup of 1 tables, 3 rows"), "{out}");
     // The shell: its HTTP (cluster commands) and PostgreSQL connections over TLS.
-    let out = cli(&["shell", "--host", &c.addr(2), "-c", ".mode csv\nSELECT name FROM planets WHERE moons = 95"]);
+    let out = cli(&[
+        "shell",
+        "--host",
+        &c.addr(2),
+        "-U",
+        "admin",
+        "-c",
+        ".mode csv\nSELECT name FROM planets WHERE moons = 95",
+    ]);
     assert!(out.contains("jupiter"), "{out}");
 
     // SIGHUP: unusable files (a certificate from another CA than --tls-ca) are refused and the
@@ -183,7 +221,6 @@ async fn t94_tls_on_every_port_and_between_nodes() {
 /// role: asking pgwire for another user still needs that user's password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t94_client_certificates_log_in() {
-    const ADMIN_PW: &str = "tls-Admin-pw9";
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     make_certs(d, 1);
