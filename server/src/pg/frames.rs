@@ -112,13 +112,7 @@ fn typed_body(kind: u8, body: &[u8]) -> Result<(), &'static str> {
             let formats = r.u16()? as usize;
             r.take(formats * 2)?;
             for _ in 0..r.u16()? {
-                match r.u32()? as i32 {
-                    -1 => {}
-                    n if n >= 0 => {
-                        r.take(n as usize)?;
-                    }
-                    _ => return Err("negative parameter length"),
-                }
+                r.value()?;
             }
             let results = r.u16()? as usize;
             r.take(results * 2)?;
@@ -168,6 +162,15 @@ impl<'a> Reader<'a> {
         Ok(&s[..end])
     }
 
+    /// A length (-1: none) and that many bytes.
+    pub fn value(&mut self) -> Result<Option<&'a [u8]>, &'static str> {
+        match self.u32()? as i32 {
+            -1 => Ok(None),
+            n if n >= 0 => self.take(n as usize).map(Some),
+            _ => Err("a negative length"),
+        }
+    }
+
     pub fn end(&self) -> Result<(), &'static str> {
         if self.0.is_empty() { Ok(()) } else { Err("bytes left over after the message") }
     }
@@ -178,13 +181,7 @@ impl<'a> Reader<'a> {
 pub fn check_sasl_initial(body: &[u8]) -> Result<(), &'static str> {
     let mut r = Reader(body);
     r.cstr()?;
-    match r.u32()? as i32 {
-        -1 => {}
-        n if n >= 0 => {
-            r.take(n as usize)?;
-        }
-        _ => return Err("negative length"),
-    }
+    r.value()?;
     r.end()
 }
 
