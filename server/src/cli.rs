@@ -116,7 +116,11 @@ pub fn main() -> ExitCode {
         c => c,
     };
     crate::telemetry::init_logging();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Planning a query recurses once per joined table in parts of DataFusion that do not grow
+    // the stack; 2 MiB (tokio's default) overflowed at a 59-table join in a debug build, which
+    // aborts the process. 16 MiB of address space per thread, committed only as it is touched.
+    const STACK: usize = 16 << 20;
+    let rt = match tokio::runtime::Builder::new_multi_thread().thread_stack_size(STACK).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -4,7 +4,7 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{Expr, Statement, Value, visit_expressions};
+use datafusion::sql::sqlparser::ast::{Expr, Statement, Value, visit_expressions, visit_relations};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
@@ -28,6 +28,11 @@ pub const MAX_VECTOR_DIM: u32 = 16_000;
 /// stack in DataFusion's planning in a debug build (`ORDER BY a + a + … + a`); 100 passes in
 /// every shape the SQL fuzz tests (`sql/tests/sql_fuzz.rs`) try.
 pub const MAX_NESTING: usize = 100;
+/// Tables one statement may name (each `FROM` item, join and subquery's). DataFusion's join
+/// rewrites recurse once per joined table without growing the stack: a 59-table join overflowed
+/// a 2 MiB stack in a debug build. Nodes run queries on 16 MiB stacks (`quorumdb start`); 200
+/// leaves room in both builds, and PostgreSQL's corpus of 64-table joins passes.
+pub const MAX_RELATIONS: usize = 200;
 /// How deeply queries may nest in each other (subqueries, derived tables, CTE bodies).
 pub const MAX_QUERY_NESTING: usize = 8;
 /// Reads of tokens the parser may spend on nested function calls beyond the first eight per
@@ -63,6 +68,16 @@ pub fn check_request(statements: &[Statement]) -> Result<()> {
         });
         if let ControlFlow::Break(e) = over {
             return Err(e);
+        }
+        let mut relations = 0;
+        let _ = visit_relations(s, |_| {
+            relations += 1;
+            ControlFlow::<()>::Continue(())
+        });
+        if relations > MAX_RELATIONS {
+            return Err(SqlError::LimitExceeded(format!(
+                "a statement may name at most {MAX_RELATIONS} tables; this one names {relations}"
+            )));
         }
     }
     Ok(())

@@ -1638,6 +1638,16 @@ fn regression_cases() -> Vec<(String, Option<&'static str>)> {
         (format!("SELECT {}1{}", "(SELECT ".repeat(18), ")".repeat(18)), Some("54000")),
         (format!("SELECT * FROM {}t1{}", "(SELECT * FROM ".repeat(12), ") s".repeat(12)), Some("54000")),
         (format!("SELECT * FROM {}t1{}", "(SELECT * FROM ".repeat(7), ") s".repeat(7)), None),
+        // SQLite's corpus (select5.test): a 59-table join overflowed a 2 MiB stack in DataFusion's
+        // join elimination (debug build) and aborted the node; nodes plan on 16 MiB stacks now,
+        // and a statement names at most `MAX_RELATIONS` tables.
+        (
+            format!(
+                "SELECT count(*) FROM {}",
+                (0..=quorumdb_sql::limits::MAX_RELATIONS).map(|_| "t1").collect::<Vec<_>>().join(", ")
+            ),
+            Some("54000"),
+        ),
         (format!("SELECT {}1{}", "(SELECT ".repeat(7), ")".repeat(7)), None),
         (format!("SELECT 1 WHERE EXISTS {}(SELECT 1){}", "(SELECT 1 WHERE EXISTS ".repeat(6), ")".repeat(6)), None),
         // corpus_mutations (constraints.slt), QUORUMDB_FUZZ_CASES=30000: describing it (what
