@@ -21,12 +21,22 @@ use crate::catalog::{Catalog, RowDecoder};
 use crate::codec;
 use crate::command::{SqlCommand, SqlResponse, TAG};
 use crate::error::{Result, SqlError};
-use crate::planner::{Planner, StatementResult, ident, object_name, pure_point_keys, run_query, session};
+use crate::planner::{Planner, StatementResult, ident, object_name, pure_point_keys, run_user_query, session};
 use crate::provider::{BatchView, CatalogSource};
 use crate::types::build_array;
 use crate::vector_indexes::VectorIndexes;
 use crate::vector_search::{self, SearchSettings, VectorSearchRule};
 use quorumdb_state::{CommandResult, Consistency, Proposer, Rejection, SharedState, tagged};
+
+/// DataFusion's optimizer rules with ours: correlated subqueries first (before DataFusion's
+/// own decorrelation gives up on them), the vector search last.
+fn optimizer_rules() -> Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> {
+    let mut rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> =
+        vec![Arc::new(crate::subquery::CorrelatedSubqueryRule)];
+    rules.extend(datafusion::optimizer::Optimizer::new().rules);
+    rules.push(Arc::new(VectorSearchRule));
+    rules
+}
 
 /// How many times a write batch is planned again after a conflict before giving up.
 const MAX_ATTEMPTS: usize = 30;
@@ -191,7 +201,7 @@ impl Engine {
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
-            .with_optimizer_rule(Arc::new(VectorSearchRule))
+            .with_optimizer_rules(optimizer_rules())
             .build();
         let catalog = Arc::new(CatalogCache {
             read: read.clone(),
@@ -280,6 +290,7 @@ impl Engine {
         if !returns_rows && !matches!(stmt, Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_)) {
             return Ok(unknown());
         }
+        let names = crate::names::prepare(&mut stmt);
         let plan = match self
             .query_ctx
             .state()
@@ -292,7 +303,10 @@ impl Engine {
         };
         let types = plan.get_parameter_types().unwrap_or_default();
         let params = (1..=count).map(|i| types.get(&format!("${i}")).cloned().flatten()).collect();
-        let columns = returns_rows.then(|| Arc::new(plan.schema().as_arrow().clone()));
+        let columns = returns_rows.then(|| {
+            let schema = Arc::new(plan.schema().as_arrow().clone());
+            names.map_or_else(|| schema.clone(), |n| n.apply(&schema))
+        });
         Ok(Description { params, columns })
     }
 
@@ -513,11 +527,11 @@ impl Engine {
         }
         let explain = matches!(stmt, Statement::Explain { .. });
         let (schema, batches) = if session.search.ef_search == SearchSettings::default().ef_search {
-            run_query(&self.query_ctx, stmt).await?
+            run_user_query(&self.query_ctx, stmt).await?
         } else {
             let mut state = self.query_ctx.state();
             state.config_mut().set_extension(Arc::new(session.search));
-            run_query(&SessionContext::new_with_state(state), stmt).await?
+            run_user_query(&SessionContext::new_with_state(state), stmt).await?
         };
         let n: usize = batches.iter().map(|b| b.num_rows()).sum();
         let tag = if explain { "EXPLAIN".to_string() } else { format!("SELECT {n}") };

@@ -19,7 +19,7 @@ use datafusion::sql::sqlparser::ast::{
     TableObject,
 };
 
-use super::{Planner, StatementResult, ident, mem_context, object_name, parse_one, quote, run_query};
+use super::{Planner, StatementResult, ident, mem_context, object_name, parse_one, quote, run_user_query};
 use crate::catalog::{RowDecoder, TableDef};
 use crate::codec;
 use crate::coerce::{coerce_array, coerce_texts, literal_text};
@@ -94,7 +94,7 @@ impl Planner<'_> {
         }
         let stmt = Statement::Query(Box::new(source));
         self.guard_relations(&stmt, None)?;
-        let (_, batches) = run_query(&self.ctx(false), stmt).await?;
+        let (_, batches) = run_user_query(&self.ctx(false), stmt).await?;
         let mut out = Vec::new();
         for b in batches {
             check_arity(b.num_columns(), targets.len())?;
@@ -402,7 +402,7 @@ async fn eval_over(base: &SessionState, name: &str, batch: RecordBatch, exprs: &
     let n = batch.num_rows();
     let ctx = mem_context(base, name, batch)?;
     let stmt = parse_one(&format!("SELECT {} FROM {}", exprs.join(", "), quote(name)))?;
-    let (schema, batches) = run_query(&ctx, stmt).await?;
+    let (schema, batches) = run_user_query(&ctx, stmt).await?;
     let merged = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
     if merged.num_rows() != n {
         return Err(SqlError::Internal("expression evaluation changed the row count".into()));

@@ -107,6 +107,21 @@ pub async fn run_query(ctx: &SessionContext, stmt: Statement) -> Result<(SchemaR
     Ok((schema, batches))
 }
 
+/// Runs a query a client asked for: like [`run_query`], with PostgreSQL's output column names
+/// (repeated names allowed; see [`crate::names`]).
+pub async fn run_user_query(ctx: &SessionContext, mut stmt: Statement) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let names = crate::names::prepare(&mut stmt);
+    let (schema, batches) = run_query(ctx, stmt).await?;
+    match names {
+        Some(names) => {
+            let schema = names.apply(&schema);
+            let batches = crate::names::OutputNames::rename_batches(&schema, batches)?;
+            Ok((schema, batches))
+        }
+        None => Ok((schema, batches)),
+    }
+}
+
 fn parse_one(sql: &str) -> Result<Statement> {
     let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
     let mut v = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql)?;
@@ -237,7 +252,7 @@ impl<'a> Planner<'a> {
             other => {
                 // A read inside a write batch: guard what it reads.
                 self.guard_relations(&other, None)?;
-                let (schema, batches) = run_query(&self.ctx(false), other).await?;
+                let (schema, batches) = run_user_query(&self.ctx(false), other).await?;
                 let n: usize = batches.iter().map(|b| b.num_rows()).sum();
                 Ok(StatementResult::Rows { schema, batches, tag: format!("SELECT {n}") })
             }
@@ -339,7 +354,7 @@ impl<'a> Planner<'a> {
         let exprs: Vec<String> = items.iter().map(|i| i.to_string()).collect();
         let ctx = mem_context(self.base, &def.name, batch)?;
         let stmt = parse_one(&format!("SELECT {} FROM {}", exprs.join(", "), quote(&def.name)))?;
-        let (schema, batches) = run_query(&ctx, stmt).await?;
+        let (schema, batches) = run_user_query(&ctx, stmt).await?;
         Ok(Some(StatementResult::Rows { schema, batches, tag: tag.to_string() }))
     }
 }
