@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failure is a failed test
 
 pub mod chaos;
+pub mod corpus;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -34,3 +34,4 @@ mod t90_snapshots;
 mod t92_backup;
 mod t93_backup_dir;
 mod t94_tls;
+mod t95_sql_corpus;
