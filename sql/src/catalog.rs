@@ -168,7 +168,24 @@ pub struct Catalog {
     /// Roles, by name (format 3 on; [`crate::auth`]). Absent in older catalogs: none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub roles: BTreeMap<String, crate::auth::RoleDef>,
+    /// Views, by name (format 4 on). Absent in older catalogs: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub views: BTreeMap<String, ViewDef>,
 }
+
+/// A view: a stored query, planned again each time it is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewDef {
+    /// The `SELECT`, as the parser prints it.
+    pub query: String,
+    /// The column names given with `CREATE VIEW v (a, b)` (empty: the query's own).
+    pub columns: Vec<String>,
+    /// The tables and views the query names: reading the view needs `SELECT` on each.
+    pub reads: Vec<String>,
+}
+
+/// How deeply views may be defined on views (reading, authorising and guarding them recurses).
+pub const MAX_VIEW_DEPTH: usize = 16;
 
 impl Catalog {
     pub fn load(read: &dyn AppliedState) -> Result<Self> {
@@ -223,6 +240,22 @@ impl Catalog {
         user == builtin || self.roles.get(user).is_some_and(|r| r.member_of.contains(builtin))
     }
 
+    /// Whether `user` may read everything view `name` reads (the invoker's rights: a view never
+    /// shows a role what it could not select itself).
+    fn may_read_view(&self, user: &str, name: &str, depth: usize) -> bool {
+        let Some(view) = self.views.get(name) else { return false };
+        depth < MAX_VIEW_DEPTH
+            && view.reads.iter().all(|r| match self.views.contains_key(r) {
+                true => self.may_read_view(user, r, depth + 1),
+                false => self.tables.get(r).is_none_or(|def| {
+                    self.roles
+                        .get(user)
+                        .and_then(|role| role.grants.get(&def.id))
+                        .is_some_and(|bits| bits & Privilege::Select.bit() != 0)
+                }),
+            })
+    }
+
     /// Whether `user` may do everything in `needs`; the error names the first thing it may not.
     pub fn authorize(&self, user: &str, needs: &[Need]) -> Result<()> {
         if self.is(user, ADMIN) {
@@ -233,6 +266,9 @@ impl Catalog {
                 Need::Admin => false,
                 Need::Ddl => self.is(user, READWRITE),
                 Need::AnyTable(p) => self.is(user, READWRITE) || (*p == Privilege::Select && self.is(user, READONLY)),
+                Need::Table(view, Privilege::Select) if self.views.contains_key(view) => {
+                    self.is(user, READWRITE) || self.is(user, READONLY) || self.may_read_view(user, view, 0)
+                }
                 Need::Table(table, p) => {
                     self.is(user, READWRITE)
                         || (*p == Privilege::Select && self.is(user, READONLY))
@@ -301,5 +337,43 @@ mod tests {
         c.roles.get_mut("boss").unwrap().verifier = Some(Verifier::with_salt("x", vec![1; 16], 16));
         assert!(c.auth_required());
         assert!(c.login_verifier("boss").is_some() && c.login_verifier("ro").is_none());
+    }
+
+    #[test]
+    fn a_view_needs_select_on_everything_it_reads() {
+        let mut c = Catalog::default();
+        for (id, name) in [(1, "a"), (2, "b")] {
+            let def = TableDef {
+                id,
+                name: name.into(),
+                columns: vec![],
+                primary_key: vec![],
+                indexes: vec![],
+                next_index_id: 0,
+            };
+            c.tables.insert(name.into(), def);
+        }
+        let view = |reads: &[&str]| ViewDef {
+            query: String::new(),
+            columns: vec![],
+            reads: reads.iter().map(|r| r.to_string()).collect(),
+        };
+        c.views.insert("va".into(), view(&["a"]));
+        c.views.insert("vab".into(), view(&["va", "b"]));
+        let grants = |g: &[(u32, u8)]| RoleDef {
+            login: true,
+            verifier: None,
+            member_of: Default::default(),
+            grants: g.iter().copied().collect(),
+        };
+        c.roles.insert("reads_a".into(), grants(&[(1, Privilege::Select.bit())]));
+        c.roles.insert("inserts_a".into(), grants(&[(1, Privilege::Insert.bit())]));
+        c.roles.insert("ro".into(), RoleDef { member_of: [READONLY.to_string()].into(), ..grants(&[]) });
+        let read = |v: &str| [Need::Table(v.into(), Privilege::Select)];
+        assert!(c.authorize("reads_a", &read("va")).is_ok());
+        assert_eq!(c.authorize("reads_a", &read("vab")).unwrap_err().sqlstate(), "42501");
+        assert!(c.authorize("inserts_a", &read("va")).is_err());
+        assert!(c.authorize("nobody", &read("va")).is_err());
+        assert!(c.authorize("ro", &read("vab")).is_ok());
     }
 }

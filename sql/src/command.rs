@@ -77,7 +77,15 @@ pub enum Step {
         name: String,
         role: Option<crate::auth::RoleDef>,
     },
+    /// Sets a view's definition (`None`: drops it). Format 4 on ([`VIEWS_FORMAT`]).
+    PutView {
+        name: String,
+        view: Option<crate::catalog::ViewDef>,
+    },
 }
+
+/// The first format version whose commands may carry views ([`Step::PutView`]).
+pub const VIEWS_FORMAT: FormatVersion = 4;
 
 /// The row under `key` must still hash to `hash` (`None`: must be absent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -251,7 +259,7 @@ fn apply_command(
         let mut affected = 0;
         match step {
             Step::CreateTable(def) => {
-                if catalog.tables.contains_key(&def.name) {
+                if catalog.tables.contains_key(&def.name) || catalog.views.contains_key(&def.name) {
                     return Err(SqlError::TableExists(def.name.clone()));
                 }
                 catalog.next_table_id = catalog.next_table_id.max(def.id + 1);
@@ -311,6 +319,20 @@ fn apply_command(
                     None => {
                         if catalog.roles.remove(name).is_none() {
                             return Err(SqlError::InvalidRole(format!("role \"{name}\" does not exist")));
+                        }
+                    }
+                }
+                ddl = true;
+            }
+            Step::PutView { name, view } => {
+                match view {
+                    Some(v) if !catalog.tables.contains_key(name) => {
+                        catalog.views.insert(name.clone(), v.clone());
+                    }
+                    Some(_) => return Err(SqlError::TableExists(name.clone())),
+                    None => {
+                        if catalog.views.remove(name).is_none() {
+                            return Err(SqlError::UnknownTable(format!("view {name}")));
                         }
                     }
                 }

@@ -461,6 +461,14 @@ impl Engine {
                 crate::auth::ROLES_FORMAT
             )));
         }
+        if version < crate::command::VIEWS_FORMAT
+            && cmd.steps.iter().any(|s| matches!(s, crate::command::Step::PutView { .. }))
+        {
+            return Err(SqlError::Unsupported(format!(
+                "views need cluster format {} (this cluster writes format {version}: a node runs an older binary, or the cluster started under a second ago)",
+                crate::command::VIEWS_FORMAT
+            )));
+        }
         let bytes = cmd.encode(version)?;
         match proposer.propose(tagged(TAG, &bytes)).await? {
             CommandResult::Applied(response) => SqlResponse::decode(&response),

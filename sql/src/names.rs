@@ -15,7 +15,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, Ident, ObjectName, OrderByKind, Query, Select, SelectItem, SetExpr, Statement, visit_expressions,
+    DataType, Expr, Ident, ObjectName, OrderByKind, Query, Select, SelectItem, SetExpr, Statement, UnaryOperator,
+    visit_expressions, visit_expressions_mut,
 };
 
 use crate::error::Result;
@@ -134,7 +135,7 @@ fn alias_select(select: &mut Select) {
     let mut seen = HashSet::new();
     for (i, item) in select.projection.iter_mut().enumerate() {
         let (key, expr, subquery) = match &*item {
-            SelectItem::UnnamedExpr(e) => (e.to_string().to_lowercase(), e, has_subquery(e)),
+            SelectItem::UnnamedExpr(e) => (name_key(e), e, has_subquery(e)),
             SelectItem::ExprWithAlias { expr, alias } => (ident_name(alias), expr, false),
             _ => continue,
         };
@@ -142,6 +143,30 @@ fn alias_select(select: &mut Select) {
             let expr = expr.clone();
             *item = SelectItem::ExprWithAlias { expr, alias: Ident::new(format!("{INTERNAL}{i}")) };
         }
+    }
+}
+
+/// What DataFusion names an unaliased item, closely enough to find repeats: it drops unary
+/// `+` and parentheses, and `t.a` and `a` are both the column `a` (`SELECT + a, (a)`).
+fn name_key(e: &Expr) -> String {
+    let mut e = e.clone();
+    let _ = visit_expressions_mut(&mut e, |e| {
+        loop {
+            match e {
+                Expr::UnaryOp { op: UnaryOperator::Plus, expr } | Expr::Nested(expr) => {
+                    *e = std::mem::replace(&mut **expr, Expr::Identifier(Ident::new("")))
+                }
+                Expr::CompoundIdentifier(parts) if !parts.is_empty() => {
+                    *e = Expr::Identifier(parts.pop().unwrap_or_else(|| Ident::new("")))
+                }
+                _ => break,
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    match &e {
+        Expr::Identifier(i) => ident_name(i),
+        other => other.to_string().to_lowercase(),
     }
 }
 
@@ -267,6 +292,8 @@ mod tests {
     fn repeated_names_and_subqueries_get_internal_aliases() {
         let (_, sql) = names("SELECT a, a, count(*), COUNT(*), b AS x, c AS x FROM t");
         assert_eq!(sql, "SELECT a, a AS __qdb_col1, count(*), COUNT(*) AS __qdb_col3, b AS x, c AS __qdb_col5 FROM t");
+        let (_, sql) = names("SELECT - + a, (- a), + b, t.b, c, 1 AS c FROM t");
+        assert_eq!(sql, "SELECT -+a, (-a) AS __qdb_col1, +b, t.b AS __qdb_col3, c, 1 AS __qdb_col5 FROM t");
         let (_, sql) = names("SELECT (SELECT 1), (SELECT 2) FROM t");
         assert_eq!(sql, "SELECT (SELECT 1) AS __qdb_col0, (SELECT 2) AS __qdb_col1 FROM t");
         let (n, sql) = names("SELECT a FROM t ORDER BY (SELECT 1), a");

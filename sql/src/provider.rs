@@ -13,17 +13,24 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, BinaryBuilder, RecordBatch, RecordBatchOptions, UInt64Builder};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider, Session};
+use datafusion::common::Column;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::datasource::ViewTable;
 use datafusion::datasource::{TableProvider, TableType};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::SessionState;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, LogicalPlanBuilder, Operator, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 
-use crate::catalog::{Catalog, IndexDef, RowDecoder, TableDef};
+use crate::catalog::{Catalog, IndexDef, MAX_VIEW_DEPTH, RowDecoder, TableDef, ViewDef};
 use crate::codec;
 use crate::error::SqlError;
 use crate::types::{ColumnType, Value, build_array};
@@ -144,8 +151,14 @@ impl CatalogSource {
 }
 
 impl Catalogs {
-    pub fn new(catalog: CatalogSource, view: BatchView, hidden: bool) -> Self {
-        let schema = Arc::new(PublicSchema { catalog, view, hidden });
+    /// The tables of `catalog`; its views are planned on `base` (a session state without
+    /// catalogs) when a query names them.
+    pub fn new(catalog: CatalogSource, view: BatchView, hidden: bool, base: Arc<SessionState>) -> Self {
+        Self::at_depth(catalog, view, hidden, base, 0)
+    }
+
+    fn at_depth(catalog: CatalogSource, view: BatchView, hidden: bool, base: Arc<SessionState>, depth: usize) -> Self {
+        let schema = Arc::new(PublicSchema { catalog, view, hidden, base, depth });
         Self { catalog: Arc::new(OneSchema { schema }) }
     }
 }
@@ -180,6 +193,38 @@ struct PublicSchema {
     catalog: CatalogSource,
     view: BatchView,
     hidden: bool,
+    base: Arc<SessionState>,
+    /// How many views deep this schema plans (a view's query sees views too).
+    depth: usize,
+}
+
+impl PublicSchema {
+    /// View `name`'s query planned over the same state, its columns named as the view says.
+    async fn view(&self, name: &str, def: &ViewDef) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+        if self.depth >= MAX_VIEW_DEPTH {
+            return Err(DataFusionError::Plan(format!("views nest more than {MAX_VIEW_DEPTH} deep at \"{name}\"")));
+        }
+        let list =
+            Catalogs::at_depth(self.catalog.clone(), self.view.clone(), false, self.base.clone(), self.depth + 1);
+        let state =
+            SessionStateBuilder::new_from_existing((*self.base).clone()).with_catalog_list(Arc::new(list)).build();
+        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, &def.query)
+            .map_err(|e| DataFusionError::Plan(format!("view \"{name}\": {e}")))?
+            .pop()
+            .ok_or_else(|| DataFusionError::Plan(format!("view \"{name}\" has no query")))?;
+        let names = crate::names::prepare(&mut stmt);
+        let plan = state.statement_to_plan(DfStatement::Statement(Box::new(stmt))).await?;
+        let arrow = Arc::new(plan.schema().as_arrow().clone());
+        let named = names.map_or_else(|| arrow.clone(), |n| n.apply(&arrow));
+        let columns: Vec<Expr> = (0..named.fields().len())
+            .map(|i| {
+                let given = def.columns.get(i).cloned().unwrap_or_else(|| named.field(i).name().clone());
+                Expr::Column(Column::from(plan.schema().qualified_field(i))).alias(given)
+            })
+            .collect();
+        let plan = LogicalPlanBuilder::from(plan).project(columns)?.build()?;
+        Ok(Arc::new(ViewTable::new(plan, Some(def.query.clone()))))
+    }
 }
 
 impl fmt::Debug for PublicSchema {
@@ -191,15 +236,24 @@ impl fmt::Debug for PublicSchema {
 #[async_trait]
 impl SchemaProvider for PublicSchema {
     fn table_names(&self) -> Vec<String> {
-        self.catalog.get().tables.keys().cloned().collect()
+        let catalog = self.catalog.get();
+        catalog.tables.keys().chain(catalog.views.keys()).cloned().collect()
     }
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        Ok(self.catalog.get().tables.get(name).map(|def| {
-            Arc::new(QuorumTable::new(Arc::new(def.clone()), self.view.clone(), self.hidden)) as Arc<dyn TableProvider>
-        }))
+        let catalog = self.catalog.get();
+        if let Some(def) = catalog.tables.get(name) {
+            return Ok(Some(Arc::new(QuorumTable::new(Arc::new(def.clone()), self.view.clone(), self.hidden))));
+        }
+        match catalog.views.get(name) {
+            // Boxed: planning a view is a large future, and every table lookup's future (built on
+            // the stack of the planner that awaits it) would otherwise carry it.
+            Some(def) => Box::pin(self.view(name, def)).await.map(Some),
+            None => Ok(None),
+        }
     }
     fn table_exist(&self, name: &str) -> bool {
-        self.catalog.get().tables.contains_key(name)
+        let catalog = self.catalog.get();
+        catalog.tables.contains_key(name) || catalog.views.contains_key(name)
     }
 }
 

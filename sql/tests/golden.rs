@@ -157,11 +157,40 @@ fn role_commands_from_version_3() {
         next_table_id: 8,
         tables: BTreeMap::from([("things".to_string(), table())]),
         roles: BTreeMap::from([("alice".to_string(), role())]),
+        views: BTreeMap::new(),
     };
     let stored = golden::check(DIR, "catalog-roles-v3", &catalog.encode(3).unwrap());
     assert_eq!(Catalog::decode(&stored).unwrap(), catalog);
     // No password in the bytes: only the verifier.
     assert!(!stored.windows(6).any(|w| w == b"pencil"));
+}
+
+#[test]
+fn view_commands_from_version_4() {
+    let view = quorumdb_sql::catalog::ViewDef {
+        query: "SELECT name FROM things WHERE id > 2".into(),
+        columns: vec!["n".into()],
+        reads: vec!["things".into()],
+    };
+    let cmd = SqlCommand {
+        catalog_version: 6,
+        table_guards: vec![],
+        steps: vec![
+            Step::PutView { name: "recent".into(), view: Some(view.clone()) },
+            Step::PutView { name: "old".into(), view: None },
+        ],
+    };
+    let stored = golden::check(DIR, "sql-command-views-v4", &cmd.encode(4).unwrap());
+    assert_eq!(SqlCommand::decode(&stored).unwrap(), (cmd, 4));
+    let catalog = Catalog {
+        version: 13,
+        next_table_id: 8,
+        tables: BTreeMap::from([("things".to_string(), table())]),
+        roles: BTreeMap::new(),
+        views: BTreeMap::from([("recent".to_string(), view)]),
+    };
+    let stored = golden::check(DIR, "catalog-views-v4", &catalog.encode(4).unwrap());
+    assert_eq!(Catalog::decode(&stored).unwrap(), catalog);
 }
 
 #[test]
@@ -180,6 +209,7 @@ fn catalog_of_every_version() {
         next_table_id: 8,
         tables: BTreeMap::from([("things".to_string(), table())]),
         roles: BTreeMap::new(),
+        views: BTreeMap::new(),
     };
     for v in [format::LEGACY, 1] {
         let stored = golden::check(DIR, &format!("catalog-v{v}"), &catalog.encode(v).unwrap());

@@ -34,9 +34,9 @@ pub type FormatVersion = u8;
 pub const LEGACY: FormatVersion = 0;
 /// The newest version this binary reads and writes. Version 2 added the system command
 /// [`crate::system::Once`] (exactly-once writes); version 3 the SQL step `PutRole` and the
-/// catalog's roles (users, passwords as SCRAM verifiers, privileges); every other body is as
-/// in version 1.
-pub const CURRENT: FormatVersion = 3;
+/// catalog's roles (users, passwords as SCRAM verifiers, privileges); version 4 the SQL step
+/// `PutView` and the catalog's views; every other body is as in version 1.
+pub const CURRENT: FormatVersion = 4;
 /// The first byte of a versioned payload (MessagePack's "never used" byte).
 pub const MARKER: u8 = 0xC1;
 

@@ -22,7 +22,7 @@ impl Planner<'_> {
         if ct.query.is_some() {
             return Err(SqlError::Unsupported("CREATE TABLE … AS SELECT".into()));
         }
-        if self.catalog.tables.contains_key(&name) {
+        if self.catalog.tables.contains_key(&name) || self.catalog.views.contains_key(&name) {
             if ct.if_not_exists {
                 return Ok(StatementResult::done("CREATE TABLE"));
             }

@@ -24,6 +24,7 @@ mod insert;
 mod modify;
 mod point;
 mod roles;
+mod views;
 
 pub use roles::needs_of;
 
@@ -86,7 +87,7 @@ fn quote(name: &str) -> String {
 
 /// Builds DataFusion session states over a catalog and a state view.
 pub fn session(base: &SessionState, catalog: CatalogSource, view: BatchView, hidden: bool) -> SessionContext {
-    let list = Arc::new(Catalogs::new(catalog, view, hidden));
+    let list = Arc::new(Catalogs::new(catalog, view, hidden, Arc::new(base.clone())));
     let ctx = SessionContext::new_with_state(
         SessionStateBuilder::new_from_existing(base.clone()).with_catalog_list(list).build(),
     );
@@ -100,8 +101,10 @@ pub fn session(base: &SessionState, catalog: CatalogSource, view: BatchView, hid
 
 /// Runs one query statement through DataFusion.
 pub async fn run_query(ctx: &SessionContext, stmt: Statement) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let plan = ctx.state().statement_to_plan(DfStatement::Statement(Box::new(stmt))).await?;
-    let df = ctx.execute_logical_plan(plan).await?;
+    // Boxed: DataFusion's planning futures are large (hundreds of KiB in a debug build), and a
+    // caller's future holds its callee's; on the heap they do not add up on a 2 MiB stack.
+    let plan = Box::pin(ctx.state().statement_to_plan(DfStatement::Statement(Box::new(stmt)))).await?;
+    let df = Box::pin(ctx.execute_logical_plan(plan)).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await?;
     Ok((schema, batches))
@@ -111,7 +114,7 @@ pub async fn run_query(ctx: &SessionContext, stmt: Statement) -> Result<(SchemaR
 /// (repeated names allowed; see [`crate::names`]).
 pub async fn run_user_query(ctx: &SessionContext, mut stmt: Statement) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let names = crate::names::prepare(&mut stmt);
-    let (schema, batches) = run_query(ctx, stmt).await?;
+    let (schema, batches) = Box::pin(run_query(ctx, stmt)).await?;
     match names {
         Some(names) => {
             let schema = names.apply(&schema);
@@ -219,11 +222,24 @@ impl<'a> Planner<'a> {
                 skipped += 1;
                 continue;
             }
-            if let Some(id) = self.catalog.tables.get(&name).map(|t| t.id) {
-                self.guard_table(id)?;
-            }
+            self.guard_named(&name, 0)?;
         }
         Ok(skipped)
+    }
+
+    /// Guards table `name`, or every table view `name` reads.
+    fn guard_named(&mut self, name: &str, depth: usize) -> Result<()> {
+        if let Some(id) = self.catalog.tables.get(name).map(|t| t.id) {
+            return self.guard_table(id);
+        }
+        if let Some(reads) = self.catalog.views.get(name).map(|v| v.reads.clone())
+            && depth < crate::catalog::MAX_VIEW_DEPTH
+        {
+            for r in reads {
+                self.guard_named(&r, depth + 1)?;
+            }
+        }
+        Ok(())
     }
 
     /// Plans one statement; reads are answered now, writes become steps.
@@ -235,6 +251,10 @@ impl<'a> Planner<'a> {
             }
             Statement::Drop { object_type: ObjectType::Index, if_exists, names, .. } => {
                 self.drop_indexes(&names, if_exists)
+            }
+            Statement::CreateView(cv) => self.create_view(cv).await,
+            Statement::Drop { object_type: ObjectType::View, if_exists, names, .. } => {
+                self.drop_views(&names, if_exists)
             }
             Statement::CreateIndex(ci) => self.create_index(ci),
             Statement::AlterTable(at) => self.alter_table(at).await,
