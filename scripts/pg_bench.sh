@@ -11,17 +11,8 @@ set -euo pipefail
 SECONDS_EACH="${1:-10}"
 ROWS=10000
 BIN="${QUORUMDB_BIN:-${CARGO_TARGET_DIR:-target}/release/quorumdb}"
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
-WORK="$(mktemp -d /tmp/pg-bench.XXXXXX)"
-chmod 777 "$WORK"
-PIDS=()
-cleanup() {
-  kill "${PIDS[@]}" 2>/dev/null || true
-  su postgres -c "$PGBIN/pg_ctl -D $WORK/pg -m immediate stop" >/dev/null 2>&1 || true
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+WORK_PREFIX=pg-bench
+source "$(dirname "$0")/peers.sh"
 
 cat >"$WORK/select.sql" <<EOF
 \set id random(1, $ROWS)
@@ -50,25 +41,13 @@ echo "| system | statement | clients | tps | avg latency ms |"
 echo "| --- | --- | --- | --- | --- |"
 
 # PostgreSQL: one local server, durable commits.
-su postgres -c "$PGBIN/initdb -D $WORK/pg -A trust -U postgres" >/dev/null
-su postgres -c "$PGBIN/pg_ctl -D $WORK/pg -l $WORK/pg.log -o '-p 25432 -k $WORK -c fsync=on -c synchronous_commit=on' start" >/dev/null
-sleep 2
+pg_up 25432 -c fsync=on -c synchronous_commit=on
 psql -h 127.0.0.1 -p 25432 -U postgres -q -c "$SETUP" postgres
 run "PostgreSQL" 127.0.0.1 25432
-su postgres -c "$PGBIN/pg_ctl -D $WORK/pg -m fast stop" >/dev/null
+pg_down
 
 # QuorumDB: 3 nodes on loopback.
-start() { # id [--init | --join addr]
-  "$BIN" start --id "$1" --data-dir "$WORK/q$1" --listen "127.0.0.1:2610$1" --pg-listen "127.0.0.1:2620$1" \
-    --redis-listen off "${@:2}" >"$WORK/q$1.log" 2>&1 &
-  PIDS+=($!)
-}
-members() { curl -s "http://127.0.0.1:26101/v1/status" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["members"]))' 2>/dev/null || echo 0; }
-start 1 --init
-for _ in $(seq 1 100); do [ "$(members)" = 1 ] && break; sleep 0.2; done
-start 2 --join 127.0.0.1:26101
-start 3 --join 127.0.0.1:26101
-for _ in $(seq 1 150); do [ "$(members)" = 3 ] && break; sleep 0.2; done
+quorum_up 2610
 psql -h 127.0.0.1 -p 26201 -U postgres -q -c "CREATE TABLE bench (id INT PRIMARY KEY, n BIGINT NOT NULL, v TEXT NOT NULL)" postgres
 psql -h 127.0.0.1 -p 26201 -U postgres -q -c "INSERT INTO bench SELECT g, 0, repeat('x', 100) FROM generate_series(1, $ROWS) AS s(g)" postgres
 run "QuorumDB leader" 127.0.0.1 26201

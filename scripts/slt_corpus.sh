@@ -25,37 +25,15 @@ fi
 PATHS=()
 for f in "${FILES[@]}"; do PATHS+=("$CORPUS/$f"); done
 
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
-WORK="$(mktemp -d /tmp/slt-corpus.XXXXXX)"
-chmod 777 "$WORK"
-PIDS=()
-cleanup() {
-  kill "${PIDS[@]}" 2>/dev/null || true
-  su postgres -c "$PGBIN/pg_ctl -D $WORK/pg -m immediate stop" >/dev/null 2>&1 || true
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+WORK_PREFIX=slt-corpus
+source scripts/peers.sh
 
-# PostgreSQL: one local server.
-su postgres -c "$PGBIN/initdb -D $WORK/pg -A trust -U postgres" >/dev/null
-su postgres -c "$PGBIN/pg_ctl -D $WORK/pg -l $WORK/pg.log -o '-p 25433 -k $WORK' start" >/dev/null
-sleep 2
+pg_up 25433
 echo "PostgreSQL:" >&2
 "$RUNNER" --url "host=127.0.0.1 port=25433 user=postgres" --summary "$WORK/pg.txt" "${PATHS[@]}" >&2
 
-# QuorumDB: 3 nodes on loopback.
-start() { # id [--init | --join addr]
-  "$BIN" start --id "$1" --data-dir "$WORK/q$1" --listen "127.0.0.1:2630$1" --pg-listen "127.0.0.1:2640$1" \
-    --redis-listen off "${@:2}" >"$WORK/q$1.log" 2>&1 &
-  PIDS+=($!)
-}
-members() { curl -s "http://127.0.0.1:26301/v1/status" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["members"]))' 2>/dev/null || echo 0; }
-start 1 --init
-for _ in $(seq 1 100); do [ "$(members)" = 1 ] && break; sleep 0.2; done
-start 2 --join 127.0.0.1:26301
-start 3 --join 127.0.0.1:26301
-for _ in $(seq 1 150); do [ "$(members)" = 3 ] && break; sleep 0.2; done
+# QuorumDB: 3 nodes on loopback, writing the newest format.
+quorum_up 2630
 echo "QuorumDB:" >&2
 "$RUNNER" --misses --url "host=127.0.0.1 port=26401 user=postgres" --url "host=127.0.0.1 port=26402 user=postgres" \
   --url "host=127.0.0.1 port=26403 user=postgres" --summary "$WORK/q.txt" "${PATHS[@]}" >"$WORK/q-misses.txt"
