@@ -29,7 +29,8 @@ use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::logical_plan::Sort as SortPlan;
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
-    Aggregate, Expr, Filter, JoinType, LogicalPlan, LogicalPlanBuilder, Projection, SortExpr, Subquery, lit, when,
+    Aggregate, Expr, Filter, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Projection, SortExpr, Subquery, lit,
+    when,
 };
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
@@ -172,6 +173,11 @@ fn decorrelate(input: &LogicalPlan, joined: LogicalPlan, sq: &Subquery) -> Resul
     if correlated.iter().any(|e| has_subquery(e)) {
         return Ok(None);
     }
+    // Equalities alone (`x.b = t.b`) are DataFusion's: it groups the inner side by them and
+    // joins once, without the distinct outer values.
+    if !has_outer(&value) && correlated.iter().all(|e| is_outer_equality(e)) {
+        return Ok(None);
+    }
     let correlation = conjunction(correlated.into_iter().cloned()).unwrap_or(lit(true));
     let inner = match conjunction(local.into_iter().cloned()) {
         Some(p) => LogicalPlan::Filter(Filter::try_new(p, filter.input.clone())?),
@@ -299,6 +305,17 @@ fn is_predicate_subquery(e: &Expr) -> bool {
     match e {
         Expr::InSubquery(_) | Expr::Exists(_) => true,
         Expr::Not(inner) => matches!(inner.as_ref(), Expr::InSubquery(_) | Expr::Exists(_)),
+        _ => false,
+    }
+}
+
+/// `inner = outer` (either way round), with only the outer side correlated.
+fn is_outer_equality(e: &Expr) -> bool {
+    match e {
+        Expr::BinaryExpr(b) if b.op == Operator::Eq => {
+            let outer = |e: &Expr| matches!(e, Expr::OuterReferenceColumn(..));
+            (outer(&b.left) && !has_outer(&b.right)) || (outer(&b.right) && !has_outer(&b.left))
+        }
         _ => false,
     }
 }
