@@ -4,6 +4,9 @@
 //!
 //! Filters are accepted as `Inexact`: the scan narrows the key range and DataFusion still
 //! applies every predicate, so a pushdown can only make a scan smaller, never wrong.
+//!
+//! A view of the catalog is its query, planned again over the same tables each time a query
+//! names it (a DataFusion `ViewTable`).
 
 use std::collections::BTreeMap;
 use std::fmt;
