@@ -9,7 +9,11 @@
 use datafusion::sql::sqlparser::ast::{self, AlterTableOperation, ColumnOption, Expr, ObjectName, TableConstraint};
 use quorumdb_vector::{IndexSpec, Metric};
 
-use super::{Planner, StatementResult, ident, object_name};
+use std::sync::Arc;
+
+use datafusion::sql::parser::Statement as DfStatement;
+
+use super::{Planner, StatementResult, ident, object_name, parse_one, quote};
 use crate::catalog::{ColumnDef, IndexDef, IndexKind, TableDef};
 use crate::codec;
 use crate::command::Step;
@@ -19,8 +23,8 @@ use crate::types::{ColumnType, Value};
 impl Planner<'_> {
     pub(super) async fn create_table(&mut self, ct: ast::CreateTable) -> Result<StatementResult> {
         let name = object_name(&ct.name)?;
-        if ct.query.is_some() {
-            return Err(SqlError::Unsupported("CREATE TABLE … AS SELECT".into()));
+        if let Some(query) = ct.query.clone() {
+            return Box::pin(self.create_table_as(ct, *query)).await;
         }
         if self.catalog.tables.contains_key(&name) || self.catalog.views.contains_key(&name) {
             if ct.if_not_exists {
@@ -124,6 +128,58 @@ impl Planner<'_> {
         cat.tables.insert(name, def.clone());
         self.steps.push(Step::CreateTable(def));
         Ok(StatementResult::done("CREATE TABLE"))
+    }
+
+    /// `CREATE TABLE name [(columns)] AS query`: a table with the query's column names (as
+    /// PostgreSQL names them) and types, then `INSERT INTO name query`, in one command.
+    async fn create_table_as(&mut self, ct: ast::CreateTable, query: ast::Query) -> Result<StatementResult> {
+        let name = object_name(&ct.name)?;
+        if self.catalog.tables.contains_key(&name) || self.catalog.views.contains_key(&name) {
+            if ct.if_not_exists {
+                return Ok(StatementResult::done("SELECT 0"));
+            }
+            return Err(SqlError::TableExists(name));
+        }
+        if ct.columns.iter().any(|c| c.data_type != ast::DataType::Unspecified) {
+            return Err(SqlError::Unsupported("column types in CREATE TABLE … AS (give only names)".into()));
+        }
+        let mut planned = ast::Statement::Query(Box::new(query.clone()));
+        let names = crate::names::prepare(&mut planned);
+        let ctx = self.ctx(false);
+        let plan = Box::pin(ctx.state().statement_to_plan(DfStatement::Statement(Box::new(planned)))).await?;
+        let arrow = Arc::new(plan.schema().as_arrow().clone());
+        let schema = names.map_or_else(|| arrow.clone(), |n| n.apply(&arrow));
+        if ct.columns.len() > schema.fields().len() {
+            return Err(SqlError::InvalidDefinition("CREATE TABLE … AS names more columns than the query has".into()));
+        }
+        let columns: Vec<String> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let column = ct.columns.get(i).map(|c| ident(&c.name)).unwrap_or_else(|| f.name().clone());
+                let ty = match f.data_type() {
+                    datafusion::arrow::datatypes::DataType::Null => "text".to_string(),
+                    other => crate::types::arrow_sql_name(other),
+                };
+                format!("{} {ty}", quote(&column))
+            })
+            .collect();
+        let ast::Statement::CreateTable(create) =
+            parse_one(&format!("CREATE TABLE {} ({})", quote(&name), columns.join(", ")))?
+        else {
+            return Err(SqlError::Internal("CREATE TABLE … AS: the table did not parse back".into()));
+        };
+        Box::pin(self.create_table(create)).await?;
+        let ast::Statement::Insert(insert) = parse_one(&format!("INSERT INTO {} {query}", quote(&name)))? else {
+            return Err(SqlError::Internal("CREATE TABLE … AS: the insert did not parse back".into()));
+        };
+        match Box::pin(self.insert(insert)).await? {
+            StatementResult::Done { rows_affected, .. } => {
+                Ok(StatementResult::Done { tag: format!("SELECT {rows_affected}"), rows_affected })
+            }
+            other => Ok(other),
+        }
     }
 
     pub(super) fn drop_tables(&mut self, names: &[ObjectName], if_exists: bool) -> Result<StatementResult> {
