@@ -247,13 +247,16 @@ impl Catalog {
         depth < MAX_VIEW_DEPTH
             && view.reads.iter().all(|r| match self.views.contains_key(r) {
                 true => self.may_read_view(user, r, depth + 1),
-                false => self.tables.get(r).is_none_or(|def| {
-                    self.roles
-                        .get(user)
-                        .and_then(|role| role.grants.get(&def.id))
-                        .is_some_and(|bits| bits & Privilege::Select.bit() != 0)
-                }),
+                false => self.granted(user, r, Privilege::Select),
             })
+    }
+
+    /// Whether `user` was granted `p` on `table`; an unknown table is the planner's error to
+    /// report (42P01), so it passes here.
+    fn granted(&self, user: &str, table: &str, p: Privilege) -> bool {
+        self.tables.get(table).is_none_or(|def| {
+            self.roles.get(user).and_then(|r| r.grants.get(&def.id)).is_some_and(|bits| bits & p.bit() != 0)
+        })
     }
 
     /// Whether `user` may do everything in `needs`; the error names the first thing it may not.
@@ -272,10 +275,7 @@ impl Catalog {
                 Need::Table(table, p) => {
                     self.is(user, READWRITE)
                         || (*p == Privilege::Select && self.is(user, READONLY))
-                        // An unknown table is the planner's error to report (42P01).
-                        || self.tables.get(table).is_none_or(|def| {
-                            self.roles.get(user).and_then(|r| r.grants.get(&def.id)).is_some_and(|bits| bits & p.bit() != 0)
-                        })
+                        || self.granted(user, table, *p)
                 }
             };
             if !ok {
