@@ -87,6 +87,18 @@ pub enum Step {
 /// The first format version whose commands may carry views ([`Step::PutView`]).
 pub const VIEWS_FORMAT: FormatVersion = 4;
 
+impl Step {
+    /// The format version a cluster must write before this step may be proposed, and what it
+    /// brings (for the error), when newer than version 1.
+    pub fn format_needed(&self) -> Option<(FormatVersion, &'static str)> {
+        match self {
+            Step::PutRole { .. } => Some((crate::auth::ROLES_FORMAT, "roles")),
+            Step::PutView { .. } => Some((VIEWS_FORMAT, "views")),
+            _ => None,
+        }
+    }
+}
+
 /// The row under `key` must still hash to `hash` (`None`: must be absent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RowGuard {

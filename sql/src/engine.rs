@@ -19,7 +19,7 @@ use datafusion::sql::sqlparser::tokenizer::Tokenizer;
 
 use crate::catalog::{Catalog, RowDecoder};
 use crate::codec;
-use crate::command::{SqlCommand, SqlResponse, TAG};
+use crate::command::{SqlCommand, SqlResponse, Step, TAG};
 use crate::error::{Result, SqlError};
 use crate::planner::{Planner, StatementResult, ident, object_name, pure_point_keys, run_user_query, session};
 use crate::provider::{BatchView, CatalogSource};
@@ -453,20 +453,9 @@ impl Engine {
     async fn propose(&self, cmd: &SqlCommand, proposer: &dyn Proposer) -> Result<SqlResponse> {
         metrics::counter!("quorumdb_sql_commands_total").increment(1);
         let version = proposer.format();
-        if version < crate::auth::ROLES_FORMAT
-            && cmd.steps.iter().any(|s| matches!(s, crate::command::Step::PutRole { .. }))
-        {
+        if let Some((needed, what)) = cmd.steps.iter().filter_map(Step::format_needed).find(|(f, _)| version < *f) {
             return Err(SqlError::Unsupported(format!(
-                "roles need cluster format {} (this cluster writes format {version}: a node runs an older binary, or the cluster started under a second ago)",
-                crate::auth::ROLES_FORMAT
-            )));
-        }
-        if version < crate::command::VIEWS_FORMAT
-            && cmd.steps.iter().any(|s| matches!(s, crate::command::Step::PutView { .. }))
-        {
-            return Err(SqlError::Unsupported(format!(
-                "views need cluster format {} (this cluster writes format {version}: a node runs an older binary, or the cluster started under a second ago)",
-                crate::command::VIEWS_FORMAT
+                "{what} need cluster format {needed} (this cluster writes format {version}: a node runs an older binary, or the cluster started under a second ago)"
             )));
         }
         let bytes = cmd.encode(version)?;

@@ -258,3 +258,54 @@ async fn a_restart_after_a_crash_loads_the_old_graph_dump_and_catches_up_from_th
         assert_eq!(dists(&got), dists(&want), "query {q}");
     }
 }
+
+/// A proposer whose cluster writes an older format: `format` over the in-memory state.
+struct OldCluster {
+    state: Arc<MemoryState>,
+    format: quorumdb_state::format::FormatVersion,
+}
+
+#[async_trait::async_trait]
+impl quorumdb_state::Proposer for OldCluster {
+    async fn propose(
+        &self,
+        command: quorumdb_state::Command,
+    ) -> Result<quorumdb_state::CommandResult, quorumdb_state::ReplicationError> {
+        self.state.propose(command).await
+    }
+
+    async fn read_barrier(
+        &self,
+        level: quorumdb_state::Consistency,
+    ) -> Result<quorumdb_state::ReadInfo, quorumdb_state::ReplicationError> {
+        self.state.read_barrier(level).await
+    }
+
+    fn format(&self) -> quorumdb_state::format::FormatVersion {
+        self.format
+    }
+}
+
+/// Roles and views are proposed only once the cluster writes the format that carries them
+/// (a node on an older binary could not apply them): before, 0A000 and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_views_wait_for_their_format() {
+    let state = MemoryState::new();
+    let engine = Engine::new(state.clone(), state.vectors());
+    let run = |format, sql: &'static str| {
+        let (engine, state) = (&engine, state.clone());
+        async move {
+            let cluster = OldCluster { state, format };
+            engine.execute(engine.parse(sql, &[]).unwrap(), &cluster).await
+        }
+    };
+    run(2, "CREATE TABLE t (id INT PRIMARY KEY)").await.unwrap();
+    let e = run(2, "CREATE ROLE r LOGIN PASSWORD 'p'").await.unwrap_err();
+    assert_eq!((e.sqlstate(), e.to_string().contains("roles need cluster format 3")), ("0A000", true), "{e}");
+    let e = run(3, "CREATE VIEW v AS SELECT id FROM t").await.unwrap_err();
+    assert_eq!((e.sqlstate(), e.to_string().contains("views need cluster format 4")), ("0A000", true), "{e}");
+    assert!(engine.catalog().unwrap().views.is_empty());
+    run(3, "CREATE ROLE r LOGIN PASSWORD 'p'").await.unwrap();
+    run(4, "CREATE VIEW v AS SELECT id FROM t").await.unwrap();
+    assert!(engine.catalog().unwrap().views.contains_key("v"));
+}
