@@ -290,23 +290,14 @@ impl Engine {
         if !returns_rows && !matches!(stmt, Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_)) {
             return Ok(unknown());
         }
-        let names = crate::names::prepare(&mut stmt);
-        let plan = match self
-            .query_ctx
-            .state()
-            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(stmt)))
-            .await
-        {
-            Ok(plan) => plan,
+        let (plan, named) = match crate::names::plan_named(&self.query_ctx.state(), stmt).await {
+            Ok(planned) => planned,
             Err(e) if returns_rows => return Err(e.into()),
             Err(_) => return Ok(unknown()),
         };
         let types = plan.get_parameter_types().unwrap_or_default();
         let params = (1..=count).map(|i| types.get(&format!("${i}")).cloned().flatten()).collect();
-        let columns = returns_rows.then(|| {
-            let schema = Arc::new(plan.schema().as_arrow().clone());
-            names.map_or_else(|| schema.clone(), |n| n.apply(&schema))
-        });
+        let columns = returns_rows.then_some(named);
         Ok(Description { params, columns })
     }
 

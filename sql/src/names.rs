@@ -14,6 +14,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
     DataType, Expr, Ident, ObjectName, OrderByKind, Query, Select, SelectItem, SetExpr, Statement, UnaryOperator,
     visit_expressions, visit_expressions_mut,
@@ -85,22 +88,36 @@ impl OutputNames {
         }
         Arc::new(Schema::new_with_metadata(renamed, schema.metadata().clone()))
     }
+}
 
-    /// The batches of a result under the renamed `schema` (without the hidden columns).
-    pub fn rename_batches(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-        let n = schema.fields().len();
-        batches
-            .into_iter()
-            .map(|b| {
-                // Each batch keeps its own column types (a physical plan may widen a union's).
-                let fields: Vec<Field> = (b.schema().fields()[..n].iter().zip(schema.fields()))
-                    .map(|(f, named)| Field::clone(f).with_name(named.name()))
-                    .collect();
-                let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-                Ok(RecordBatch::try_new(schema, b.columns()[..n].to_vec())?)
-            })
-            .collect()
-    }
+/// The batches of a result under the `schema` [`plan_named`] gave (without hidden columns).
+pub fn rename_batches(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    let n = schema.fields().len();
+    batches
+        .into_iter()
+        .map(|b| {
+            // Each batch keeps its own column types (a physical plan may widen a union's).
+            let fields: Vec<Field> = (b.schema().fields()[..n].iter().zip(schema.fields()))
+                .map(|(f, named)| Field::clone(f).with_name(named.name()))
+                .collect();
+            let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+            Ok(RecordBatch::try_new(schema, b.columns()[..n].to_vec())?)
+        })
+        .collect()
+}
+
+/// Plans `stmt` on `state`, a query with the internal aliases [`prepare`] adds: the plan, and
+/// the schema of its result — for a query under PostgreSQL's names and without the hidden
+/// `ORDER BY` columns the plan has last; for any other statement the plan's own.
+pub async fn plan_named(
+    state: &SessionState,
+    mut stmt: Statement,
+) -> datafusion::error::Result<(LogicalPlan, SchemaRef)> {
+    let names = prepare(&mut stmt);
+    let plan = Box::pin(state.statement_to_plan(DfStatement::Statement(Box::new(stmt)))).await?;
+    let arrow = Arc::new(plan.schema().as_arrow().clone());
+    let named = names.map_or_else(|| arrow.clone(), |n| n.apply(&arrow));
+    Ok((plan, named))
 }
 
 /// The select whose items name a set operation's result: the leftmost.

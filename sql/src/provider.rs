@@ -29,7 +29,6 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
-use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -211,14 +210,11 @@ impl PublicSchema {
             Catalogs::at_depth(self.catalog.clone(), self.view.clone(), false, self.base.clone(), self.depth + 1);
         let state =
             SessionStateBuilder::new_from_existing((*self.base).clone()).with_catalog_list(Arc::new(list)).build();
-        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, &def.query)
+        let stmt = Parser::parse_sql(&PostgreSqlDialect {}, &def.query)
             .map_err(|e| DataFusionError::Plan(format!("view \"{name}\": {e}")))?
             .pop()
             .ok_or_else(|| DataFusionError::Plan(format!("view \"{name}\" has no query")))?;
-        let names = crate::names::prepare(&mut stmt);
-        let plan = state.statement_to_plan(DfStatement::Statement(Box::new(stmt))).await?;
-        let arrow = Arc::new(plan.schema().as_arrow().clone());
-        let named = names.map_or_else(|| arrow.clone(), |n| n.apply(&arrow));
+        let (plan, named) = crate::names::plan_named(&state, stmt).await?;
         let columns: Vec<Expr> = (0..named.fields().len())
             .map(|i| {
                 let given = def.columns.get(i).cloned().unwrap_or_else(|| named.field(i).name().clone());

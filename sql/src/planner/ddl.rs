@@ -9,10 +9,6 @@
 use datafusion::sql::sqlparser::ast::{self, AlterTableOperation, ColumnOption, Expr, ObjectName, TableConstraint};
 use quorumdb_vector::{IndexSpec, Metric};
 
-use std::sync::Arc;
-
-use datafusion::sql::parser::Statement as DfStatement;
-
 use super::{Planner, StatementResult, ident, object_name, parse_one, quote};
 use crate::catalog::{ColumnDef, IndexDef, IndexKind, TableDef};
 use crate::codec;
@@ -143,12 +139,8 @@ impl Planner<'_> {
         if ct.columns.iter().any(|c| c.data_type != ast::DataType::Unspecified) {
             return Err(SqlError::Unsupported("column types in CREATE TABLE … AS (give only names)".into()));
         }
-        let mut planned = ast::Statement::Query(Box::new(query.clone()));
-        let names = crate::names::prepare(&mut planned);
-        let ctx = self.ctx(false);
-        let plan = Box::pin(ctx.state().statement_to_plan(DfStatement::Statement(Box::new(planned)))).await?;
-        let arrow = Arc::new(plan.schema().as_arrow().clone());
-        let schema = names.map_or_else(|| arrow.clone(), |n| n.apply(&arrow));
+        let planned = ast::Statement::Query(Box::new(query.clone()));
+        let (_, schema) = crate::names::plan_named(&self.ctx(false).state(), planned).await?;
         if ct.columns.len() > schema.fields().len() {
             return Err(SqlError::InvalidDefinition("CREATE TABLE … AS names more columns than the query has".into()));
         }

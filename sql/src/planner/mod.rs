@@ -112,17 +112,11 @@ pub async fn run_query(ctx: &SessionContext, stmt: Statement) -> Result<(SchemaR
 
 /// Runs a query a client asked for: like [`run_query`], with PostgreSQL's output column names
 /// (repeated names allowed; see [`crate::names`]).
-pub async fn run_user_query(ctx: &SessionContext, mut stmt: Statement) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let names = crate::names::prepare(&mut stmt);
-    let (schema, batches) = Box::pin(run_query(ctx, stmt)).await?;
-    match names {
-        Some(names) => {
-            let schema = names.apply(&schema);
-            let batches = crate::names::OutputNames::rename_batches(&schema, batches)?;
-            Ok((schema, batches))
-        }
-        None => Ok((schema, batches)),
-    }
+pub async fn run_user_query(ctx: &SessionContext, stmt: Statement) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let (plan, schema) = crate::names::plan_named(&ctx.state(), stmt).await?;
+    let batches = Box::pin(ctx.execute_logical_plan(plan)).await?.collect().await?;
+    let batches = crate::names::rename_batches(&schema, batches)?;
+    Ok((schema, batches))
 }
 
 fn parse_one(sql: &str) -> Result<Statement> {

@@ -5,7 +5,6 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{self, ObjectName, Statement, visit_relations};
 
 use super::{Planner, StatementResult, ident, object_name};
@@ -47,11 +46,8 @@ impl Planner<'_> {
             )));
         }
         // Planned now, so a view that cannot be read is refused when it is made.
-        let mut planned = query.clone();
-        let names = crate::names::prepare(&mut planned);
-        let plan = self.ctx(false).state().statement_to_plan(DfStatement::Statement(Box::new(planned))).await?;
-        let width =
-            names.map_or(plan.schema().fields().len(), |n| n.apply(&plan.schema().inner().clone()).fields().len());
+        let (_, named) = crate::names::plan_named(&self.ctx(false).state(), query).await?;
+        let width = named.fields().len();
         let columns: Vec<String> = cv.columns.iter().map(|c| ident(&c.name)).collect();
         if columns.len() > width {
             return Err(SqlError::InvalidDefinition(format!(
