@@ -91,7 +91,7 @@ pub struct Session {
 
 pub struct Engine {
     read: SharedState,
-    state: SessionState,
+    state: Arc<SessionState>,
     catalog: Arc<CatalogCache>,
     /// Sessions over the live catalog and the applied state, built once.
     query_ctx: SessionContext,
@@ -203,6 +203,7 @@ impl Engine {
             .with_default_features()
             .with_optimizer_rules(optimizer_rules())
             .build();
+        let state = Arc::new(state);
         let catalog = Arc::new(CatalogCache {
             read: read.clone(),
             cached: Mutex::new((Vec::new(), Arc::new(Catalog::default()))),

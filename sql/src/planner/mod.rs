@@ -86,10 +86,10 @@ fn quote(name: &str) -> String {
 }
 
 /// Builds DataFusion session states over a catalog and a state view.
-pub fn session(base: &SessionState, catalog: CatalogSource, view: BatchView, hidden: bool) -> SessionContext {
-    let list = Arc::new(Catalogs::new(catalog, view, hidden, Arc::new(base.clone())));
+pub fn session(base: &Arc<SessionState>, catalog: CatalogSource, view: BatchView, hidden: bool) -> SessionContext {
+    let list = Arc::new(Catalogs::new(catalog, view, hidden, base.clone()));
     let ctx = SessionContext::new_with_state(
-        SessionStateBuilder::new_from_existing(base.clone()).with_catalog_list(list).build(),
+        SessionStateBuilder::new_from_existing(SessionState::clone(base)).with_catalog_list(list).build(),
     );
     // Registered last: the builder re-registers functions in hash order, and a built-in alias
     // (DataFusion's `inner_product` for arrays) would otherwise win half of the time.
@@ -126,7 +126,7 @@ fn parse_one(sql: &str) -> Result<Statement> {
 }
 
 pub struct Planner<'a> {
-    base: &'a SessionState,
+    base: &'a Arc<SessionState>,
     /// Long-lived sessions over the live catalog and applied state (plain, hidden columns),
     /// used while the batch has neither pending writes nor DDL: no per-statement setup.
     live: Option<(&'a SessionContext, &'a SessionContext)>,
@@ -140,7 +140,7 @@ pub struct Planner<'a> {
 
 impl<'a> Planner<'a> {
     pub fn new(
-        base: &'a SessionState,
+        base: &'a Arc<SessionState>,
         live: Option<(&'a SessionContext, &'a SessionContext)>,
         read: SharedState,
         catalog: Arc<Catalog>,
@@ -313,7 +313,7 @@ impl<'a> Planner<'a> {
         }
         // Non-literal defaults (now(), expressions) are evaluated by DataFusion, once, here.
         let stmt = parse_one(&format!("SELECT {sql}"))?;
-        let ctx = SessionContext::new_with_state(self.base.clone());
+        let ctx = SessionContext::new_with_state(SessionState::clone(self.base));
         let (_, batches) = run_query(&ctx, stmt).await?;
         let b = batches.first().ok_or_else(|| SqlError::Internal("DEFAULT produced no row".into()))?;
         Ok(coerce_array(b.column(0), &col.ty, &col.name)?.remove(0))
