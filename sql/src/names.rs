@@ -144,8 +144,7 @@ fn alias_repeats(body: &mut SetExpr) {
 }
 
 fn alias_select(select: &mut Select) {
-    let stars = select.projection.iter().filter(|i| matches!(i, SelectItem::Wildcard(_))).count()
-        + select.projection.iter().filter(|i| matches!(i, SelectItem::QualifiedWildcard(..))).count();
+    let stars = select.projection.iter().filter(|i| item_name(i).is_none()).count();
     if stars > 1 {
         return; // the renamed result could not be matched up: leave DataFusion's rules
     }
