@@ -140,18 +140,27 @@ fn role() -> quorumdb_sql::auth::RoleDef {
     }
 }
 
+/// Checks a command of `steps` encoded in `version` against golden sample `name`.
+fn command_sample(name: &str, version: u8, catalog_version: u64, steps: Vec<Step>) {
+    let cmd = SqlCommand { catalog_version, table_guards: vec![], steps };
+    let stored = golden::check(DIR, name, &cmd.encode(version).unwrap());
+    assert_eq!(SqlCommand::decode(&stored).unwrap(), (cmd, version));
+}
+
+/// Checks `catalog` encoded in `version` against golden sample `name`; the stored bytes.
+fn catalog_sample(name: &str, version: u8, catalog: Catalog) -> Vec<u8> {
+    let stored = golden::check(DIR, name, &catalog.encode(version).unwrap());
+    assert_eq!(Catalog::decode(&stored).unwrap(), catalog);
+    stored
+}
+
 #[test]
 fn role_commands_from_version_3() {
-    let cmd = SqlCommand {
-        catalog_version: 5,
-        table_guards: vec![],
-        steps: vec![
-            Step::PutRole { name: "alice".into(), role: Some(role()) },
-            Step::PutRole { name: "bob".into(), role: None },
-        ],
-    };
-    let stored = golden::check(DIR, "sql-command-roles-v3", &cmd.encode(3).unwrap());
-    assert_eq!(SqlCommand::decode(&stored).unwrap(), (cmd, 3));
+    let steps = vec![
+        Step::PutRole { name: "alice".into(), role: Some(role()) },
+        Step::PutRole { name: "bob".into(), role: None },
+    ];
+    command_sample("sql-command-roles-v3", 3, 5, steps);
     let catalog = Catalog {
         version: 12,
         next_table_id: 8,
@@ -159,8 +168,7 @@ fn role_commands_from_version_3() {
         roles: BTreeMap::from([("alice".to_string(), role())]),
         views: BTreeMap::new(),
     };
-    let stored = golden::check(DIR, "catalog-roles-v3", &catalog.encode(3).unwrap());
-    assert_eq!(Catalog::decode(&stored).unwrap(), catalog);
+    let stored = catalog_sample("catalog-roles-v3", 3, catalog);
     // No password in the bytes: only the verifier.
     assert!(!stored.windows(6).any(|w| w == b"pencil"));
 }
@@ -172,16 +180,11 @@ fn view_commands_from_version_4() {
         columns: vec!["n".into()],
         reads: vec!["things".into()],
     };
-    let cmd = SqlCommand {
-        catalog_version: 6,
-        table_guards: vec![],
-        steps: vec![
-            Step::PutView { name: "recent".into(), view: Some(view.clone()) },
-            Step::PutView { name: "old".into(), view: None },
-        ],
-    };
-    let stored = golden::check(DIR, "sql-command-views-v4", &cmd.encode(4).unwrap());
-    assert_eq!(SqlCommand::decode(&stored).unwrap(), (cmd, 4));
+    let steps = vec![
+        Step::PutView { name: "recent".into(), view: Some(view.clone()) },
+        Step::PutView { name: "old".into(), view: None },
+    ];
+    command_sample("sql-command-views-v4", 4, 6, steps);
     let catalog = Catalog {
         version: 13,
         next_table_id: 8,
@@ -189,8 +192,7 @@ fn view_commands_from_version_4() {
         roles: BTreeMap::new(),
         views: BTreeMap::from([("recent".to_string(), view)]),
     };
-    let stored = golden::check(DIR, "catalog-views-v4", &catalog.encode(4).unwrap());
-    assert_eq!(Catalog::decode(&stored).unwrap(), catalog);
+    catalog_sample("catalog-views-v4", 4, catalog);
 }
 
 #[test]
