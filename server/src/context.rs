@@ -34,4 +34,6 @@ pub struct Surfaces {
     pub public_status: bool,
     /// The node's certificates: TLS on every port and between nodes.
     pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
+    /// The HTTP client for forwarding admin requests to the leader.
+    pub peer_http: crate::tls::PeerHttp,
 }

@@ -79,6 +79,7 @@ impl Node {
                 password: config.password.clone(),
                 public_status: config.public_status,
                 tls: tls.clone(),
+                peer_http: Default::default(),
             }),
             auth: crate::auth::authenticator(),
             data_dir: config.data_dir.clone(),

@@ -300,11 +300,50 @@ pub fn scheme(tls: Option<&Tls>) -> &'static str {
 /// An HTTP client for calls to peers (forwarded admin requests, joins): with certificates, it
 /// trusts the cluster CA and presents the node's certificate.
 pub fn peer_http(tls: Option<&Tls>) -> Result<reqwest::Client, ServerError> {
+    build_peer_http(tls.map(Tls::client_config))
+}
+
+fn build_peer_http(config: Option<Arc<ClientConfig>>) -> Result<reqwest::Client, ServerError> {
     let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
-    if let Some(tls) = tls {
-        builder = builder.use_preconfigured_tls((*tls.client_config()).clone());
+    if let Some(config) = config {
+        builder = builder.use_preconfigured_tls((*config).clone());
     }
     builder.build().map_err(|e| ServerError::Internal(format!("an HTTP client for peers: {e}")))
+}
+
+/// The node's HTTP client for its peers, kept between calls (its connections and TLS sessions
+/// are reused) and built again only when SIGHUP brought new certificates.
+#[derive(Default)]
+pub struct PeerHttp {
+    /// The client and the client configuration it was built with.
+    cached: parking_lot::Mutex<Option<(Option<Arc<ClientConfig>>, reqwest::Client)>>,
+}
+
+impl std::fmt::Debug for PeerHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerHttp").finish_non_exhaustive()
+    }
+}
+
+impl PeerHttp {
+    /// The client for the node's current certificates.
+    pub fn client(&self, tls: Option<&Tls>) -> Result<reqwest::Client, ServerError> {
+        let config = tls.map(Tls::client_config);
+        let mut cached = self.cached.lock();
+        if let Some((built_with, client)) = cached.as_ref() {
+            let same = match (built_with, &config) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                return Ok(client.clone());
+            }
+        }
+        let client = build_peer_http(config.clone())?;
+        *cached = Some((config, client.clone()));
+        Ok(client)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -458,5 +497,44 @@ pub mod certs {
             anyhow::bail!("a user name for a certificate is letters, digits, '_', '-' and '.'");
         }
         leaf(dir, &format!("client-{user}"), Vec::new(), user, vec![ExtendedKeyUsagePurpose::ClientAuth], days)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached_config(peers: &PeerHttp) -> Option<Arc<ClientConfig>> {
+        peers.cached.lock().as_ref().and_then(|(config, _)| config.clone())
+    }
+
+    /// The peer client is built once per set of certificates: kept while they stay, built
+    /// again after a reload brought new ones.
+    #[test]
+    fn the_peer_client_is_kept_until_the_certificates_change() {
+        let dir = tempfile::tempdir().unwrap();
+        certs::init(dir.path(), 1).unwrap();
+        certs::node(dir.path(), 1, &["127.0.0.1".to_string()], 1).unwrap();
+        let files = TlsFiles {
+            cert: dir.path().join("node-1.crt"),
+            key: dir.path().join("node-1.key"),
+            ca: dir.path().join("ca.crt"),
+        };
+        let tls = Tls::load(files).unwrap();
+        let peers = PeerHttp::default();
+        peers.client(Some(&tls)).unwrap();
+        let first = cached_config(&peers).unwrap();
+        assert!(Arc::ptr_eq(&first, &tls.client_config()));
+        peers.client(Some(&tls)).unwrap();
+        assert!(Arc::ptr_eq(&first, &cached_config(&peers).unwrap()), "built again with the same certificates");
+        tls.reload().unwrap();
+        peers.client(Some(&tls)).unwrap();
+        let second = cached_config(&peers).unwrap();
+        assert!(!Arc::ptr_eq(&first, &second), "kept the client of the old certificates");
+        assert!(Arc::ptr_eq(&second, &tls.client_config()));
+        // Without certificates: a plain client, also kept.
+        let plain = PeerHttp::default();
+        plain.client(None).unwrap();
+        assert!(plain.cached.lock().as_ref().is_some_and(|(config, _)| config.is_none()));
     }
 }

@@ -186,7 +186,10 @@ where
         _ => return Err(ReplicationError::NoLeader.into()),
     };
     tracing::debug!(leader, path, "forwarding admin request to the leader");
-    let resp = crate::tls::peer_http(s.surfaces.tls.as_deref())?
+    let resp = s
+        .surfaces
+        .peer_http
+        .client(s.surfaces.tls.as_deref())?
         .post(format!("{}://{addr}{path}", crate::tls::scheme(s.surfaces.tls.as_deref())))
         .header(FORWARDED, "1")
         // The leader checks the same login.
