@@ -3,7 +3,8 @@
 //! RESP, the same Basic credentials in gRPC metadata — and checks each role's privileges in
 //! one place per surface: what a role may not do is refused (HTTP 403, SQLSTATE 42501, RESP
 //! `NOPERM`, gRPC `PermissionDenied`) and changes nothing. Passwords are kept only as SCRAM
-//! verifiers: no data directory holds one in clear.
+//! verifiers: no data directory holds one in clear. A matrix of five roles by 21 operations
+//! over the four surfaces checks every cell both ways.
 
 use std::time::Duration;
 
@@ -420,4 +421,273 @@ async fn t87_tokens_and_throttled_guessing() {
         (with_token(3, &token).await.ok()?.status().as_u16() == 401).then_some(())
     })
     .await;
+}
+
+/// One operation of the role × surface matrix.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Op {
+    HttpSelect,
+    HttpInsert,
+    HttpDdl,
+    HttpRole,
+    PgSelect,
+    PgInsert,
+    PgDdl,
+    PgRole,
+    HttpKvGet,
+    HttpKvPut,
+    GrpcKvGet,
+    GrpcKvPut,
+    RespGet,
+    RespSet,
+    HttpSearch,
+    HttpUpsert,
+    GrpcSearch,
+    GrpcUpsert,
+    HttpFaults,
+    HttpSnapshot,
+    HttpBackup,
+}
+
+impl Op {
+    const ALL: [Op; 21] = [
+        Op::HttpSelect,
+        Op::HttpInsert,
+        Op::HttpDdl,
+        Op::HttpRole,
+        Op::PgSelect,
+        Op::PgInsert,
+        Op::PgDdl,
+        Op::PgRole,
+        Op::HttpKvGet,
+        Op::HttpKvPut,
+        Op::GrpcKvGet,
+        Op::GrpcKvPut,
+        Op::RespGet,
+        Op::RespSet,
+        Op::HttpSearch,
+        Op::HttpUpsert,
+        Op::GrpcSearch,
+        Op::GrpcUpsert,
+        Op::HttpFaults,
+        Op::HttpSnapshot,
+        Op::HttpBackup,
+    ];
+
+    /// What the operation needs: read (SELECT on t / the KV table / the collection), write
+    /// (INSERT on t, or on every table for KV and collections), DDL, or administration.
+    fn allowed(self, role: &str) -> bool {
+        use Op::*;
+        let read = matches!(self, HttpSelect | PgSelect | HttpKvGet | GrpcKvGet | RespGet | HttpSearch | GrpcSearch);
+        let insert_t = matches!(self, HttpInsert | PgInsert);
+        let write = matches!(self, HttpKvPut | GrpcKvPut | RespSet | HttpUpsert | GrpcUpsert) || insert_t;
+        let ddl = matches!(self, HttpDdl | PgDdl);
+        match role {
+            "admin" => true,
+            "rw" => read || write || ddl,
+            "ro" => read,
+            "ins" => insert_t,
+            _ => false,
+        }
+    }
+}
+
+/// How an attempt ended on its surface.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Done,
+    Refused,
+}
+
+/// The clients of one role, logged in on every surface of node `id`.
+struct RoleClients {
+    name: &'static str,
+    password: &'static str,
+    id: u64,
+    pg: tokio_postgres::Client,
+    resp: BufReader<TcpStream>,
+    kv: quorumdb_server::grpc::pb::kv_client::KvClient<tonic::transport::Channel>,
+    vectors: quorumdb_server::grpc::pb::vectors_client::VectorsClient<tonic::transport::Channel>,
+}
+
+impl RoleClients {
+    async fn new(c: &TestCluster, name: &'static str, password: &'static str, id: u64) -> Self {
+        use quorumdb_server::grpc::pb;
+        let pg = pg(c, id, name, Some(password)).await.unwrap_or_else(|e| panic!("{name} logs in on pgwire: {e}"));
+        let mut resp = BufReader::new(TcpStream::connect(c.redis_addr(id)).await.unwrap());
+        assert_eq!(self::resp(&mut resp, &["AUTH", name, password]).await, "+OK", "{name} logs in on RESP");
+        let kv = pb::kv_client::KvClient::connect(format!("http://{}", c.addr(id))).await.unwrap();
+        let vectors = pb::vectors_client::VectorsClient::connect(format!("http://{}", c.addr(id))).await.unwrap();
+        Self { name, password, id, pg, resp, kv, vectors }
+    }
+
+    fn grpc<T>(&self, msg: T) -> tonic::Request<T> {
+        use base64::Engine as _;
+        let mut req = tonic::Request::new(msg);
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", self.name, self.password));
+        req.metadata_mut().insert("authorization", format!("Basic {basic}").parse().unwrap());
+        req
+    }
+
+    /// Runs `op` (its keys, ids and names numbered `n`) and says whether it was done or refused
+    /// as unauthorised; any other answer fails the test.
+    async fn attempt(&mut self, c: &TestCluster, op: Op, n: u64) -> Outcome {
+        use quorumdb_server::grpc::pb;
+        let (who, id) = ((self.name, self.password), self.id);
+        let http_sql = |text: String| async move {
+            let (s, v) = sql(c, id, Some(who), &text).await;
+            match s {
+                200 => Outcome::Done,
+                403 if v["error"]["code"] == "42501" => Outcome::Refused,
+                _ => panic!("{} {text}: {s} {v}", who.0),
+            }
+        };
+        let http = |method: reqwest::Method, path: String, body: Value| async move {
+            match call(c, id, who, method.clone(), &path, body).await {
+                s if (200..300).contains(&s) || s == 404 && method == reqwest::Method::GET => Outcome::Done,
+                403 => Outcome::Refused,
+                s => panic!("{} {method} {path}: {s}", who.0),
+            }
+        };
+        let pg_result = |r: Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error>| match r {
+            Ok(_) => Outcome::Done,
+            Err(e) if e.as_db_error().is_some_and(|d| d.code().code() == "42501") => Outcome::Refused,
+            Err(e) => panic!("{} pgwire {op:?}: {e}", who.0),
+        };
+        let grpc_result = |r: Result<(), tonic::Status>| match r {
+            Ok(()) => Outcome::Done,
+            Err(s) if s.code() == tonic::Code::PermissionDenied => Outcome::Refused,
+            Err(s) => panic!("{} gRPC {op:?}: {s}", who.0),
+        };
+        let resp_result = |line: String| {
+            if line.starts_with("-NOPERM") {
+                Outcome::Refused
+            } else if line.starts_with('-') {
+                panic!("{} RESP {op:?}: {line}", who.0)
+            } else {
+                Outcome::Done
+            }
+        };
+        let point = json!({"points": [{"id": n, "vector": [n as f32, 1.0]}]});
+        let search = pb::SearchRequest { collection: "docs".into(), vector: vec![0.0, 0.0], ..Default::default() };
+        match op {
+            Op::HttpSelect => http_sql("SELECT count(*) FROM t".into()).await,
+            Op::HttpInsert => http_sql(format!("INSERT INTO t VALUES ({n}, 'http')")).await,
+            Op::HttpDdl => http_sql(format!("CREATE TABLE t_{n} (id INT PRIMARY KEY)")).await,
+            Op::HttpRole => http_sql(format!("CREATE ROLE r_{n} LOGIN PASSWORD 'r-pw'")).await,
+            Op::PgSelect => pg_result(self.pg.simple_query("SELECT count(*) FROM t").await),
+            Op::PgInsert => pg_result(self.pg.simple_query(&format!("INSERT INTO t VALUES ({n}, 'pg')")).await),
+            Op::PgDdl => pg_result(self.pg.simple_query(&format!("CREATE TABLE t_{n} (id INT PRIMARY KEY)")).await),
+            Op::PgRole => pg_result(self.pg.simple_query(&format!("CREATE ROLE r_{n} LOGIN PASSWORD 'r-pw'")).await),
+            Op::HttpKvGet => http(reqwest::Method::GET, "/v1/kv/shared".into(), Value::Null).await,
+            Op::HttpKvPut => http(reqwest::Method::PUT, format!("/v1/kv/k_{n}"), json!(null)).await,
+            Op::GrpcKvGet => {
+                let req = self.grpc(pb::GetRequest { key: b"shared".to_vec(), ..Default::default() });
+                grpc_result(self.kv.get(req).await.map(|_| ()))
+            }
+            Op::GrpcKvPut => {
+                let req = self.grpc(pb::PutRequest {
+                    key: format!("k_{n}").into_bytes(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                });
+                grpc_result(self.kv.put(req).await.map(|_| ()))
+            }
+            Op::RespGet => resp_result(resp(&mut self.resp, &["GET", "shared"]).await),
+            Op::RespSet => resp_result(resp(&mut self.resp, &["SET", &format!("k_{n}"), "v"]).await),
+            Op::HttpSearch => {
+                http(reqwest::Method::POST, "/v1/collections/docs/search".into(), json!({"vector": [0.0, 0.0]})).await
+            }
+            Op::HttpUpsert => http(reqwest::Method::PUT, "/v1/collections/docs/points".into(), point).await,
+            Op::GrpcSearch => grpc_result(self.vectors.search(self.grpc(search)).await.map(|_| ())),
+            Op::GrpcUpsert => {
+                let points = vec![pb::Point { id: n, vector: vec![n as f32, 1.0], payload_json: String::new() }];
+                let req = self.grpc(pb::UpsertRequest { collection: "docs".into(), points });
+                grpc_result(self.vectors.upsert(req).await.map(|_| ()))
+            }
+            Op::HttpFaults => http(reqwest::Method::PUT, "/v1/debug/faults".into(), json!({})).await,
+            Op::HttpSnapshot => http(reqwest::Method::POST, "/v1/cluster/snapshot".into(), json!({})).await,
+            Op::HttpBackup => http(reqwest::Method::POST, "/v1/backup".into(), json!({"to": format!("b_{n}")})).await,
+        }
+    }
+}
+
+/// Whether `op` numbered `n` left its mark, seen by admin on node 1 (`None`: an operation
+/// that changes nothing a client can read back).
+async fn left_a_mark(c: &TestCluster, op: Op, n: u64) -> Option<bool> {
+    let admin = Some(("admin", ADMIN_PW));
+    let status = |path: String| async move {
+        let r = c.http.get(format!("http://{}{path}", c.addr(1))).basic_auth("admin", Some(ADMIN_PW)).send();
+        match r.await.unwrap().status().as_u16() {
+            200 => true,
+            404 => false,
+            s => panic!("GET {path}: {s}"),
+        }
+    };
+    Some(match op {
+        Op::HttpInsert | Op::PgInsert => {
+            let (s, v) = sql(c, 1, admin, &format!("SELECT count(*) FROM t WHERE id = {n}")).await;
+            assert_eq!(s, 200, "{v}");
+            v["results"][0]["rows"][0][0].as_i64() == Some(1)
+        }
+        Op::HttpDdl | Op::PgDdl => sql(c, 1, admin, &format!("SELECT count(*) FROM t_{n}")).await.0 == 200,
+        // DROP ROLE fails for a role that does not exist (and cleans up one that does).
+        Op::HttpRole | Op::PgRole => sql(c, 1, admin, &format!("DROP ROLE r_{n}")).await.0 == 200,
+        Op::HttpKvPut | Op::GrpcKvPut | Op::RespSet => status(format!("/v1/kv/k_{n}")).await,
+        Op::HttpUpsert | Op::GrpcUpsert => status(format!("/v1/collections/docs/points/{n}")).await,
+        Op::HttpBackup => (1..=3).any(|id| c.backup_dir(id).join(format!("b_{n}")).exists()),
+        _ => return None,
+    })
+}
+
+/// For each role (admin, readwrite, readonly, one with a single grant, one with none) and each
+/// operation on each surface — SQL over HTTP and pgwire, KV over HTTP, gRPC and RESP, vectors
+/// over HTTP and gRPC, administration over HTTP — what is allowed succeeds and leaves its
+/// mark, and what is refused answers the surface's "permission denied" and changes nothing.
+/// The roles' clients are spread over the three nodes, so forwarded writes are checked too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t87_role_by_surface_matrix() {
+    let c = secured().await;
+    let admin = Some(("admin", ADMIN_PW));
+    for s in [
+        "CREATE TABLE t (id INT PRIMARY KEY, v TEXT)",
+        "INSERT INTO t VALUES (0, 'seed')",
+        "CREATE ROLE ro LOGIN PASSWORD 'ro-pw' IN ROLE readonly",
+        "CREATE ROLE rw LOGIN PASSWORD 'rw-pw' IN ROLE readwrite",
+        "CREATE ROLE ins LOGIN PASSWORD 'ins-pw'",
+        "GRANT INSERT ON t TO ins",
+        "CREATE ROLE none LOGIN PASSWORD 'none-pw'",
+    ] {
+        let (st, v) = sql(&c, 1, admin, s).await;
+        assert_eq!(st, 200, "{s}: {v}");
+    }
+    let r = c.http.put(format!("http://{}/v1/collections/docs", c.addr(1))).basic_auth("admin", Some(ADMIN_PW));
+    let r = r.json(&json!({"vectors": {"size": 2, "distance": "Euclid"}})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(call(&c, 1, ("admin", ADMIN_PW), reqwest::Method::PUT, "/v1/kv/shared", json!(null)).await, 200);
+    c.wait_converged().await;
+
+    let roles = [("admin", ADMIN_PW), ("rw", "rw-pw"), ("ro", "ro-pw"), ("ins", "ins-pw"), ("none", "none-pw")];
+    let mut n = 100;
+    let mut table = Vec::new();
+    for (i, (name, password)) in roles.into_iter().enumerate() {
+        let mut clients = RoleClients::new(&c, name, password, 1 + i as u64 % 3).await;
+        for op in Op::ALL {
+            n += 1;
+            let allowed = op.allowed(name);
+            let outcome = clients.attempt(&c, op, n).await;
+            assert_eq!(outcome == Outcome::Done, allowed, "{name} {op:?} on node {}: {outcome:?}", clients.id);
+            if let Some(mark) = left_a_mark(&c, op, n).await {
+                assert_eq!(
+                    mark,
+                    allowed,
+                    "{name} {op:?}: {}",
+                    if allowed { "done without effect" } else { "refused, yet it changed the state" }
+                );
+            }
+            table.push(format!("{name:>5} {op:?}: {outcome:?}"));
+        }
+    }
+    // Nothing but the allowed inserts reached t: the seed, admin's, rw's and ins's two each.
+    assert_eq!(count(&c, "t").await, 1 + 2 * 3, "{table:#?}");
 }

@@ -1,7 +1,7 @@
 //! TLS on every port and between nodes (issue 15), with certificates from `quorumdb cert`'s
 //! functions: a 3-node cluster forms, joins and replicates over mutual TLS; HTTPS, PostgreSQL
 //! (`psql sslmode=verify-full`) and Redis (`redis-cli --tls`) clients are served over TLS and
-//! plaintext is refused; the loader, backup and the shell work with `QUORUMDB_CA`; a Raft RPC
+//! plaintext is refused; the loader, backup, restore and the shell work with `QUORUMDB_CA`; a Raft RPC
 //! without a node certificate, with a user's certificate, or with another node's certificate is
 //! refused before any Raft handler runs, as are joins without the joining node's certificate
 //! and any certificate from another CA; SIGHUP re-reads the files, keeps the old ones when the
@@ -180,6 +180,17 @@ async fn t94_tls_on_every_port_and_between_nodes() {
     assert_eq!(v["results"][0]["rows"][0][0].as_i64(), Some(98), "{v}");
     let out = cli(&["backup", "--to", "b1", "--node", &c.addr(3)]);
     assert!(out.contains("backup of 1 tables, 3 rows"), "{out}");
+    // ... and the restore reads it back in over HTTPS.
+    let r = c.http.post(format!("https://{}/v1/sql", c.addr(1))).bearer_auth(&token);
+    let r = r.json(&serde_json::json!({"sql": "DROP TABLE planets"})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let from = c.backup_dir(3).join("b1");
+    let out = cli(&["restore", "--from", from.to_str().unwrap(), "--node", &c.addr(1), "--quiet"]);
+    assert!(out.contains("restored 1 tables, 3 rows"), "{out}");
+    let r = c.http.post(format!("https://{}/v1/sql", c.addr(2))).bearer_auth(&token);
+    let r = r.json(&serde_json::json!({"sql": "SELECT sum(moons) FROM planets"})).send().await.unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["results"][0]["rows"][0][0].as_i64(), Some(98), "{v}");
     // The shell: its HTTP (cluster commands) and PostgreSQL connections over TLS.
     let out = cli(&[
         "shell",
