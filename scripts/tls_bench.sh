@@ -68,13 +68,26 @@ start() {
   done
 }
 
+# CPU seconds the three nodes have used so far.
+nodes_cpu() {
+  local ticks=0 p
+  for p in "${PIDS[@]}"; do ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo "$ticks $(getconf CLK_TCK)" | awk '{print $1 / $2}'
+}
+
 wrk_line() { # label url conns
-  local out rps p50 p99
-  out=$(wrk -t "$([ "$3" = 1 ] && echo 1 || echo 2)" -c "$3" -d "${SECONDS_EACH}s" --latency -s "$WORK/put.lua" "$2")
+  local out rps p50 p99 writes before after TIMEFORMAT='wrkcpu %U %S'
+  before=$(nodes_cpu)
+  out=$( { time wrk -t "$([ "$3" = 1 ] && echo 1 || echo 2)" -c "$3" -d "${SECONDS_EACH}s" --latency -s "$WORK/put.lua" "$2"; } 2>&1)
+  after=$(nodes_cpu)
   rps=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
   p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
   p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-  printf '| %s | KV write | %s | %s | %s | %s |\n' "$1" "$3" "$rps" "$p50" "$p99"
+  writes=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
+  # CPU per write: the three nodes together, and the load generator (its TLS included).
+  cpu=$(echo "$out" | awk -v b="$before" -v a="$after" -v n="$writes" \
+    '$1 == "wrkcpu" {printf "%.0f | %.0f", (a - b) * 1e6 / n, ($2 + $3) * 1e6 / n}')
+  printf '| %s | KV write | %s | %s | %s | %s | %s |\n' "$1" "$3" "$rps" "$p50" "$p99" "$cpu"
 }
 
 pg_line() { # label port sslmode clients
@@ -82,11 +95,11 @@ pg_line() { # label port sslmode clients
   out=$(PGSSLMODE=$3 pgbench -n -M prepared -h 127.0.0.1 -p "$2" -U bench -c "$4" -j "$4" -T "$SECONDS_EACH" -f "$WORK/select.sql" quorumdb 2>&1)
   tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
   lat=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
-  printf '| %s | pgwire point SELECT | %s | %s | avg %s ms | |\n' "$1" "$4" "$tps" "$lat"
+  printf '| %s | pgwire point SELECT | %s | %s | avg %s ms | | | |\n' "$1" "$4" "$tps" "$lat"
 }
 
-echo "| mode | workload | clients | /s | p50 | p99 |"
-echo "| --- | --- | --- | --- | --- | --- |"
+echo "| mode | workload | clients | /s | p50 | p99 | nodes' CPU µs/write | client's CPU µs/write |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 start plain 19400
 for c in 1 64; do wrk_line plaintext "http://127.0.0.1:19401" "$c"; done
 for c in 1 8; do pg_line plaintext 19411 disable "$c"; done

@@ -120,18 +120,31 @@ impl TableDef {
 
     /// The index entry (key, value) for a row stored under `row_key`.
     pub fn index_entry(&self, index: &IndexDef, row: &[Value], row_key: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
-        let mut k = codec::index_prefix(self.id, index.id);
-        let mut any_null = false;
-        for &c in &index.columns {
-            any_null |= row[c].is_null();
-            codec::encode_key_value(&mut k, &row[c], &self.columns[c].ty)?;
-        }
-        if index.unique && !any_null {
+        let mut k = self.index_values_key(index, row)?;
+        if index.unique && !index.columns.iter().any(|&c| row[c].is_null()) {
             Ok((k, row_key.to_vec()))
         } else {
             k.extend_from_slice(row_key);
             Ok((k, Vec::new()))
         }
+    }
+
+    /// The entry key `row` has in unique index `index`, whose value names the row holding
+    /// those values; `None` where a value is NULL (NULLs never conflict).
+    pub fn unique_entry_key(&self, index: &IndexDef, row: &[Value]) -> Result<Option<Vec<u8>>> {
+        if index.columns.iter().any(|&c| row[c].is_null()) {
+            return Ok(None);
+        }
+        self.index_values_key(index, row).map(Some)
+    }
+
+    /// The index's prefix followed by the row's values of its columns.
+    fn index_values_key(&self, index: &IndexDef, row: &[Value]) -> Result<Vec<u8>> {
+        let mut k = codec::index_prefix(self.id, index.id);
+        for &c in &index.columns {
+            codec::encode_key_value(&mut k, &row[c], &self.columns[c].ty)?;
+        }
+        Ok(k)
     }
 
     pub fn pkey_name(&self) -> String {

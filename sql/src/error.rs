@@ -55,6 +55,13 @@ pub enum SqlError {
     /// client was told; nothing was applied.
     #[error("could not serialize access: {0}; the transaction was rolled back")]
     TransactionChanged(String),
+    /// A statement would change one row twice (ON CONFLICT DO UPDATE).
+    #[error("{0}")]
+    CardinalityViolation(String),
+    /// A reference to columns that do not fit where they are used (an ON CONFLICT target no
+    /// unique constraint matches).
+    #[error("{0}")]
+    InvalidColumnReference(String),
     /// A query failed in DataFusion (planning or execution).
     #[error("{0}")]
     Query(String),
@@ -112,6 +119,8 @@ impl SqlError {
             Self::DivisionByZero => "22012",
             Self::SerializationFailure(_) | Self::TransactionChanged(_) => "40001",
             Self::Query(_) => "42000",
+            Self::CardinalityViolation(_) => "21000",
+            Self::InvalidColumnReference(_) => "42P10",
             Self::Storage(_) | Self::Io(_) => "58030",
             Self::Replication(_) => "08006",
             Self::Internal(_) => "XX000",

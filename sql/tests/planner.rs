@@ -182,6 +182,26 @@ async fn on_conflict_guards_each_key_it_decided_on() {
 }
 
 #[tokio::test]
+async fn on_conflict_on_a_unique_index_guards_the_row_it_found_or_the_table() {
+    let db = five_rows().await;
+    db.ok("CREATE UNIQUE INDEX t_v ON t (v)").await;
+    let t = db.def("t");
+    // A conflict found through the index: the row it names is guarded, not the table.
+    let cmd = plan(&db, "INSERT INTO t VALUES (7, 10, 'x') ON CONFLICT (v) DO UPDATE SET w = 'y'").await;
+    assert!(cmd.table_guards.is_empty());
+    assert_eq!(the_write(&cmd).0, [current_guard(&db, &t, key(&t, &[Value::Int(1)]))]);
+    // No row holds v = 70 when planned; another insert of it lands first: the plan fails as a
+    // conflict (40001, and is planned again) rather than as a unique violation.
+    let cmd = plan(&db, "INSERT INTO t VALUES (8, 70, 'x') ON CONFLICT (v) DO NOTHING").await;
+    assert_eq!(cmd.table_guards.len(), 1);
+    db.ok("INSERT INTO t VALUES (9, 70, 'first')").await;
+    assert_eq!(apply(&db, &cmd).await, Err("40001"));
+    // Planned again, it finds that row and does nothing.
+    let r = db.ok("INSERT INTO t VALUES (8, 70, 'x') ON CONFLICT (v) DO NOTHING").await;
+    assert!(matches!(r.as_slice(), [StatementResult::Done { rows_affected: 0, .. }]), "{r:?}");
+}
+
+#[tokio::test]
 async fn every_command_pins_the_catalog_version_and_ddl_moves_it() {
     let db = five_rows().await;
     let v0 = db.engine.catalog().unwrap().version;

@@ -20,11 +20,12 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::{Planner, StatementResult, ident, mem_context, object_name, parse_one, quote, run_user_query};
-use crate::catalog::{RowDecoder, TableDef};
+use crate::catalog::{IndexDef, RowDecoder, TableDef};
 use crate::codec;
 use crate::coerce::{coerce_array, coerce_texts, literal_text};
 use crate::command::{RowGuard, RowOp};
 use crate::error::{Result, SqlError};
+use crate::provider::BatchView;
 use crate::types::{ColumnType, Value, build_array};
 
 /// An inserted row whose key exists (ON CONFLICT): the key, the stored bytes and row, and the
@@ -207,70 +208,92 @@ impl Planner<'_> {
         let mut ops = Vec::new();
         let mut final_rows = Vec::new();
         let mut seen = BTreeSet::new();
-        let conflict_action = match on {
+        let conflict = match on {
             None => None,
-            Some(OnInsert::OnConflict(oc)) => {
-                if let Some(ConflictTarget::Columns(cols)) = &oc.conflict_target {
-                    let cols: Vec<usize> = cols.iter().map(|c| def.column_or_err(&ident(c))).collect::<Result<_>>()?;
-                    let mut sorted_pk = def.primary_key.clone();
-                    sorted_pk.sort();
-                    let mut sorted = cols.clone();
-                    sorted.sort();
-                    if sorted != sorted_pk {
-                        return Err(SqlError::Unsupported("ON CONFLICT on columns other than the primary key".into()));
-                    }
-                }
-                if def.primary_key.is_empty() {
-                    return Err(SqlError::InvalidDefinition("ON CONFLICT needs a table with a primary key".into()));
-                }
-                Some(&oc.action)
-            }
+            Some(OnInsert::OnConflict(oc)) => Some((arbiters(def, oc)?, &oc.action)),
             Some(other) => return Err(SqlError::Unsupported(format!("{other}"))),
         };
+        let conflict_action = conflict.as_ref().map(|(_, action)| *action);
         let mut updates: Vec<Conflict> = Vec::new();
         let decoder = RowDecoder::new(def);
+        // The arbiters' values of the rows this statement inserts, one set per arbiter.
+        let mut proposed: Vec<BTreeSet<Vec<u8>>> = Vec::new();
+        let mut table_guarded = false;
         for (i, row) in rows.into_iter().enumerate() {
             let key = def.key_of(&row).map_err(|e| e.at_row(Some(i)))?;
-            if let Some(k) = &key {
-                if !seen.insert(k.clone()) {
-                    if conflict_action.is_some() {
-                        return Err(SqlError::Query(
-                            "ON CONFLICT DO UPDATE command cannot affect row a second time".into(),
-                        ));
-                    }
+            let Some((arbiters, action)) = &conflict else {
+                // A plain INSERT: a key given twice, or one that exists, is a violation (apply
+                // checks the unique indexes).
+                if let Some(k) = &key
+                    && (!seen.insert(k.clone()) || view.get(&codec::row_key(def.id, k))?.is_some())
+                {
                     return Err(SqlError::UniqueViolation(format!(
                         "duplicate key value violates unique constraint \"{}\"",
                         def.pkey_name()
                     ))
                     .at_row(Some(i)));
                 }
-                let existing = view.get(&codec::row_key(def.id, k))?;
-                match (existing, conflict_action) {
-                    (Some(_), None) => {
-                        return Err(SqlError::UniqueViolation(format!(
-                            "duplicate key value violates unique constraint \"{}\"",
-                            def.pkey_name()
-                        ))
-                        .at_row(Some(i)));
-                    }
-                    (Some(old), Some(OnConflictAction::DoNothing)) => {
-                        guards.push(RowGuard { key: k.clone(), hash: Some(codec::row_hash(&old)) });
-                    }
-                    (Some(old), Some(OnConflictAction::DoUpdate(_))) => {
-                        let old_row = decoder.decode(&old)?;
-                        updates.push(Conflict { key: k.clone(), old_bytes: old, old_row, proposed: row });
-                    }
-                    (None, _) => {
-                        if conflict_action.is_some() {
-                            guards.push(RowGuard { key: k.clone(), hash: None });
-                        }
-                        ops.push(RowOp::Insert { key: Some(k.clone().into()), row: codec::encode_row(&row) });
-                        final_rows.push(row);
-                    }
-                }
-            } else {
-                ops.push(RowOp::Insert { key: None, row: codec::encode_row(&row) });
+                ops.push(RowOp::Insert { key: key.map(Into::into), row: codec::encode_row(&row) });
                 final_rows.push(row);
+                continue;
+            };
+            // A row that conflicts with one inserted earlier by this statement: skipped by DO
+            // NOTHING; DO UPDATE would change that row a second time.
+            proposed.resize_with(arbiters.len(), BTreeSet::new);
+            let mut again = false;
+            for (a, values) in arbiters.iter().zip(proposed.iter_mut()) {
+                if let Some(v) = a.values(def, &row, key.as_deref())? {
+                    again |= !values.insert(v);
+                }
+            }
+            if again {
+                if matches!(action, OnConflictAction::DoNothing) {
+                    continue;
+                }
+                return Err(SqlError::CardinalityViolation(
+                    "ON CONFLICT DO UPDATE command cannot affect row a second time".into(),
+                ));
+            }
+            // The stored row it conflicts with, through the first arbiter that finds one.
+            let mut existing = None;
+            for a in arbiters {
+                if let Some(owner) = a.owner(def, &view, &row, key.as_deref())?
+                    && let Some(bytes) = view.get(&codec::row_key(def.id, &owner))?
+                {
+                    existing = Some((owner, bytes));
+                    break;
+                }
+            }
+            match (existing, action) {
+                (Some((owner, old)), OnConflictAction::DoNothing) => {
+                    guards.push(RowGuard { key: owner, hash: Some(codec::row_hash(&old)) });
+                }
+                (Some((owner, old)), OnConflictAction::DoUpdate(_)) => {
+                    let old_row = decoder.decode(&old)?;
+                    updates.push(Conflict { key: owner, old_bytes: old, old_row, proposed: row });
+                }
+                (None, _) => {
+                    if let Some(k) = &key {
+                        // Not an arbiter, the primary key still may not be taken.
+                        if !arbiters.contains(&Arbiter::PrimaryKey) && view.get(&codec::row_key(def.id, k))?.is_some() {
+                            return Err(SqlError::UniqueViolation(format!(
+                                "duplicate key value violates unique constraint \"{}\"",
+                                def.pkey_name()
+                            ))
+                            .at_row(Some(i)));
+                        }
+                        guards.push(RowGuard { key: k.clone(), hash: None });
+                    }
+                    // That no row holds these values of a unique index is guarded by the
+                    // table's version: a concurrent insert of them is a conflict, and the
+                    // statement is planned again (where it finds that row).
+                    if !table_guarded && arbiters.iter().any(|a| matches!(a, Arbiter::Unique(_))) {
+                        self.guard_table(def.id)?;
+                        table_guarded = true;
+                    }
+                    ops.push(RowOp::Insert { key: key.map(Into::into), row: codec::encode_row(&row) });
+                    final_rows.push(row);
+                }
             }
         }
         if let Some(OnConflictAction::DoUpdate(du)) = conflict_action
@@ -281,7 +304,7 @@ impl Planner<'_> {
                 guards.push(RowGuard { key: key.clone(), hash: Some(codec::row_hash(old_bytes)) });
                 let Some(new_row) = new_row else { continue };
                 Self::check_row(def, &new_row)?;
-                if def.key_of(&new_row)?.as_deref() != Some(key.as_slice()) {
+                if !def.primary_key.is_empty() && def.key_of(&new_row)?.as_deref() != Some(key.as_slice()) {
                     return Err(SqlError::Unsupported("ON CONFLICT DO UPDATE changing the primary key".into()));
                 }
                 ops.push(RowOp::Update { key: key.clone(), row: codec::encode_row(&new_row) });
@@ -289,7 +312,7 @@ impl Planner<'_> {
             }
         }
         let n = final_rows.len() as u64;
-        let returning = self.returning(def, returning_items, &final_rows, &format!("INSERT 0 {n}")).await?;
+        let returning = self.returning(def, None, returning_items, &final_rows, &format!("INSERT 0 {n}")).await?;
         self.record(def, guards, ops);
         Ok(returning.unwrap_or(StatementResult::Done { tag: format!("INSERT 0 {n}"), rows_affected: n }))
     }
@@ -408,4 +431,77 @@ async fn eval_over(base: &SessionState, name: &str, batch: RecordBatch, exprs: &
         return Err(SqlError::Internal("expression evaluation changed the row count".into()));
     }
     Ok(merged.columns().to_vec())
+}
+
+/// What an ON CONFLICT clause detects conflicts on: the primary key or a unique index.
+#[derive(Debug, PartialEq)]
+enum Arbiter {
+    PrimaryKey,
+    Unique(IndexDef),
+}
+
+impl Arbiter {
+    /// The values `row` has in this arbiter (encoded); `None` where they cannot conflict (a
+    /// NULL in a unique index, or a table without primary key).
+    fn values(&self, def: &TableDef, row: &[Value], key: Option<&[u8]>) -> Result<Option<Vec<u8>>> {
+        match self {
+            Arbiter::PrimaryKey => Ok(key.map(<[u8]>::to_vec)),
+            Arbiter::Unique(ix) => def.unique_entry_key(ix, row),
+        }
+    }
+
+    /// The key of the stored row `row` would conflict with here, if one may exist.
+    fn owner(&self, def: &TableDef, view: &BatchView, row: &[Value], key: Option<&[u8]>) -> Result<Option<Vec<u8>>> {
+        match self {
+            Arbiter::PrimaryKey => Ok(key.map(<[u8]>::to_vec)),
+            Arbiter::Unique(ix) => match def.unique_entry_key(ix, row)? {
+                Some(entry) => Ok(view.get(&entry)?),
+                None => Ok(None),
+            },
+        }
+    }
+}
+
+/// The arbiters of `ON CONFLICT [target]`, as PostgreSQL infers them: the primary key or the
+/// unique index whose columns are exactly the target's, the constraint named by
+/// `ON CONSTRAINT`, or — with no target, for DO NOTHING only — every unique one.
+fn arbiters(def: &TableDef, oc: &ast::OnConflict) -> Result<Vec<Arbiter>> {
+    let unique = def.indexes.iter().filter(|ix| ix.unique && ix.is_btree());
+    let mut all: Vec<(String, Vec<usize>, Arbiter)> = Vec::new();
+    if !def.primary_key.is_empty() {
+        all.push((def.pkey_name(), def.primary_key.clone(), Arbiter::PrimaryKey));
+    }
+    all.extend(unique.map(|ix| (ix.name.clone(), ix.columns.clone(), Arbiter::Unique(ix.clone()))));
+    let no_match = || {
+        SqlError::InvalidColumnReference(
+            "there is no unique or exclusion constraint matching the ON CONFLICT specification".into(),
+        )
+    };
+    match &oc.conflict_target {
+        Some(ConflictTarget::Columns(cols)) => {
+            let mut wanted: Vec<usize> = cols.iter().map(|c| def.column_or_err(&ident(c))).collect::<Result<_>>()?;
+            wanted.sort();
+            wanted.dedup();
+            let found = all.into_iter().find(|(_, columns, _)| {
+                let mut columns = columns.clone();
+                columns.sort();
+                columns == wanted
+            });
+            Ok(vec![found.ok_or_else(no_match)?.2])
+        }
+        Some(ConflictTarget::OnConstraint(name)) => {
+            let name = object_name(name)?;
+            match all.into_iter().find(|(n, _, _)| *n == name) {
+                Some((_, _, a)) => Ok(vec![a]),
+                None => Err(SqlError::InvalidColumnReference(format!(
+                    "constraint \"{name}\" for table \"{}\" does not exist",
+                    def.name
+                ))),
+            }
+        }
+        None if matches!(oc.action, OnConflictAction::DoUpdate(_)) => {
+            Err(SqlError::Syntax("ON CONFLICT DO UPDATE requires inference specification or constraint name".into()))
+        }
+        None => Ok(all.into_iter().map(|(_, _, a)| a).collect()),
+    }
 }

@@ -353,6 +353,7 @@ impl<'a> Planner<'a> {
     async fn returning(
         &self,
         def: &TableDef,
+        alias: Option<&str>,
         items: Option<&[SelectItem]>,
         rows: &[Vec<Value>],
         tag: &str,
@@ -367,7 +368,11 @@ impl<'a> Planner<'a> {
         let batch = RecordBatch::try_new(schema, arrays)?;
         let exprs: Vec<String> = items.iter().map(|i| i.to_string()).collect();
         let ctx = mem_context(self.base, &def.name, batch)?;
-        let stmt = parse_one(&format!("SELECT {} FROM {}", exprs.join(", "), quote(&def.name)))?;
+        let mut sql = format!("SELECT {} FROM {}", exprs.join(", "), quote(&def.name));
+        if let Some(a) = alias {
+            sql.push_str(&format!(" AS {}", quote(a)));
+        }
+        let stmt = parse_one(&sql)?;
         let (schema, batches) = run_user_query(&ctx, stmt).await?;
         Ok(Some(StatementResult::Rows { schema, batches, tag: tag.to_string() }))
     }

@@ -269,6 +269,13 @@ mod tests {
             vec![t("b", Select), t("a", Update)]
         );
         assert_eq!(needs_of(&parse("DELETE FROM a WHERE x = 1")), vec![t("a", Delete)]);
+        // The tables of UPDATE … FROM and DELETE … USING are read, the target too when it is
+        // named again.
+        assert_eq!(
+            needs_of(&parse("UPDATE a AS x SET v = b.v FROM b, a AS y WHERE b.k = x.k")),
+            vec![t("b", Select), t("a", Select), t("a", Update)]
+        );
+        assert_eq!(needs_of(&parse("DELETE FROM a USING b WHERE b.k = a.k")), vec![t("b", Select), t("a", Delete)]);
         assert_eq!(needs_of(&parse("CREATE TABLE c (x INT)")), vec![Need::Ddl]);
         assert_eq!(needs_of(&parse("CREATE ROLE r LOGIN PASSWORD 'p'")), vec![Need::Admin]);
         assert_eq!(needs_of(&parse("GRANT SELECT ON a TO r")), vec![Need::Admin]);
