@@ -62,6 +62,9 @@ pub enum SqlError {
     /// unique constraint matches).
     #[error("{0}")]
     InvalidColumnReference(String),
+    /// A drop that other objects depend on (a table or view that views read), without CASCADE.
+    #[error("{0}")]
+    DependentObjects(String),
     /// A query failed in DataFusion (planning or execution).
     #[error("{0}")]
     Query(String),
@@ -120,6 +123,7 @@ impl SqlError {
             Self::SerializationFailure(_) | Self::TransactionChanged(_) => "40001",
             Self::Query(_) => "42000",
             Self::CardinalityViolation(_) => "21000",
+            Self::DependentObjects(_) => "2BP01",
             Self::InvalidColumnReference(_) => "42P10",
             Self::Storage(_) | Self::Io(_) => "58030",
             Self::Replication(_) => "08006",

@@ -174,7 +174,12 @@ impl Planner<'_> {
         }
     }
 
-    pub(super) fn drop_tables(&mut self, names: &[ObjectName], if_exists: bool) -> Result<StatementResult> {
+    pub(super) fn drop_tables(
+        &mut self,
+        names: &[ObjectName],
+        if_exists: bool,
+        cascade: bool,
+    ) -> Result<StatementResult> {
         for n in names {
             let name = object_name(n)?;
             let Some(def) = self.catalog.tables.get(&name).cloned() else {
@@ -183,6 +188,7 @@ impl Planner<'_> {
                 }
                 return Err(SqlError::UnknownTable(name));
             };
+            self.drop_dependent_views("table", &name, cascade)?;
             self.catalog_mut().tables.remove(&name);
             let (s, e) = codec::table_range(def.id);
             let keys: Vec<Vec<u8>> = self.pending.range(s..e).map(|(k, _)| k.clone()).collect();

@@ -240,15 +240,15 @@ impl<'a> Planner<'a> {
     pub async fn plan(&mut self, stmt: Statement) -> Result<StatementResult> {
         match stmt {
             Statement::CreateTable(ct) => self.create_table(ct).await,
-            Statement::Drop { object_type: ObjectType::Table, if_exists, names, .. } => {
-                self.drop_tables(&names, if_exists)
+            Statement::Drop { object_type: ObjectType::Table, if_exists, names, cascade, .. } => {
+                self.drop_tables(&names, if_exists, cascade)
             }
             Statement::Drop { object_type: ObjectType::Index, if_exists, names, .. } => {
                 self.drop_indexes(&names, if_exists)
             }
             Statement::CreateView(cv) => self.create_view(cv).await,
-            Statement::Drop { object_type: ObjectType::View, if_exists, names, .. } => {
-                self.drop_views(&names, if_exists)
+            Statement::Drop { object_type: ObjectType::View, if_exists, names, cascade, .. } => {
+                self.drop_views(&names, if_exists, cascade)
             }
             Statement::CreateIndex(ci) => self.create_index(ci),
             Statement::AlterTable(at) => self.alter_table(at).await,

@@ -1,4 +1,5 @@
-//! Views: `CREATE [OR REPLACE] VIEW name [(columns)] AS query` and `DROP VIEW [IF EXISTS]`,
+//! Views: `CREATE [OR REPLACE] VIEW name [(columns)] AS query` and `DROP VIEW [IF EXISTS]`
+//! (`[CASCADE]`: a table or view other views read is dropped only with them),
 //! planned into [`Step::PutView`] with the query's text; the query is planned here against the
 //! batch's working catalog so a view that cannot be read is refused when it is made.
 //! Reading a view plans its query again ([`crate::provider`]).
@@ -61,18 +62,55 @@ impl Planner<'_> {
         Ok(StatementResult::done("CREATE VIEW"))
     }
 
-    pub(super) fn drop_views(&mut self, names: &[ObjectName], if_exists: bool) -> Result<StatementResult> {
+    pub(super) fn drop_views(
+        &mut self,
+        names: &[ObjectName],
+        if_exists: bool,
+        cascade: bool,
+    ) -> Result<StatementResult> {
         for n in names {
             let name = object_name(n)?;
-            if self.catalog_mut().views.remove(&name).is_none() {
+            if !self.catalog.views.contains_key(&name) {
                 if if_exists {
                     continue;
                 }
                 return Err(SqlError::UnknownTable(format!("view {name}")));
             }
+            self.drop_dependent_views("view", &name, cascade)?;
+            self.catalog_mut().views.remove(&name);
             self.steps.push(Step::PutView { name, view: None });
         }
         Ok(StatementResult::done("DROP VIEW"))
+    }
+
+    /// The views that read `name` (a `kind`, table or view, about to be dropped): with
+    /// CASCADE they are dropped first (and the views that read them), without it the drop is
+    /// refused (2BP01), as in PostgreSQL.
+    pub(super) fn drop_dependent_views(&mut self, kind: &str, name: &str, cascade: bool) -> Result<()> {
+        let dependents: Vec<String> = self
+            .catalog
+            .views
+            .iter()
+            .filter(|(_, v)| v.reads.iter().any(|r| r == name))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if let Some(first) = dependents.first()
+            && !cascade
+        {
+            return Err(SqlError::DependentObjects(format!(
+                "cannot drop {kind} {name} because other objects depend on it (view {first} depends on {kind} {name}); \
+                 use DROP … CASCADE to drop the dependent objects too"
+            )));
+        }
+        for view in dependents {
+            // A view read by two dropped objects is gone after the first.
+            if self.catalog.views.contains_key(&view) {
+                self.drop_dependent_views("view", &view, true)?;
+                self.catalog_mut().views.remove(&view);
+                self.steps.push(Step::PutView { name: view, view: None });
+            }
+        }
+        Ok(())
     }
 
     /// How deep the views among `reads` are defined on other views.
